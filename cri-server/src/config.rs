@@ -1,0 +1,602 @@
+//! berthd's configuration: one typed struct with a default for every field.
+//!
+//! Sources, later ones winning: the embedded defaults, the TOML file (`/etc/berth/berth.toml`
+//! unless `--config`/`BERTH_CONFIG` says otherwise), then command-line flags and their
+//! environment variables (see [`crate::cli`]). Unknown keys, wrong types and bad values fail
+//! at start with the file, the key and the reason.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use runtime_core::cgroups::CgroupDriver;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Where berthd looks for its config file when none is named.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/berth.toml";
+
+/// The whole effective configuration of berthd.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The CRI gRPC socket kubelet and crictl connect to.
+    pub socket: PathBuf,
+    /// Persistent state: images, snapshots, pod and container records.
+    pub root_dir: PathBuf,
+    /// Volatile state: shim sockets, pinned namespaces, rootfs mounts.
+    pub state_dir: PathBuf,
+    /// How pod and container cgroups are named; must match kubelet's `--cgroup-driver`.
+    pub cgroup_driver: CgroupDriver,
+    pub log: LogConfig,
+    pub streaming: StreamingConfig,
+    pub metrics: MetricsConfig,
+    pub registry: RegistryConfig,
+    pub cni: CniConfig,
+    pub network: NetworkConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket: "/run/berth/berth.sock".into(),
+            root_dir: "/var/lib/berth".into(),
+            state_dir: "/run/berth".into(),
+            cgroup_driver: CgroupDriver::Cgroupfs,
+            log: LogConfig::default(),
+            streaming: StreamingConfig::default(),
+            metrics: MetricsConfig::default(),
+            registry: RegistryConfig::default(),
+            cni: CniConfig::default(),
+            network: NetworkConfig::default(),
+        }
+    }
+}
+
+/// Log output of berthd (to stderr).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter: a level (`error`, `warn`, `info`, `debug`, `trace`) or directives
+    /// such as `info,cri_server=debug`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+/// The exec/attach/port-forward server whose URLs berthd hands to kubelet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamingConfig {
+    /// Listen address; port 0 picks a free port at start.
+    pub address: SocketAddr,
+    /// Seconds a streaming URL stays valid before it is used.
+    pub token_ttl_seconds: u64,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        StreamingConfig {
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token_ttl_seconds: 60,
+        }
+    }
+}
+
+/// The Prometheus `/metrics` endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Listen address of `/metrics`.
+    pub address: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            address: SocketAddr::from(([127, 0, 0, 1], 9120)),
+        }
+    }
+}
+
+/// Registry access: mirrors, credentials, plain-http registries.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Registry hosts (`host` or `host:port`) reached over plain http instead of https.
+    pub insecure: Vec<String>,
+    /// Per registry host, mirror endpoints (`https://host[:port]`) tried in order before it.
+    pub mirrors: BTreeMap<String, Vec<String>>,
+    /// Per registry host, credentials used when a pull request carries none.
+    pub credentials: BTreeMap<String, RegistryCredential>,
+}
+
+/// Credentials for one registry: a username and password, a base64 `auth` string
+/// (`user:password`), or an identity token.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryCredential {
+    pub username: String,
+    pub password: String,
+    pub auth: String,
+    pub identity_token: String,
+}
+
+/// Where CNI network configs and plugins live. If `conf_dir` has a config, berth uses CNI;
+/// otherwise its built-in bridge network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CniConfig {
+    pub conf_dir: PathBuf,
+    pub bin_dirs: Vec<PathBuf>,
+}
+
+impl Default for CniConfig {
+    fn default() -> Self {
+        CniConfig {
+            conf_dir: "/etc/cni/net.d".into(),
+            bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+        }
+    }
+}
+
+/// berth's built-in pod network (used when no CNI config exists).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// IPv4 range pod addresses come from: a /16 or narrower.
+    #[serde(
+        serialize_with = "serialize_cidr",
+        deserialize_with = "deserialize_pod_cidr"
+    )]
+    pub pod_cidr: Ipv4Net,
+    /// Name of the bridge the pods' veths attach to.
+    pub bridge: String,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            pod_cidr: Ipv4Net::new_assert(std::net::Ipv4Addr::new(10, 88, 0, 0), 16),
+            bridge: "berth0".into(),
+        }
+    }
+}
+
+/// The widest pod network berth accepts: it never claims more than a /16 of address space.
+pub const WIDEST_POD_PREFIX: u8 = 16;
+
+/// Parses a pod CIDR: an IPv4 network address with a prefix of /16 or narrower.
+pub fn parse_pod_cidr(s: &str) -> Result<Ipv4Net, String> {
+    let net: Ipv4Net = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not an IPv4 CIDR (expected e.g. `10.88.0.0/16`)"))?;
+    if net.prefix_len() < WIDEST_POD_PREFIX {
+        return Err(format!(
+            "`{s}` is wider than /{WIDEST_POD_PREFIX}; berth never claims more than a /{WIDEST_POD_PREFIX} for pods"
+        ));
+    }
+    if net.addr() != net.network() {
+        return Err(format!(
+            "`{s}` has host bits set; did you mean `{}`?",
+            net.trunc()
+        ));
+    }
+    if net.prefix_len() > 30 {
+        return Err(format!("`{s}` leaves no room for pod addresses"));
+    }
+    Ok(net)
+}
+
+fn deserialize_pod_cidr<'de, D: Deserializer<'de>>(d: D) -> Result<Ipv4Net, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_pod_cidr(&s).map_err(serde::de::Error::custom)
+}
+
+fn serialize_cidr<S: Serializer>(net: &Ipv4Net, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(net)
+}
+
+/// A config that could not be loaded, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {location}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        location: String,
+        reason: String,
+    },
+    #[error("config: {key}: {reason}")]
+    InvalidValue { key: &'static str, reason: String },
+}
+
+impl Config {
+    /// Loads `path`; a missing file is fine only when `required` is false (the default path).
+    pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::from_toml(path, &text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok(Config::default())
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: path.into(),
+                source,
+            }),
+        }
+    }
+
+    /// Parses TOML text; `path` only names the source in errors.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let invalid = |location: String, reason: String| ConfigError::Invalid {
+            path: path.into(),
+            location,
+            reason,
+        };
+        let de = toml::de::Deserializer::parse(text)
+            .map_err(|e| invalid(span_location(text, e.span()), e.message().to_string()))?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let at = span_location(text, inner.span());
+            let location = if key == "." {
+                at
+            } else {
+                format!("key `{key}` ({at})")
+            };
+            invalid(location, inner.message().to_string())
+        })?;
+        config.validate().map_err(|e| match e {
+            ConfigError::InvalidValue { key, reason } => invalid(format!("key `{key}`"), reason),
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot: values that must make sense together or as strings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad =
+            |key: &'static str, reason: String| Err(ConfigError::InvalidValue { key, reason });
+        for (key, path) in [
+            ("socket", &self.socket),
+            ("root_dir", &self.root_dir),
+            ("state_dir", &self.state_dir),
+            ("cni.conf_dir", &self.cni.conf_dir),
+        ] {
+            if !path.is_absolute() {
+                return bad(
+                    key,
+                    format!("`{}` must be an absolute path", path.display()),
+                );
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return bad(
+                "log.level",
+                format!("`{}` is not a log filter: {e}", self.log.level),
+            );
+        }
+        if self.network.bridge.is_empty() || self.network.bridge.len() > 15 {
+            return bad(
+                "network.bridge",
+                format!(
+                    "`{}` must be 1 to 15 characters (a Linux interface name)",
+                    self.network.bridge
+                ),
+            );
+        }
+        for (host, mirrors) in &self.registry.mirrors {
+            if let Some(m) = mirrors
+                .iter()
+                .find(|m| !(m.starts_with("https://") || m.starts_with("http://")))
+            {
+                return bad(
+                    "registry.mirrors",
+                    format!("mirror `{m}` of `{host}` must start with https:// or http://"),
+                );
+            }
+        }
+        for (host, cred) in &self.registry.credentials {
+            let has_pair = !cred.username.is_empty();
+            if !has_pair && cred.auth.is_empty() && cred.identity_token.is_empty() {
+                return bad(
+                    "registry.credentials",
+                    format!("`{host}` needs username/password, auth or identity_token"),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The config with secrets replaced, safe to log or return from `Status`.
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        for cred in c.registry.credentials.values_mut() {
+            for secret in [&mut cred.password, &mut cred.auth, &mut cred.identity_token] {
+                if !secret.is_empty() {
+                    *secret = "<redacted>".into();
+                }
+            }
+        }
+        c
+    }
+}
+
+/// `line L, column C` for a byte span in `text`.
+fn span_location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(span) = span else {
+        return "top level".into();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!("line {line}, column {column}")
+}
+
+/// The default configuration as commented TOML (what `--print-default-config` prints).
+pub fn default_config_toml() -> String {
+    let d = Config::default();
+    let q = |p: &Path| toml_string(&p.display().to_string());
+    let bins: Vec<String> = d.cni.bin_dirs.iter().map(|p| q(p)).collect();
+    format!(
+        r#"# berthd configuration. Every key is optional; the values below are the defaults.
+# Command-line flags (berthd --help) override this file.
+
+# The CRI gRPC socket (mode 0660) kubelet and crictl connect to:
+#   kubelet --container-runtime-endpoint=unix://<socket>
+socket = {socket}
+# Persistent state: image content, snapshots, pod and container records.
+root_dir = {root}
+# Volatile state (normally tmpfs): shim sockets, pinned namespaces, rootfs mounts.
+state_dir = {state}
+# Cgroup naming, "cgroupfs" or "systemd". Must match kubelet's --cgroup-driver.
+cgroup_driver = "{driver}"
+
+[log]
+# A tracing filter: error, warn, info, debug, trace, or directives like "info,cri_server=debug".
+level = {level}
+# "text" or "json" lines on stderr.
+format = "{format}"
+
+[streaming]
+# Listen address of the exec/attach/port-forward server; port 0 picks a free port.
+address = "{saddr}"
+# Seconds a streaming URL handed to kubelet stays valid before it is used.
+token_ttl_seconds = {ttl}
+
+[metrics]
+# Listen address of the Prometheus /metrics endpoint.
+address = "{maddr}"
+
+[registry]
+# Registry hosts ("host" or "host:port") pulled from over plain http.
+insecure = []
+
+[registry.mirrors]
+# Mirrors per registry host, tried in order before the registry itself, e.g.
+# "docker.io" = ["https://mirror.example.com"]
+
+[registry.credentials]
+# Credentials per registry host, used when kubelet sends none, e.g.
+# "registry.example.com" = {{ username = "me", password = "secret" }}
+# "other.example.com" = {{ auth = "<base64 of user:password>" }}
+# "tokens.example.com" = {{ identity_token = "<token>" }}
+
+[cni]
+# CNI network configs. If this holds a config, pods use CNI; otherwise berth's built-in bridge.
+conf_dir = {cni_conf}
+# Where CNI plugin binaries are searched, in order.
+bin_dirs = [{bins}]
+
+[network]
+# IPv4 range of pod addresses for the built-in network: a /16 or narrower.
+pod_cidr = "{cidr}"
+# Bridge the pods' veth pairs attach to.
+bridge = {bridge}
+"#,
+        socket = q(&d.socket),
+        root = q(&d.root_dir),
+        state = q(&d.state_dir),
+        driver = d.cgroup_driver,
+        level = toml_string(&d.log.level),
+        format = d.log.format,
+        saddr = d.streaming.address,
+        ttl = d.streaming.token_ttl_seconds,
+        maddr = d.metrics.address,
+        cni_conf = q(&d.cni.conf_dir),
+        bins = bins.join(", "),
+        cidr = d.network.pod_cidr,
+        bridge = toml_string(&d.network.bridge),
+    )
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(Path::new("/etc/berth/test.toml"), text)
+    }
+
+    #[test]
+    fn printed_default_config_parses_back_to_the_defaults() {
+        let parsed = parse(&default_config_toml()).expect("default config parses");
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn configuration_reference_embeds_the_printed_default_config() {
+        let doc = include_str!("../../docs/configuration.md");
+        assert!(
+            doc.contains(&default_config_toml()),
+            "docs/configuration.md is stale: paste `berthd --print-default-config` into it"
+        );
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(parse("").expect("empty"), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_names_file_key_and_line() {
+        let err = parse("socket = \"/run/x.sock\"\n[network]\nbridg = \"b0\"\n")
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.contains("/etc/berth/test.toml"), "{err}");
+        assert!(err.contains("unknown field `bridg`"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err = parse("[streaming]\ntoken_ttl_seconds = \"soon\"\n")
+            .expect_err("wrong type")
+            .to_string();
+        assert!(err.contains("key `streaming.token_ttl_seconds`"), "{err}");
+        assert!(err.contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn unparseable_cidr_names_the_key_and_value() {
+        let err = parse("[network]\npod_cidr = \"10.88.0/16\"\n")
+            .expect_err("bad cidr")
+            .to_string();
+        assert!(err.contains("key `network.pod_cidr`"), "{err}");
+        assert!(err.contains("`10.88.0/16` is not an IPv4 CIDR"), "{err}");
+    }
+
+    #[test]
+    fn pod_cidr_wider_than_16_or_with_host_bits_is_rejected() {
+        assert!(
+            parse_pod_cidr("10.0.0.0/8")
+                .unwrap_err()
+                .contains("wider than /16")
+        );
+        assert!(
+            parse_pod_cidr("10.88.1.0/16")
+                .unwrap_err()
+                .contains("did you mean `10.88.0.0/16`")
+        );
+        assert!(parse_pod_cidr("10.88.0.0/31").is_err());
+        assert_eq!(
+            parse_pod_cidr("10.88.7.0/24").expect("ok").to_string(),
+            "10.88.7.0/24"
+        );
+    }
+
+    #[test]
+    fn bad_cgroup_driver_lists_the_choices() {
+        let err = parse("cgroup_driver = \"cgroupv3\"\n")
+            .expect_err("bad driver")
+            .to_string();
+        assert!(err.contains("key `cgroup_driver`"), "{err}");
+        assert!(err.contains("cgroupfs") && err.contains("systemd"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_and_bad_log_filters_are_rejected() {
+        let err = parse("root_dir = \"var/lib/berth\"\n")
+            .expect_err("relative")
+            .to_string();
+        assert!(
+            err.contains("key `root_dir`") && err.contains("absolute"),
+            "{err}"
+        );
+        let err = parse("[log]\nlevel = \"info,=[\"\n")
+            .expect_err("filter")
+            .to_string();
+        assert!(err.contains("key `log.level`"), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_give_a_line() {
+        let err = parse("socket = \n").expect_err("syntax").to_string();
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn registry_settings_parse_and_secrets_are_redacted() {
+        let c = parse(
+            r#"
+[registry]
+insecure = ["127.0.0.1:5000"]
+[registry.mirrors]
+"docker.io" = ["https://mirror.local"]
+[registry.credentials]
+"r.example" = { username = "u", password = "p" }
+"#,
+        )
+        .expect("registry config");
+        assert_eq!(c.registry.insecure, vec!["127.0.0.1:5000"]);
+        assert_eq!(
+            c.registry.mirrors["docker.io"],
+            vec!["https://mirror.local"]
+        );
+        let red = c.redacted();
+        assert_eq!(red.registry.credentials["r.example"].password, "<redacted>");
+        assert_eq!(red.registry.credentials["r.example"].username, "u");
+    }
+
+    #[test]
+    fn mirror_without_scheme_and_empty_credentials_are_rejected() {
+        let err = parse("[registry.mirrors]\n\"docker.io\" = [\"mirror.local\"]\n")
+            .expect_err("mirror")
+            .to_string();
+        assert!(
+            err.contains("registry.mirrors") && err.contains("https://"),
+            "{err}"
+        );
+        let err = parse("[registry.credentials]\n\"r\" = {}\n")
+            .expect_err("cred")
+            .to_string();
+        assert!(err.contains("registry.credentials"), "{err}");
+    }
+
+    #[test]
+    fn missing_default_file_gives_defaults_but_missing_named_file_fails() {
+        let missing = Path::new("/nonexistent/berth.toml");
+        assert_eq!(
+            Config::load(missing, false).expect("optional"),
+            Config::default()
+        );
+        let err = Config::load(missing, true)
+            .expect_err("required")
+            .to_string();
+        assert!(err.contains("/nonexistent/berth.toml"), "{err}");
+    }
+}

@@ -1,0 +1,52 @@
+//! The `berthd` binary: parse flags, load the config, serve the CRI.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cri_server::{cli::Cli, config, logging, server};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.print_default_config {
+        print!("{}", config::default_config_toml());
+        return ExitCode::SUCCESS;
+    }
+    let config = match cli.load_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("berthd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        return match toml::to_string(&config.redacted()) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("berthd: render config: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    logging::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berthd: start async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server::serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "berthd failed");
+            ExitCode::FAILURE
+        }
+    }
+}

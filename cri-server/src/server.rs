@@ -1,0 +1,150 @@
+//! Running berthd: prepare directories, claim the socket, serve both CRI services until
+//! SIGTERM/SIGINT, then drain in-flight calls and remove the socket.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::cri::image_service_server::ImageServiceServer;
+use proto::cri::runtime_service_server::RuntimeServiceServer;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_stream::wrappers::UnixListenerStream;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::image_service::Images;
+use crate::runtime_service::Runtime;
+use crate::socket::{ClaimedSocket, SocketError};
+use crate::state::DaemonState;
+
+/// Largest gRPC message berthd accepts or sends; kubelet uses the same limit.
+pub const MAX_MESSAGE_SIZE: usize = 16 << 20;
+/// How long in-flight calls may run after a shutdown signal before berthd exits anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why berthd stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    #[error("{what} {path}: {source}")]
+    Dir {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("install signal handlers: {0}")]
+    Signals(io::Error),
+    #[error("listen on {socket}: {source}")]
+    Listen { socket: PathBuf, source: io::Error },
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Serves the CRI on `config.socket` until SIGTERM or SIGINT.
+pub async fn serve(config: Config) -> Result<(), DaemonError> {
+    prepare_dir(&config.root_dir)?;
+    prepare_dir(&config.state_dir)?;
+    let mut shutdown = ShutdownSignals::install()?;
+    let mut claimed = ClaimedSocket::claim(&config.socket)?;
+    let listener = tokio_listener(&mut claimed)?;
+    let state = Arc::new(DaemonState::new(config));
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .add_service(
+            RuntimeServiceServer::new(Runtime::new(state.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+        )
+        .add_service(
+            ImageServiceServer::new(Images::new(state.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+        )
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        });
+    tokio::pin!(server);
+    info!(
+        socket = %claimed.path().display(),
+        version = env!("CARGO_PKG_VERSION"),
+        cgroups = ?state.cgroup_layout,
+        "berthd serving the CRI"
+    );
+
+    tokio::select! {
+        res = &mut server => res?,
+        sig = shutdown.next() => {
+            info!(signal = sig, "shutting down: no new calls, draining in-flight ones");
+            let _ = stop_tx.send(());
+            match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+                Ok(res) => res?,
+                Err(_) => warn!(grace = ?SHUTDOWN_GRACE, "in-flight calls still running; exiting anyway"),
+            }
+        }
+    }
+    drop(claimed);
+    info!("berthd stopped");
+    Ok(())
+}
+
+fn tokio_listener(claimed: &mut ClaimedSocket) -> Result<tokio::net::UnixListener, DaemonError> {
+    let socket = claimed.path().to_path_buf();
+    let listen_err = |source| DaemonError::Listen {
+        socket: socket.clone(),
+        source,
+    };
+    let std_listener = claimed
+        .take_listener()
+        .ok_or_else(|| listen_err(io::Error::other("listener already taken")))?;
+    std_listener.set_nonblocking(true).map_err(listen_err)?;
+    tokio::net::UnixListener::from_std(std_listener).map_err(listen_err)
+}
+
+/// Creates a state directory (mode 0711) if missing; an existing one is left as it is.
+fn prepare_dir(dir: &Path) -> Result<(), DaemonError> {
+    let err = |what, source| DaemonError::Dir {
+        what,
+        path: dir.into(),
+        source,
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(dir)
+        .map_err(|e| err("create directory", e))?;
+    let meta = fs::metadata(dir).map_err(|e| err("stat directory", e))?;
+    if !meta.is_dir() {
+        return Err(err("use directory", io::Error::other("not a directory")));
+    }
+    if meta.permissions().mode() & 0o002 != 0 {
+        warn!(dir = %dir.display(), "state directory is world-writable");
+    }
+    Ok(())
+}
+
+/// SIGTERM and SIGINT, installed before the socket is claimed so no signal is missed.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> Result<ShutdownSignals, DaemonError> {
+        Ok(ShutdownSignals {
+            term: signal(SignalKind::terminate()).map_err(DaemonError::Signals)?,
+            int: signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! A real `berthd` per test: its own temp root/state dirs and socket, a CRI client over the
+//! unix socket, stderr captured to a file, and the process killed (by PID) when dropped.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use proto::cri::image_service_client::ImageServiceClient;
+use proto::cri::runtime_service_client::RuntimeServiceClient;
+use tempfile::TempDir;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// How long a test waits for berthd to answer on its socket.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Path of the `berthd` binary under test: `$BERTHD_BIN`, or `berthd` in the cargo target
+/// directory this test binary was built into.
+pub fn berthd_binary() -> io::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("BERTHD_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test-binary> -> target/<profile>/berthd
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| io::Error::other(format!("no target dir above {}", exe.display())))?;
+    let bin = profile_dir.join("berthd");
+    if !bin.exists() {
+        return Err(io::Error::other(format!(
+            "{} not found: build it first (cargo build -p cri-server --bin berthd) or set BERTHD_BIN",
+            bin.display()
+        )));
+    }
+    Ok(bin)
+}
+
+/// Connects a gRPC channel to a unix socket.
+pub async fn connect(socket: &Path) -> Result<Channel, tonic::transport::Error> {
+    let socket = socket.to_path_buf();
+    Endpoint::from_static("http://[::]:50051")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(socket).await?;
+                Ok::<_, io::Error>(TokioIo::new(stream))
+            }
+        }))
+        .await
+}
+
+/// Runs `berthd` with `args` to completion (for flags that exit at once, or start failures),
+/// killing it after `timeout`.
+pub fn run_berthd(args: &[&str], timeout: Duration) -> io::Result<Output> {
+    let mut child = Command::new(berthd_binary()?)
+        .args(args)
+        .env_remove("BERTH_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let deadline = Instant::now() + timeout;
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output()?;
+            return Err(io::Error::other(format!(
+                "berthd {args:?} still running after {timeout:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output()
+}
+
+/// Options for starting a [`Berthd`].
+#[derive(Debug, Default, Clone)]
+pub struct BerthdOptions {
+    /// TOML written to `<dir>/berth.toml` and passed with `--config`.
+    pub config_toml: Option<String>,
+    /// Extra command-line flags.
+    pub args: Vec<String>,
+}
+
+/// A running berthd owned by one test.
+#[derive(Debug)]
+pub struct Berthd {
+    child: Option<Child>,
+    dir: TempDir,
+    pub socket: PathBuf,
+    pub root_dir: PathBuf,
+    pub state_dir: PathBuf,
+    stderr_path: PathBuf,
+}
+
+impl Berthd {
+    /// Starts berthd with defaults and waits until it answers `Version`.
+    pub async fn start() -> io::Result<Berthd> {
+        Berthd::start_with(BerthdOptions::default()).await
+    }
+
+    /// Starts berthd with `opts` and waits until it answers `Version`.
+    pub async fn start_with(opts: BerthdOptions) -> io::Result<Berthd> {
+        let dir = tempfile::Builder::new().prefix("berth-e2e-").tempdir()?;
+        let mut d = Berthd::spawn_in(dir, &opts)?;
+        d.wait_ready(READY_TIMEOUT).await?;
+        Ok(d)
+    }
+
+    /// Spawns berthd in `dir` without waiting for it.
+    pub fn spawn_in(dir: TempDir, opts: &BerthdOptions) -> io::Result<Berthd> {
+        let socket = dir.path().join("berth.sock");
+        let root_dir = dir.path().join("root");
+        let state_dir = dir.path().join("state");
+        let stderr_path = dir.path().join("berthd.stderr");
+        let mut cmd = Command::new(berthd_binary()?);
+        cmd.env_remove("BERTH_CONFIG")
+            .env("BERTH_LOG_LEVEL", "debug")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--root-dir")
+            .arg(&root_dir)
+            .arg("--state-dir")
+            .arg(&state_dir);
+        if let Some(toml) = &opts.config_toml {
+            let file = dir.path().join("berth.toml");
+            std::fs::write(&file, toml)?;
+            cmd.arg("--config").arg(file);
+        } else {
+            // Never pick up a real installation's /etc/berth/berth.toml.
+            cmd.arg("--config").arg("/dev/null");
+        }
+        cmd.args(&opts.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&stderr_path)?);
+        let child = cmd.spawn()?;
+        Ok(Berthd {
+            child: Some(child),
+            dir,
+            socket,
+            root_dir,
+            state_dir,
+            stderr_path,
+        })
+    }
+
+    /// Waits until berthd answers `Version`, failing early (with its stderr) if it exits.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait()? {
+                return Err(io::Error::other(format!(
+                    "berthd exited with {status} before it was ready; stderr:\n{}",
+                    self.stderr()
+                )));
+            }
+            if self.socket.exists() && self.version_ok().await {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::other(format!(
+                    "berthd not ready after {timeout:?}; stderr:\n{}",
+                    self.stderr()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn version_ok(&self) -> bool {
+        let Ok(channel) = connect(&self.socket).await else {
+            return false;
+        };
+        let mut client = RuntimeServiceClient::new(channel);
+        client
+            .version(proto::cri::VersionRequest::default())
+            .await
+            .is_ok()
+    }
+
+    /// A RuntimeService client on this daemon's socket.
+    pub async fn runtime(&self) -> io::Result<RuntimeServiceClient<Channel>> {
+        let channel = connect(&self.socket).await.map_err(io::Error::other)?;
+        Ok(RuntimeServiceClient::new(channel))
+    }
+
+    /// An ImageService client on this daemon's socket.
+    pub async fn images(&self) -> io::Result<ImageServiceClient<Channel>> {
+        let channel = connect(&self.socket).await.map_err(io::Error::other)?;
+        Ok(ImageServiceClient::new(channel))
+    }
+
+    /// The daemon's PID while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The test's temp directory holding sockets, state and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Everything berthd wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Exit status if berthd has exited.
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait(),
+            None => Err(io::Error::other("berthd already reaped")),
+        }
+    }
+
+    /// Sends `signal` and waits up to `timeout` for berthd to exit. Async so this test's
+    /// runtime keeps serving its client connections (berthd's graceful shutdown waits for
+    /// clients to acknowledge it).
+    pub async fn stop_with(&mut self, signal: Signal, timeout: Duration) -> io::Result<ExitStatus> {
+        let child = self
+            .child
+            .as_mut()
+            .ok_or_else(|| io::Error::other("berthd already reaped"))?;
+        let pid = Pid::from_raw(child.id() as i32);
+        kill(pid, signal).map_err(io::Error::from)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::other(format!(
+                    "berthd did not exit within {timeout:?} of {signal}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Berthd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Framing for the berthd <-> berth-shim protocol.
+//!
+//! Each message is a prost-encoded body preceded by its length as a big-endian `u32`.
+//! The shim is single-threaded and blocking, so framing works on `std::io` streams; berthd
+//! wraps the same functions in `spawn_blocking` or uses its own async reader.
+
+use std::io::{self, Read, Write};
+
+/// Largest frame either side accepts; a bigger length prefix means a corrupt or hostile peer.
+pub const MAX_FRAME_LEN: u32 = 4 << 20;
+
+/// Errors reading or writing a frame.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("shim protocol i/o: {0}")]
+    Io(#[from] io::Error),
+    #[error("shim protocol frame of {len} bytes exceeds the {max} byte limit")]
+    TooLarge { len: u64, max: u32 },
+    #[error("shim protocol message does not decode: {0}")]
+    Decode(#[from] prost::DecodeError),
+    #[error("shim protocol peer closed the connection")]
+    Closed,
+}
+
+/// Writes one message as a frame.
+pub fn write_frame<M: prost::Message, W: Write>(w: &mut W, msg: &M) -> Result<(), FrameError> {
+    let len = msg.encoded_len();
+    if len > MAX_FRAME_LEN as usize {
+        return Err(FrameError::TooLarge {
+            len: len as u64,
+            max: MAX_FRAME_LEN,
+        });
+    }
+    let mut buf = Vec::with_capacity(4 + len);
+    buf.extend_from_slice(&(len as u32).to_be_bytes());
+    msg.encode(&mut buf)
+        .map_err(|e| io::Error::other(format!("encode shim message: {e}")))?;
+    w.write_all(&buf)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Reads one frame and decodes it; [`FrameError::Closed`] on a clean end of stream.
+pub fn read_frame<M: prost::Message + Default, R: Read>(r: &mut R) -> Result<M, FrameError> {
+    let mut len_buf = [0u8; 4];
+    match r.read_exact(&mut len_buf) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len_buf);
+    if len > MAX_FRAME_LEN {
+        return Err(FrameError::TooLarge {
+            len: len.into(),
+            max: MAX_FRAME_LEN,
+        });
+    }
+    let mut body = vec![0u8; len as usize];
+    r.read_exact(&mut body)?;
+    Ok(M::decode(body.as_slice())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Ping {
+        #[prost(string, tag = "1")]
+        text: String,
+    }
+
+    #[test]
+    fn frame_round_trips() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &Ping { text: "hi".into() }).expect("write");
+        write_frame(&mut buf, &Ping { text: "".into() }).expect("write");
+        let mut r = buf.as_slice();
+        let a: Ping = read_frame(&mut r).expect("first");
+        let b: Ping = read_frame(&mut r).expect("second");
+        assert_eq!(a.text, "hi");
+        assert_eq!(b.text, "");
+        assert!(matches!(
+            read_frame::<Ping, _>(&mut r),
+            Err(FrameError::Closed)
+        ));
+    }
+
+    #[test]
+    fn oversized_length_prefix_is_rejected_without_allocating() {
+        let bytes = (MAX_FRAME_LEN + 1).to_be_bytes();
+        let err = read_frame::<Ping, _>(&mut bytes.as_slice()).expect_err("too large");
+        assert!(matches!(err, FrameError::TooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn truncated_body_is_an_io_error() {
+        let mut buf = Vec::new();
+        write_frame(
+            &mut buf,
+            &Ping {
+                text: "hello".into(),
+            },
+        )
+        .expect("write");
+        buf.truncate(buf.len() - 2);
+        let err = read_frame::<Ping, _>(&mut buf.as_slice()).expect_err("truncated");
+        assert!(matches!(err, FrameError::Io(_)), "{err}");
+    }
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages berth needs, on a Debian bookworm machine, as root.
+# Usage: install-deps.sh [build|test]   (default: test, which includes build)
+# Safe to run again: nothing is installed twice.
+#   build:  protoc (k8s-cri's build script), a C compiler and static libc (test programs)
+#   tests:  docker-registry (the e2e registry), busybox (dynamic; the test images' userland)
+set -euo pipefail
+
+packages=(protobuf-compiler gcc libc6-dev ca-certificates)
+if [[ ${1:-test} == test ]]; then
+    packages+=(docker-registry busybox)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "install-deps: need root to install: ${missing[*]}" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # busybox conflicts with busybox-static; apt replaces it.
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+echo "install-deps: ok (${packages[*]})"

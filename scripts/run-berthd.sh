@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Builds berthd (release) and runs it in the foreground with its embedded defaults:
+# socket /run/berth/berth.sock, state in /var/lib/berth and /run/berth. Run as root.
+# Extra arguments go to berthd, e.g. --log-level debug or --config /etc/berth/berth.toml.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh build
+cargo build --release --locked -p cri-server --bin berthd
+exec target/release/berthd "$@"
