@@ -3,12 +3,14 @@
 # Usage: install-deps.sh [build|test]   (default: test, which includes build)
 # Safe to run again: nothing is installed twice.
 #   build:  protoc (k8s-cri's build script), a C compiler and static libc (test programs)
-#   tests:  docker-registry (the e2e registry), busybox (dynamic; the test images' userland)
+#   tests:  docker-registry (the e2e registry), apache2-utils (htpasswd for its auth),
+#           busybox (dynamic; the test images' userland), nftables + iproute2 (pod network),
+#           containernetworking-plugins (CNI bridge/host-local/portmap for CNI tests)
 set -euo pipefail
 
 packages=(protobuf-compiler gcc libc6-dev ca-certificates)
 if [[ ${1:-test} == test ]]; then
-    packages+=(docker-registry busybox)
+    packages+=(docker-registry apache2-utils busybox nftables iproute2 containernetworking-plugins)
 fi
 
 missing=()

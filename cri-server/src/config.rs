@@ -29,6 +29,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// How pod and container cgroups are named; must match kubelet's `--cgroup-driver`.
     pub cgroup_driver: CgroupDriver,
+    /// The `berth-shim` binary; empty means `berth-shim` beside the berthd binary.
+    pub shim_path: PathBuf,
     pub log: LogConfig,
     pub streaming: StreamingConfig,
     pub metrics: MetricsConfig,
@@ -44,6 +46,7 @@ impl Default for Config {
             root_dir: "/var/lib/berth".into(),
             state_dir: "/run/berth".into(),
             cgroup_driver: CgroupDriver::Cgroupfs,
+            shim_path: PathBuf::new(),
             log: LogConfig::default(),
             streaming: StreamingConfig::default(),
             metrics: MetricsConfig::default(),
@@ -126,15 +129,28 @@ impl Default for MetricsConfig {
 }
 
 /// Registry access: mirrors, credentials, plain-http registries.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistryConfig {
+    /// Layers downloaded and unpacked at once, across all pulls.
+    pub max_concurrent_downloads: usize,
     /// Registry hosts (`host` or `host:port`) reached over plain http instead of https.
     pub insecure: Vec<String>,
     /// Per registry host, mirror endpoints (`https://host[:port]`) tried in order before it.
     pub mirrors: BTreeMap<String, Vec<String>>,
     /// Per registry host, credentials used when a pull request carries none.
     pub credentials: BTreeMap<String, RegistryCredential>,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            max_concurrent_downloads: images::DEFAULT_PARALLEL_LAYERS,
+            insecure: Vec::new(),
+            mirrors: BTreeMap::new(),
+            credentials: BTreeMap::new(),
+        }
+    }
 }
 
 /// Credentials for one registry: a username and password, a base64 `auth` string
@@ -178,6 +194,8 @@ pub struct NetworkConfig {
     pub pod_cidr: Ipv4Net,
     /// Name of the bridge the pods' veths attach to.
     pub bridge: String,
+    /// The nftables table (family inet) holding berth's NAT and hostPort rules.
+    pub nft_table: String,
 }
 
 impl Default for NetworkConfig {
@@ -185,6 +203,7 @@ impl Default for NetworkConfig {
         NetworkConfig {
             pod_cidr: Ipv4Net::new_assert(std::net::Ipv4Addr::new(10, 88, 0, 0), 16),
             bridge: "berth0".into(),
+            nft_table: "berth".into(),
         }
     }
 }
@@ -306,12 +325,35 @@ impl Config {
                 format!("`{}` is not a log filter: {e}", self.log.level),
             );
         }
+        let nft_ok = |t: &str| {
+            !t.is_empty()
+                && t.len() <= 64
+                && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        };
+        if !nft_ok(&self.network.nft_table) {
+            return bad(
+                "network.nft_table",
+                format!(
+                    "`{}` must be 1 to 64 letters, digits or underscores",
+                    self.network.nft_table
+                ),
+            );
+        }
         if self.network.bridge.is_empty() || self.network.bridge.len() > 15 {
             return bad(
                 "network.bridge",
                 format!(
                     "`{}` must be 1 to 15 characters (a Linux interface name)",
                     self.network.bridge
+                ),
+            );
+        }
+        if !(1..=64).contains(&self.registry.max_concurrent_downloads) {
+            return bad(
+                "registry.max_concurrent_downloads",
+                format!(
+                    "{} must be between 1 and 64",
+                    self.registry.max_concurrent_downloads
                 ),
             );
         }
@@ -326,13 +368,23 @@ impl Config {
                 );
             }
         }
-        for (host, cred) in &self.registry.credentials {
-            let has_pair = !cred.username.is_empty();
-            if !has_pair && cred.auth.is_empty() && cred.identity_token.is_empty() {
-                return bad(
-                    "registry.credentials",
-                    format!("`{host}` needs username/password, auth or identity_token"),
-                );
+        for (host, c) in &self.registry.credentials {
+            let cred = images::Credential::from_fields(
+                &c.username,
+                &c.password,
+                &c.auth,
+                &c.identity_token,
+                "",
+            );
+            match cred {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return bad(
+                        "registry.credentials",
+                        format!("`{host}` needs username/password, auth or identity_token"),
+                    );
+                }
+                Err(e) => return bad("registry.credentials", format!("`{host}`: {e}")),
             }
         }
         Ok(())
@@ -381,6 +433,8 @@ root_dir = {root}
 state_dir = {state}
 # Cgroup naming, "cgroupfs" or "systemd". Must match kubelet's --cgroup-driver.
 cgroup_driver = "{driver}"
+# The berth-shim binary; empty means berth-shim beside the berthd binary.
+shim_path = ""
 
 [log]
 # A tracing filter: error, warn, info, debug, trace, or directives like "info,cri_server=debug".
@@ -399,6 +453,8 @@ token_ttl_seconds = {ttl}
 address = "{maddr}"
 
 [registry]
+# Layers downloaded and unpacked at once, across all pulls.
+max_concurrent_downloads = {downloads}
 # Registry hosts ("host" or "host:port") pulled from over plain http.
 insecure = []
 
@@ -423,6 +479,8 @@ bin_dirs = [{bins}]
 pod_cidr = "{cidr}"
 # Bridge the pods' veth pairs attach to.
 bridge = {bridge}
+# nftables table (family inet) holding berth's masquerade and hostPort rules.
+nft_table = {nft_table}
 "#,
         socket = q(&d.socket),
         root = q(&d.root_dir),
@@ -433,10 +491,12 @@ bridge = {bridge}
         saddr = d.streaming.address,
         ttl = d.streaming.token_ttl_seconds,
         maddr = d.metrics.address,
+        downloads = d.registry.max_concurrent_downloads,
         cni_conf = q(&d.cni.conf_dir),
         bins = bins.join(", "),
         cidr = d.network.pod_cidr,
         bridge = toml_string(&d.network.bridge),
+        nft_table = toml_string(&d.network.nft_table),
     )
 }
 

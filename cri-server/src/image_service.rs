@@ -1,59 +1,67 @@
-//! `runtime.v1.ImageService`: routes each RPC to its module. Until the image store lands every
-//! RPC answers `Unimplemented` naming itself.
+//! `runtime.v1.ImageService`: routes each RPC to its module.
 
 use std::sync::Arc;
 
 use proto::cri::{self, image_service_server::ImageService};
 use tonic::{Request, Response, Status};
 
-use crate::errors::{area, not_implemented};
 use crate::state::DaemonState;
+use crate::{image_fs_info, image_list, image_pull, image_remove, image_status};
 
 type Rpc<T> = Result<Response<T>, Status>;
 
 /// The ImageService implementation.
-#[derive(Debug, Clone)]
-pub struct Images {
-    _state: Arc<DaemonState>,
+#[derive(Clone)]
+pub struct ImageServer {
+    state: Arc<DaemonState>,
 }
 
-impl Images {
-    pub fn new(state: Arc<DaemonState>) -> Images {
-        Images { _state: state }
+impl ImageServer {
+    pub fn new(state: Arc<DaemonState>) -> ImageServer {
+        ImageServer { state }
     }
 }
 
 #[tonic::async_trait]
-impl ImageService for Images {
+impl ImageService for ImageServer {
     async fn list_images(
         &self,
-        _: Request<cri::ListImagesRequest>,
+        r: Request<cri::ListImagesRequest>,
     ) -> Rpc<cri::ListImagesResponse> {
-        Err(not_implemented("ListImages", area::IMAGES))
+        Ok(Response::new(image_list::list_images(
+            &self.state.images,
+            r.get_ref(),
+        )))
     }
 
     async fn image_status(
         &self,
-        _: Request<cri::ImageStatusRequest>,
+        r: Request<cri::ImageStatusRequest>,
     ) -> Rpc<cri::ImageStatusResponse> {
-        Err(not_implemented("ImageStatus", area::IMAGES))
+        image_status::image_status(&self.state.images, r.get_ref()).map(Response::new)
     }
 
-    async fn pull_image(&self, _: Request<cri::PullImageRequest>) -> Rpc<cri::PullImageResponse> {
-        Err(not_implemented("PullImage", area::IMAGES))
+    async fn pull_image(&self, r: Request<cri::PullImageRequest>) -> Rpc<cri::PullImageResponse> {
+        image_pull::pull_image(&self.state.images, r.get_ref())
+            .await
+            .map(Response::new)
     }
 
     async fn remove_image(
         &self,
-        _: Request<cri::RemoveImageRequest>,
+        r: Request<cri::RemoveImageRequest>,
     ) -> Rpc<cri::RemoveImageResponse> {
-        Err(not_implemented("RemoveImage", area::IMAGES))
+        image_remove::remove_image(&self.state.images, r.get_ref())
+            .await
+            .map(Response::new)
     }
 
     async fn image_fs_info(
         &self,
         _: Request<cri::ImageFsInfoRequest>,
     ) -> Rpc<cri::ImageFsInfoResponse> {
-        Err(not_implemented("ImageFsInfo", area::IMAGES))
+        Ok(Response::new(image_fs_info::image_fs_info(
+            &self.state.images,
+        )))
     }
 }

@@ -10,12 +10,15 @@ use tonic::{Request, Response, Status};
 
 use crate::errors::{area, not_implemented};
 use crate::state::DaemonState;
-use crate::{runtime_config, status, version};
+use crate::{
+    runtime_config, sandbox_list, sandbox_remove, sandbox_run, sandbox_status, sandbox_stop,
+    status, version,
+};
 
 type Rpc<T> = Result<Response<T>, Status>;
 
 /// The RuntimeService implementation.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Runtime {
     state: Arc<DaemonState>,
 }
@@ -49,37 +52,48 @@ impl RuntimeService for Runtime {
 
     async fn run_pod_sandbox(
         &self,
-        _: Request<cri::RunPodSandboxRequest>,
+        r: Request<cri::RunPodSandboxRequest>,
     ) -> Rpc<cri::RunPodSandboxResponse> {
-        todo("RunPodSandbox", area::PODS)
+        sandbox_run::run_pod_sandbox(&self.state, r.get_ref())
+            .await
+            .map(Response::new)
     }
 
     async fn stop_pod_sandbox(
         &self,
-        _: Request<cri::StopPodSandboxRequest>,
+        r: Request<cri::StopPodSandboxRequest>,
     ) -> Rpc<cri::StopPodSandboxResponse> {
-        todo("StopPodSandbox", area::PODS)
+        sandbox_stop::stop_pod_sandbox(&self.state, r.get_ref())
+            .await
+            .map(Response::new)
     }
 
     async fn remove_pod_sandbox(
         &self,
-        _: Request<cri::RemovePodSandboxRequest>,
+        r: Request<cri::RemovePodSandboxRequest>,
     ) -> Rpc<cri::RemovePodSandboxResponse> {
-        todo("RemovePodSandbox", area::PODS)
+        sandbox_remove::remove_pod_sandbox(&self.state, r.get_ref())
+            .await
+            .map(Response::new)
     }
 
     async fn pod_sandbox_status(
         &self,
-        _: Request<cri::PodSandboxStatusRequest>,
+        r: Request<cri::PodSandboxStatusRequest>,
     ) -> Rpc<cri::PodSandboxStatusResponse> {
-        todo("PodSandboxStatus", area::PODS)
+        sandbox_status::pod_sandbox_status(&self.state, r.get_ref())
+            .await
+            .map(Response::new)
     }
 
     async fn list_pod_sandbox(
         &self,
-        _: Request<cri::ListPodSandboxRequest>,
+        r: Request<cri::ListPodSandboxRequest>,
     ) -> Rpc<cri::ListPodSandboxResponse> {
-        todo("ListPodSandbox", area::PODS)
+        Ok(Response::new(sandbox_list::list_pod_sandbox(
+            &self.state,
+            r.get_ref(),
+        )))
     }
 
     async fn create_container(

@@ -15,7 +15,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::image_service::Images;
+use crate::image_service::ImageServer;
 use crate::runtime_service::Runtime;
 use crate::socket::{ClaimedSocket, SocketError};
 use crate::state::DaemonState;
@@ -40,6 +40,8 @@ pub enum DaemonError {
     Signals(io::Error),
     #[error("listen on {socket}: {source}")]
     Listen { socket: PathBuf, source: io::Error },
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -51,7 +53,8 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let mut shutdown = ShutdownSignals::install()?;
     let mut claimed = ClaimedSocket::claim(&config.socket)?;
     let listener = tokio_listener(&mut claimed)?;
-    let state = Arc::new(DaemonState::new(config));
+    let state = Arc::new(DaemonState::new(config)?);
+    crate::recovery::reconcile_pods(&state).await;
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
@@ -61,7 +64,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
         )
         .add_service(
-            ImageServiceServer::new(Images::new(state.clone()))
+            ImageServiceServer::new(ImageServer::new(state.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
         )

@@ -1,25 +1,140 @@
-//! What every RPC handler shares: the effective config and facts about the host.
+//! What every RPC handler shares: the effective config, facts about the host, the stores.
 
-use runtime_core::cgroups::{self, CgroupLayout};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use crate::config::Config;
+use images::{Credential, Images, RegistryOptions};
+use podsandbox::cni::{CniNetwork, CniSettings};
+use podsandbox::network::{BridgeConfig, BridgeNetwork};
+use podsandbox::pod::{Networking, PodRuntime, PodRuntimeConfig};
+use runtime_core::cgroups::{self, CgroupLayout, Cgroups};
 
-/// Shared, read-mostly daemon state handed to the gRPC services.
-#[derive(Debug)]
+use crate::config::{Config, RegistryConfig};
+use crate::pod_store::PodStore;
+
+/// Shared daemon state handed to the gRPC services.
 pub struct DaemonState {
     pub config: Config,
     /// The host's cgroup layout, or why it could not be detected.
     pub cgroup_layout: Result<CgroupLayout, String>,
+    pub images: Images,
+    pub pods: PodStore,
+    pub pod_runtime: PodRuntime,
+}
+
+/// Why the daemon state could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("image store: {0}")]
+    Images(#[from] images::ImageError),
+    #[error("pod store {path}: {source}")]
+    Pods {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("pod network: {0}")]
+    Network(String),
 }
 
 impl DaemonState {
-    /// Builds the state for `config`, probing the host once.
-    pub fn new(config: Config) -> DaemonState {
+    /// Builds the state for `config`: probes the host, opens the image store (sweeping what an
+    /// interrupted pull left behind), loads pod records and picks the pod network.
+    pub fn new(config: Config) -> Result<DaemonState, StateError> {
         let cgroup_layout =
             cgroups::detect_layout("/sys/fs/cgroup".as_ref()).map_err(|e| e.to_string());
-        DaemonState {
+        let images = Images::open(
+            &config.root_dir,
+            registry_options(&config.registry),
+            config.registry.max_concurrent_downloads,
+        )?;
+        let pods = PodStore::open(&config.root_dir).map_err(|source| StateError::Pods {
+            path: config.root_dir.join("pods"),
+            source,
+        })?;
+        let pod_runtime = pod_runtime(&config)?;
+        Ok(DaemonState {
             config,
             cgroup_layout,
+            images,
+            pods,
+            pod_runtime,
+        })
+    }
+}
+
+fn pod_runtime(config: &Config) -> Result<PodRuntime, StateError> {
+    let networking = networking(config)?;
+    let cgroups = match Cgroups::detect() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "cgroups unavailable: pods run without cgroup limits");
+            None
         }
+    };
+    let cfg = PodRuntimeConfig {
+        state_dir: config.state_dir.clone(),
+        shim_bin: shim_binary(config),
+        host_resolv_conf: "/etc/resolv.conf".into(),
+    };
+    Ok(PodRuntime::new(cfg, networking, cgroups))
+}
+
+/// CNI when a network config exists in `cni.conf_dir`, else the built-in bridge.
+fn networking(config: &Config) -> Result<Networking, StateError> {
+    let settings = CniSettings {
+        conf_dir: config.cni.conf_dir.clone(),
+        bin_dirs: config.cni.bin_dirs.clone(),
+        cache_dir: config.root_dir.join("network").join("cni-cache"),
+        timeout: Duration::from_secs(60),
+    };
+    if let Some(cni) =
+        CniNetwork::load(&settings).map_err(|e| StateError::Network(e.to_string()))?
+    {
+        tracing::info!(
+            network = cni.name(),
+            version = cni.cni_version(),
+            "pod network: CNI"
+        );
+        return Ok(Networking::Cni(cni));
+    }
+    let bridge = BridgeNetwork::new(BridgeConfig {
+        bridge: config.network.bridge.clone(),
+        pod_cidr: config.network.pod_cidr,
+        state_dir: config.root_dir.join("network"),
+        nft_table: config.network.nft_table.clone(),
+    })
+    .map_err(|e| StateError::Network(e.to_string()))?;
+    tracing::info!(bridge = %config.network.bridge, cidr = %config.network.pod_cidr, "pod network: built-in bridge");
+    Ok(Networking::Bridge(bridge))
+}
+
+/// The configured shim, or `berth-shim` beside the running berthd.
+fn shim_binary(config: &Config) -> PathBuf {
+    if !config.shim_path.as_os_str().is_empty() {
+        return config.shim_path.clone();
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("berth-shim")))
+        .unwrap_or_else(|| PathBuf::from("/usr/local/bin/berth-shim"))
+}
+
+/// The image crate's view of the registry settings (credentials were validated with the
+/// config, so any that fail to decode here are skipped).
+pub fn registry_options(r: &RegistryConfig) -> RegistryOptions {
+    let credentials = r
+        .credentials
+        .iter()
+        .filter_map(|(host, c)| {
+            Credential::from_fields(&c.username, &c.password, &c.auth, &c.identity_token, "")
+                .ok()
+                .flatten()
+                .map(|cred| (host.clone(), cred))
+        })
+        .collect();
+    RegistryOptions {
+        insecure: r.insecure.clone(),
+        mirrors: r.mirrors.clone(),
+        credentials,
     }
 }

@@ -28,10 +28,15 @@ pub fn status(state: &DaemonState, req: &StatusRequest) -> StatusResponse {
             Err(e) => serde_json::json!({ "error": e, "driver": state.config.cgroup_driver }),
         };
         info.insert("cgroups".into(), layout.to_string());
+        let network = match state.pod_runtime.network_status() {
+            Ok(kind) => serde_json::json!({ "network": kind }),
+            Err(e) => serde_json::json!({ "error": e }),
+        };
+        info.insert("network".into(), network.to_string());
     }
     StatusResponse {
         status: Some(RuntimeStatus {
-            conditions: vec![runtime_condition(state), network_condition()],
+            conditions: vec![runtime_condition(state), network_condition(state)],
         }),
         info,
         runtime_handlers: vec![RuntimeHandler {
@@ -70,17 +75,11 @@ fn runtime_condition(state: &DaemonState) -> RuntimeCondition {
     }
 }
 
-fn network_condition() -> RuntimeCondition {
-    condition(
-        NETWORK_READY,
-        Some((
-            "NetworkPluginNotReady",
-            format!(
-                "berth {} has no pod network yet: pod networking has not landed",
-                env!("CARGO_PKG_VERSION")
-            ),
-        )),
-    )
+fn network_condition(state: &DaemonState) -> RuntimeCondition {
+    match state.pod_runtime.network_status() {
+        Ok(_) => condition(NETWORK_READY, None),
+        Err(message) => condition(NETWORK_READY, Some(("NetworkPluginNotReady", message))),
+    }
 }
 
 fn condition(kind: &str, problem: Option<(&str, String)>) -> RuntimeCondition {
@@ -117,22 +116,21 @@ mod tests {
     use crate::config::Config;
 
     fn state_in(dir: &Path) -> DaemonState {
-        let config = Config {
+        let mut config = Config {
             root_dir: dir.join("root"),
             state_dir: dir.join("state"),
             ..Config::default()
         };
-        DaemonState {
-            config,
-            cgroup_layout: Ok(runtime_core::cgroups::CgroupLayout::Hybrid),
-        }
+        config.cni.conf_dir = dir.join("no-cni");
+        let mut state = DaemonState::new(config).expect("daemon state");
+        state.cgroup_layout = Ok(runtime_core::cgroups::CgroupLayout::Hybrid);
+        state
     }
 
     #[test]
     fn missing_state_dir_makes_runtime_not_ready_with_reason() {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = state_in(dir.path());
-        std::fs::create_dir(&state.config.root_dir).expect("root dir");
         let resp = status(&state, &StatusRequest { verbose: false });
         let cond = &resp.status.expect("status").conditions[0];
         assert_eq!(cond.r#type, RUNTIME_READY);
@@ -145,13 +143,12 @@ mod tests {
     fn ready_runtime_has_no_reason_and_verbose_info_is_json() {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = state_in(dir.path());
-        std::fs::create_dir(&state.config.root_dir).expect("root dir");
         std::fs::create_dir(&state.config.state_dir).expect("state dir");
         let resp = status(&state, &StatusRequest { verbose: true });
         let conds = resp.status.expect("status").conditions;
         assert!(conds[0].status && conds[0].reason.is_empty());
         assert_eq!(conds[1].r#type, NETWORK_READY);
-        assert!(!conds[1].status && !conds[1].reason.is_empty() && !conds[1].message.is_empty());
+        assert!(conds[1].status, "built-in network is ready: {:?}", conds[1]);
         let config: serde_json::Value =
             serde_json::from_str(&resp.info["config"]).expect("config is JSON");
         assert_eq!(config["network"]["pod_cidr"], "10.88.0.0/16");

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
@@ -86,13 +87,17 @@ pub struct BerthdOptions {
     pub config_toml: Option<String>,
     /// Extra command-line flags.
     pub args: Vec<String>,
+    /// Persistent state dir instead of `<dir>/root` (e.g. on another filesystem).
+    pub root_dir: Option<PathBuf>,
 }
 
 /// A running berthd owned by one test.
 #[derive(Debug)]
 pub struct Berthd {
     child: Option<Child>,
-    dir: TempDir,
+    /// Owned temp dir (removed on drop), absent when reusing another daemon's dir.
+    _tempdir: Option<TempDir>,
+    dir: PathBuf,
     pub socket: PathBuf,
     pub root_dir: PathBuf,
     pub state_dir: PathBuf,
@@ -108,20 +113,39 @@ impl Berthd {
     /// Starts berthd with `opts` and waits until it answers `Version`.
     pub async fn start_with(opts: BerthdOptions) -> io::Result<Berthd> {
         let dir = tempfile::Builder::new().prefix("berth-e2e-").tempdir()?;
-        let mut d = Berthd::spawn_in(dir, &opts)?;
+        let path = dir.path().to_path_buf();
+        let mut d = Berthd::spawn_at(&path, &opts)?;
+        d._tempdir = Some(dir);
         d.wait_ready(READY_TIMEOUT).await?;
         Ok(d)
     }
 
-    /// Spawns berthd in `dir` without waiting for it.
-    pub fn spawn_in(dir: TempDir, opts: &BerthdOptions) -> io::Result<Berthd> {
-        let socket = dir.path().join("berth.sock");
-        let root_dir = dir.path().join("root");
-        let state_dir = dir.path().join("state");
-        let stderr_path = dir.path().join("berthd.stderr");
+    /// Spawns a berthd on the dirs of an earlier one (whose `dir()` is `dir`), as after a
+    /// restart, without waiting for it. The earlier `Berthd` must outlive this one.
+    pub fn spawn_in_existing(dir: &Path, config_toml: &str) -> io::Result<Berthd> {
+        Berthd::spawn_at(
+            dir,
+            &BerthdOptions {
+                config_toml: Some(config_toml.to_string()),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Spawns berthd with its sockets and state under `dir`, without waiting for it.
+    pub fn spawn_at(dir: &Path, opts: &BerthdOptions) -> io::Result<Berthd> {
+        let socket = dir.join("berth.sock");
+        let root_dir = opts.root_dir.clone().unwrap_or_else(|| dir.join("root"));
+        let state_dir = dir.join("state");
+        static SPAWNED: AtomicUsize = AtomicUsize::new(0);
+        let n = SPAWNED.fetch_add(1, Ordering::Relaxed);
+        let stderr_path = dir.join(format!("berthd.{n}.stderr"));
         let mut cmd = Command::new(berthd_binary()?);
         cmd.env_remove("BERTH_CONFIG")
-            .env("BERTH_LOG_LEVEL", "debug")
+            .env(
+                "BERTH_LOG_LEVEL",
+                "info,cri_server=debug,podsandbox=debug,images=debug,runtime_core=debug",
+            )
             .arg("--socket")
             .arg(&socket)
             .arg("--root-dir")
@@ -129,7 +153,7 @@ impl Berthd {
             .arg("--state-dir")
             .arg(&state_dir);
         if let Some(toml) = &opts.config_toml {
-            let file = dir.path().join("berth.toml");
+            let file = dir.join("berth.toml");
             std::fs::write(&file, toml)?;
             cmd.arg("--config").arg(file);
         } else {
@@ -143,7 +167,8 @@ impl Berthd {
         let child = cmd.spawn()?;
         Ok(Berthd {
             child: Some(child),
-            dir,
+            _tempdir: None,
+            dir: dir.to_path_buf(),
             socket,
             root_dir,
             state_dir,
@@ -204,7 +229,7 @@ impl Berthd {
 
     /// The test's temp directory holding sockets, state and logs.
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        &self.dir
     }
 
     /// Everything berthd wrote to stderr so far.
@@ -248,6 +273,13 @@ impl Berthd {
 
 impl Drop for Berthd {
     fn drop(&mut self) {
+        if std::env::var_os("BERTH_E2E_SHOW_LOGS").is_some() {
+            eprintln!(
+                "--- berthd stderr ({}) ---\n{}",
+                self.stderr_path.display(),
+                self.stderr()
+            );
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

@@ -7,4 +7,5 @@
 pub mod daemon;
 pub mod http;
 pub mod images;
+pub mod pods;
 pub mod registry;

@@ -29,11 +29,27 @@ pub struct Registry {
     child: Child,
     port: u16,
     dir: TempDir,
+    storage: PathBuf,
+}
+
+/// How to start a [`Registry`].
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// Require HTTP basic auth with this username and password (an htpasswd file made with
+    /// `htpasswd -B` from apache2-utils).
+    pub basic_auth: Option<(String, String)>,
+    /// Serve another registry's storage (e.g. an auth-enabled twin of an open registry).
+    pub storage: Option<PathBuf>,
 }
 
 impl Registry {
     /// Starts a registry on a free port and waits (up to 15 s) until `GET /v2/` answers 200.
     pub fn start() -> io::Result<Registry> {
+        Registry::start_with(&RegistryOptions::default())
+    }
+
+    /// Starts a registry with `opts`; an auth-enabled one is ready when `/v2/` answers 401.
+    pub fn start_with(opts: &RegistryOptions) -> io::Result<Registry> {
         if !Path::new(REGISTRY_BIN).exists() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -42,7 +58,7 @@ impl Registry {
         }
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
-            match Self::start_once() {
+            match Self::start_once(opts) {
                 Ok(registry) => return Ok(registry),
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => last_error = Some(e),
                 Err(e) => return Err(e),
@@ -63,7 +79,16 @@ impl Registry {
 
     /// The directory holding the registry's blobs and repositories.
     pub fn storage_dir(&self) -> PathBuf {
-        self.dir.path().join("storage")
+        self.storage.clone()
+    }
+
+    /// Number of `GET` requests for blob `digest` in the access log so far.
+    pub fn blob_gets(&self, digest: &str) -> usize {
+        let log = fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
+        let needle = format!("/blobs/{digest} ");
+        log.lines()
+            .filter(|l| l.contains("\"GET ") && l.contains(&needle))
+            .count()
     }
 
     /// What the registry has written to stderr so far.
@@ -71,24 +96,50 @@ impl Registry {
         fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
 
-    fn start_once() -> io::Result<Registry> {
+    fn start_once(opts: &RegistryOptions) -> io::Result<Registry> {
         let port = free_port()?;
         let dir = tempfile::Builder::new()
             .prefix("berth-registry-")
             .tempdir()?;
         let config = dir.path().join("config.yml");
-        let storage = dir.path().join("storage");
-        fs::create_dir(&storage)
-            .map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", storage.display())))?;
-        fs::write(&config, config_yaml(&storage, port))
+        let storage = match &opts.storage {
+            Some(s) => s.clone(),
+            None => {
+                let s = dir.path().join("storage");
+                fs::create_dir(&s).map_err(|e| {
+                    io::Error::new(e.kind(), format!("create {}: {e}", s.display()))
+                })?;
+                s
+            }
+        };
+        let mut yaml = config_yaml(&storage, port);
+        if let Some((user, password)) = &opts.basic_auth {
+            let htpasswd = dir.path().join("htpasswd");
+            write_htpasswd(&htpasswd, user, password)?;
+            yaml.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: berth-e2e\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        fs::write(&config, yaml)
             .map_err(|e| io::Error::new(e.kind(), format!("write {}: {e}", config.display())))?;
-        let child = spawn(&config, &dir.path().join("stderr.log"))?;
-        let mut registry = Registry { child, port, dir };
-        registry.wait_ready()?;
+        let child = spawn(&config, dir.path())?;
+        let mut registry = Registry {
+            child,
+            port,
+            dir,
+            storage,
+        };
+        let ready_status = if opts.basic_auth.is_some() {
+            b"401"
+        } else {
+            b"200"
+        };
+        registry.wait_ready(ready_status)?;
         Ok(registry)
     }
 
-    fn wait_ready(&mut self) -> io::Result<()> {
+    fn wait_ready(&mut self, ready_status: &[u8; 3]) -> io::Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait()? {
@@ -101,7 +152,7 @@ impl Registry {
                 let msg = format!("docker-registry exited early ({status}); stderr:\n{stderr}");
                 return Err(io::Error::new(kind, msg));
             }
-            if probe_v2(self.port) {
+            if probe_v2(self.port, ready_status) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -150,7 +201,7 @@ fn config_yaml(storage: &Path, port: u16) -> String {
 log:
   level: warn
   accesslog:
-    disabled: true
+    disabled: false
 storage:
   filesystem:
     rootdirectory: {storage}
@@ -169,15 +220,39 @@ health:
     )
 }
 
-fn spawn(config: &Path, stderr_log: &Path) -> io::Result<Child> {
-    let stderr = fs::File::create(stderr_log)
+fn write_htpasswd(path: &Path, user: &str, password: &str) -> io::Result<()> {
+    let out = Command::new("htpasswd")
+        .args(["-Bbn", user, password])
+        .output()
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("run htpasswd (apt-get install apache2-utils): {e}"),
+            )
+        })?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "htpasswd failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    fs::write(path, out.stdout)
+}
+
+fn spawn(config: &Path, dir: &Path) -> io::Result<Child> {
+    let stderr_log = dir.join("stderr.log");
+    let stderr = fs::File::create(&stderr_log)
         .map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", stderr_log.display())))?;
+    // The access log (one line per request) goes to stdout.
+    let access_log = dir.join("access.log");
+    let stdout = fs::File::create(&access_log)
+        .map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", access_log.display())))?;
     let mut command = Command::new(REGISTRY_BIN);
     command
         .arg("serve")
         .arg(config)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(stderr);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("REGISTRY_") {
@@ -189,8 +264,8 @@ fn spawn(config: &Path, stderr_log: &Path) -> io::Result<Child> {
         .map_err(|e| io::Error::new(e.kind(), format!("spawn {REGISTRY_BIN}: {e}")))
 }
 
-/// True if `GET /v2/` on the port answers 200.
-fn probe_v2(port: u16) -> bool {
+/// True if `GET /v2/` on the port answers `status`.
+fn probe_v2(port: u16, status: &[u8; 3]) -> bool {
     let try_get = || -> io::Result<bool> {
         let addr = ([127, 0, 0, 1], port).into();
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
@@ -201,7 +276,7 @@ fn probe_v2(port: u16) -> bool {
         )?;
         let mut head = [0u8; 12];
         stream.read_exact(&mut head)?;
-        Ok(head.starts_with(b"HTTP/1.") && &head[9..12] == b"200")
+        Ok(head.starts_with(b"HTTP/1.") && &head[9..12] == status)
     };
     try_get().unwrap_or(false)
 }

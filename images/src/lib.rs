@@ -1,5 +1,128 @@
 //! berth's image store: pulls from registries, content-addressed blobs, layer snapshots keyed
 //! by chain ID, and image metadata.
 //!
-//! Empty until the image service issue lands; `cri-server` answers the ImageService RPCs with
-//! `Unimplemented` meanwhile.
+//! [`Images`] is the entry point `cri-server` uses: pull, list, resolve, remove, usage.
+
+pub mod content;
+pub mod decompress;
+pub mod digest;
+pub mod error;
+pub mod fsutil;
+pub mod manifest;
+pub mod metadata;
+pub mod pull;
+pub mod reference;
+pub mod registry;
+pub mod snapshot;
+pub mod store;
+pub mod unpack;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use error::ImageError;
+pub use metadata::ImageRecord;
+pub use registry::{Credential, RegistryOptions};
+
+use pull::{PullOutcome, Puller};
+use registry::RegistryClient;
+use store::ImageStore;
+
+/// Default number of layers downloaded and unpacked at once, across all pulls.
+pub const DEFAULT_PARALLEL_LAYERS: usize = 4;
+
+/// Space used by the image filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsUsage {
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+/// The image service's state: store plus puller. Pulls and removals exclude each other
+/// (a removal's garbage collection never deletes a snapshot a running pull relies on).
+pub struct Images {
+    store: Arc<ImageStore>,
+    puller: Puller,
+    gc: tokio::sync::RwLock<()>,
+    root: PathBuf,
+}
+
+impl Images {
+    /// Opens the store under `root` (berth's root dir).
+    pub fn open(
+        root: &Path,
+        registry: RegistryOptions,
+        parallel_layers: usize,
+    ) -> Result<Images, ImageError> {
+        let store = Arc::new(ImageStore::open(root)?);
+        let puller = Puller::new(
+            store.clone(),
+            RegistryClient::new(registry),
+            parallel_layers,
+        );
+        Ok(Images {
+            store,
+            puller,
+            gc: tokio::sync::RwLock::new(()),
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// Pulls an image; returns its ID and what was fetched.
+    pub async fn pull(
+        &self,
+        image: &str,
+        cred: Option<&Credential>,
+    ) -> Result<PullOutcome, ImageError> {
+        let _guard = self.gc.read().await;
+        let result = self.puller.pull(image, cred).await;
+        self.puller.sweep_inflight();
+        result
+    }
+
+    pub fn list(&self) -> Vec<ImageRecord> {
+        self.store.list()
+    }
+
+    pub fn resolve(&self, name: &str) -> Option<ImageRecord> {
+        self.store.resolve(name)
+    }
+
+    /// The stored image config (parsed, and raw JSON).
+    pub fn config(
+        &self,
+        rec: &ImageRecord,
+    ) -> Result<(manifest::ImageConfig, Vec<u8>), ImageError> {
+        self.store.config(rec)
+    }
+
+    /// Removes an image and what only it used; `Ok(None)` if absent.
+    pub async fn remove(&self, name: &str) -> Result<Option<ImageRecord>, ImageError> {
+        let _guard = self.gc.write().await;
+        let store = self.store.clone();
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || store.remove(&name))
+            .await
+            .map_err(|e| ImageError::io("remove image", std::io::Error::other(e)))?
+    }
+
+    /// Bytes and inodes of unpacked layers plus stored blobs.
+    pub fn usage(&self) -> FsUsage {
+        let (snap_bytes, snap_inodes) = self.store.snapshots.recorded_usage();
+        let (blob_bytes, blob_files) = self.store.content.usage();
+        FsUsage {
+            bytes: snap_bytes + blob_bytes,
+            inodes: snap_inodes + blob_files,
+        }
+    }
+
+    /// The directory holding the image filesystem (for ImageFsInfo's mountpoint).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The snapshot store, for building container root filesystems.
+    pub fn store(&self) -> &Arc<ImageStore> {
+        &self.store
+    }
+}

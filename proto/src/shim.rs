@@ -60,6 +60,91 @@ pub fn read_frame<M: prost::Message + Default, R: Read>(r: &mut R) -> Result<M, 
     Ok(M::decode(body.as_slice())?)
 }
 
+/// How berthd asks for a pod's shim: written (prost-encoded) to a file whose path is the
+/// shim's only argument.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ShimSpec {
+    #[prost(string, tag = "1")]
+    pub pod_id: String,
+    /// Unix socket the shim serves requests on.
+    #[prost(string, tag = "2")]
+    pub socket_path: String,
+    /// Directory where the pod's namespaces are pinned (`net`, `ipc`, `uts`, `pid`).
+    #[prost(string, tag = "3")]
+    pub ns_dir: String,
+    #[prost(bool, tag = "4")]
+    pub new_net: bool,
+    #[prost(bool, tag = "5")]
+    pub new_ipc: bool,
+    #[prost(bool, tag = "6")]
+    pub new_uts: bool,
+    /// Share a new PID namespace among the pod's containers (a reaper is its PID 1).
+    #[prost(bool, tag = "7")]
+    pub new_pid: bool,
+    /// Hostname set in the new UTS namespace.
+    #[prost(string, tag = "8")]
+    pub hostname: String,
+    /// Namespaced sysctls (already validated by berthd), e.g. `net.ipv4.ip_unprivileged_port_start`.
+    #[prost(btree_map = "string, string", tag = "9")]
+    pub sysctls: std::collections::BTreeMap<String, String>,
+    /// The shim's own log file.
+    #[prost(string, tag = "10")]
+    pub log_path: String,
+    /// `cgroup.procs` files the PID-namespace reaper joins (the pod cgroup).
+    #[prost(string, repeated, tag = "11")]
+    pub cgroup_procs: Vec<String>,
+}
+
+/// A request from berthd to a shim.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ShimRequest {
+    #[prost(oneof = "shim_request::Kind", tags = "1, 2")]
+    pub kind: Option<shim_request::Kind>,
+}
+
+/// Request kinds.
+pub mod shim_request {
+    /// The kinds of request a shim answers.
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Kind {
+        /// Liveness and identity.
+        #[prost(message, tag = "1")]
+        Ping(super::Ping),
+        /// Kill everything in the pod, unpin its namespaces and exit.
+        #[prost(message, tag = "2")]
+        Shutdown(super::Shutdown),
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Ping {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Shutdown {}
+
+/// A shim's answer; `error` empty means success.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ShimResponse {
+    #[prost(string, tag = "1")]
+    pub error: String,
+    #[prost(message, optional, tag = "2")]
+    pub pong: Option<Pong>,
+}
+
+/// Who the shim is.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Pong {
+    #[prost(string, tag = "1")]
+    pub pod_id: String,
+    #[prost(uint32, tag = "2")]
+    pub shim_pid: u32,
+    /// PID (in the host namespace) of the pod's PID-namespace reaper, 0 if none.
+    #[prost(uint32, tag = "3")]
+    pub reaper_pid: u32,
+    #[prost(string, tag = "4")]
+    pub version: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,50 @@
+//! `ListPodSandbox`: filters by ID (full or unique prefix), state and labels; all must match.
+
+use proto::cri::{ListPodSandboxRequest, ListPodSandboxResponse, PodSandbox, PodSandboxFilter};
+
+use crate::pod_store::{Lookup, PodRecord};
+use crate::sandbox_status::cri_state;
+use crate::state::DaemonState;
+
+pub fn list_pod_sandbox(
+    state: &DaemonState,
+    req: &ListPodSandboxRequest,
+) -> ListPodSandboxResponse {
+    let candidates = match req.filter.as_ref().map(|f| f.id.as_str()) {
+        Some(id) if !id.is_empty() => match state.pods.lookup(id) {
+            Lookup::Found(rec) => vec![*rec],
+            Lookup::Missing | Lookup::Ambiguous(_) => Vec::new(),
+        },
+        _ => state.pods.list(),
+    };
+    let items = candidates
+        .iter()
+        .filter(|rec| matches(rec, req.filter.as_ref()))
+        .map(to_item)
+        .collect();
+    ListPodSandboxResponse { items }
+}
+
+fn matches(rec: &PodRecord, filter: Option<&PodSandboxFilter>) -> bool {
+    let Some(f) = filter else { return true };
+    if let Some(s) = &f.state
+        && s.state != cri_state(rec) as i32
+    {
+        return false;
+    }
+    f.label_selector
+        .iter()
+        .all(|(k, v)| rec.config.labels.get(k) == Some(v))
+}
+
+fn to_item(rec: &PodRecord) -> PodSandbox {
+    PodSandbox {
+        id: rec.id.clone(),
+        metadata: Some(rec.metadata()),
+        state: cri_state(rec) as i32,
+        created_at: rec.created_at,
+        labels: rec.config.labels.clone(),
+        annotations: rec.config.annotations.clone(),
+        runtime_handler: rec.runtime_handler.clone(),
+    }
+}

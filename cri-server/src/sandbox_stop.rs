@@ -1,0 +1,46 @@
+//! `StopPodSandbox`: kill the pod's processes, release its network and namespaces.
+//! Idempotent: stopping a stopped or unknown pod succeeds, as the CRI requires.
+
+use proto::cri::{StopPodSandboxRequest, StopPodSandboxResponse};
+use tonic::Status;
+use tracing::info;
+
+use crate::errors;
+use crate::pod_store::PodPhase;
+use crate::sandbox_run::pod_spec;
+use crate::state::DaemonState;
+
+pub async fn stop_pod_sandbox(
+    state: &DaemonState,
+    req: &StopPodSandboxRequest,
+) -> Result<StopPodSandboxResponse, Status> {
+    if req.pod_sandbox_id.is_empty() {
+        return Err(Status::invalid_argument("pod_sandbox_id is required"));
+    }
+    stop(state, &req.pod_sandbox_id).await?;
+    Ok(StopPodSandboxResponse {})
+}
+
+/// Stops the pod if it exists and is not stopped yet.
+pub async fn stop(state: &DaemonState, id: &str) -> Result<(), Status> {
+    let lock = state.pods.lock_for(id);
+    let _guard = lock.lock().await;
+    let Some(mut rec) = state.pods.get(id) else {
+        return Ok(());
+    };
+    let spec = pod_spec(&rec.id, &rec.config)?;
+    state
+        .pod_runtime
+        .stop(&spec, &rec.host)
+        .await
+        .map_err(errors::pod_status)?;
+    if rec.phase != PodPhase::NotReady {
+        rec.phase = PodPhase::NotReady;
+        state
+            .pods
+            .update(rec)
+            .map_err(|e| Status::internal(format!("record pod {id}: {e}")))?;
+        info!(pod_id = %id, "StopPodSandbox");
+    }
+    Ok(())
+}

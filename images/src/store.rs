@@ -1,0 +1,87 @@
+//! The on-disk image store: blobs, snapshots and image records under berth's root dir.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use crate::content::ContentStore;
+use crate::digest::Digest;
+use crate::error::ImageError;
+use crate::manifest::ImageConfig;
+use crate::metadata::{ImageDb, ImageRecord};
+use crate::snapshot::SnapshotStore;
+
+/// Blobs, snapshots and records together; removal garbage-collects what no image uses.
+#[derive(Debug)]
+pub struct ImageStore {
+    pub content: ContentStore,
+    pub snapshots: SnapshotStore,
+    db: Mutex<ImageDb>,
+}
+
+impl ImageStore {
+    /// Opens the store under `root`, sweeping what an interrupted pull or removal left.
+    pub fn open(root: &Path) -> Result<ImageStore, ImageError> {
+        Ok(ImageStore {
+            content: ContentStore::open(root)?,
+            snapshots: SnapshotStore::open(root)?,
+            db: Mutex::new(ImageDb::open(root)?),
+        })
+    }
+
+    fn db(&self) -> MutexGuard<'_, ImageDb> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn list(&self) -> Vec<ImageRecord> {
+        self.db().list().cloned().collect()
+    }
+
+    /// Finds an image by ID, ID prefix, tag or digest reference.
+    pub fn resolve(&self, name: &str) -> Option<ImageRecord> {
+        self.db().resolve(name).cloned()
+    }
+
+    /// Records a pulled image (its blobs and snapshots must already be stored).
+    pub fn record(&self, rec: ImageRecord) -> Result<(), ImageError> {
+        self.db().upsert(rec)
+    }
+
+    /// The image's config as stored.
+    pub fn config(&self, rec: &ImageRecord) -> Result<(ImageConfig, Vec<u8>), ImageError> {
+        let d =
+            Digest::parse(&rec.id).map_err(|e| ImageError::NotFound(format!("{}: {e}", rec.id)))?;
+        let bytes = self.content.read(&d)?;
+        let config = serde_json::from_slice(&bytes).map_err(|e| {
+            ImageError::io(format!("parse config {}", rec.id), std::io::Error::other(e))
+        })?;
+        Ok((config, bytes))
+    }
+
+    /// Removes the image `name` resolves to, then every snapshot and blob no remaining image
+    /// uses. `Ok(None)` if there was no such image.
+    pub fn remove(&self, name: &str) -> Result<Option<ImageRecord>, ImageError> {
+        let mut db = self.db();
+        let Some(rec) = db.resolve(name).cloned() else {
+            return Ok(None);
+        };
+        db.remove(&rec.id)?;
+        let still_used = |pick: fn(&ImageRecord) -> &Vec<String>, s: &String| {
+            db.list().any(|other| pick(other).contains(s))
+        };
+        for chain in rec
+            .chain_ids
+            .iter()
+            .filter(|c| !still_used(|r| &r.chain_ids, c))
+        {
+            if let Ok(d) = Digest::parse(chain) {
+                self.snapshots.remove(&d)?;
+            }
+        }
+        for blob in rec.blobs.iter().filter(|b| !still_used(|r| &r.blobs, b)) {
+            if let Ok(d) = Digest::parse(blob) {
+                self.content.remove(&d)?;
+            }
+        }
+        Ok(Some(rec))
+    }
+}

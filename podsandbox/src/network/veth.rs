@@ -1,0 +1,103 @@
+//! The veth pair of a pod: host end on the bridge, peer as `eth0` in the pod.
+
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+
+use rtnetlink::{Handle, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use super::error::{NetworkError, netlink_err};
+use super::netlink::{delete_link, link_index, set_up};
+
+/// Address settings of the pod end of the pair.
+#[derive(Debug, Clone)]
+pub(crate) struct PodSide {
+    pub(crate) pod_id: String,
+    pub(crate) temp_name: String,
+    pub(crate) interface: String,
+    pub(crate) ip: Ipv4Addr,
+    pub(crate) prefix_len: u8,
+    pub(crate) gateway: Ipv4Addr,
+}
+
+/// Creates the pair `host`/`peer` in the host namespace, replacing a stale
+/// `host` left by a crash.
+pub(crate) async fn create_pair(
+    handle: &Handle,
+    pod_id: &str,
+    host: &str,
+    peer: &str,
+) -> Result<(), NetworkError> {
+    if delete_link(handle, pod_id, host).await? {
+        tracing::warn!(pod_id, device = host, "removed stale host veth");
+    }
+    let msg = LinkVeth::new(host, peer).build();
+    let req = handle.link().add(msg).execute();
+    req.await
+        .map_err(netlink_err(pod_id, host, "create veth pair"))
+}
+
+/// Moves the peer end into the namespace open as `netns`.
+pub(crate) async fn move_peer(
+    handle: &Handle,
+    pod_id: &str,
+    peer: &str,
+    netns: &File,
+) -> Result<(), NetworkError> {
+    let index = link_index(handle, pod_id, peer).await?;
+    let msg = LinkUnspec::new_with_index(index)
+        .setns_by_fd(netns.as_raw_fd())
+        .build();
+    let req = handle.link().set(msg).execute();
+    req.await
+        .map_err(netlink_err(pod_id, peer, "move into pod netns"))
+}
+
+/// Inside the pod namespace: renames the peer, sets its address, brings it and
+/// `lo` up and adds the default route via the gateway.
+pub(crate) async fn configure_pod_side(handle: Handle, side: PodSide) -> Result<(), NetworkError> {
+    let (pod_id, iface) = (side.pod_id.as_str(), side.interface.as_str());
+    let index = link_index(&handle, pod_id, &side.temp_name).await?;
+    let rename = LinkUnspec::new_with_index(index).name(iface).build();
+    let req = handle.link().set(rename).execute();
+    req.await
+        .map_err(netlink_err(pod_id, iface, "rename pod veth"))?;
+    let add = handle
+        .address()
+        .add(index, IpAddr::V4(side.ip), side.prefix_len);
+    add.execute()
+        .await
+        .map_err(netlink_err(pod_id, iface, "add address"))?;
+    set_up(&handle, pod_id, iface, index).await?;
+    let lo = link_index(&handle, pod_id, "lo").await?;
+    set_up(&handle, pod_id, "lo", lo).await?;
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .gateway(side.gateway)
+        .output_interface(index)
+        .build();
+    let req = handle.route().add(route).execute();
+    req.await
+        .map_err(netlink_err(pod_id, iface, "add default route"))
+}
+
+/// Enslaves the host end to the bridge, brings it up and enables hairpin so a
+/// pod can reach itself through its own hostPort.
+pub(crate) async fn plug_into_bridge(
+    handle: &Handle,
+    pod_id: &str,
+    host: &str,
+    bridge_index: u32,
+) -> Result<(), NetworkError> {
+    let index = link_index(handle, pod_id, host).await?;
+    let msg = LinkUnspec::new_with_index(index)
+        .controller(bridge_index)
+        .up()
+        .build();
+    let req = handle.link().set(msg).execute();
+    req.await
+        .map_err(netlink_err(pod_id, host, "attach to bridge"))?;
+    let port = LinkBridgePort::new(index).hairpin(true).build();
+    let req = handle.link().set_port(port).execute();
+    req.await
+        .map_err(netlink_err(pod_id, host, "enable hairpin"))
+}

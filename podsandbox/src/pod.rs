@@ -1,0 +1,502 @@
+//! A pod sandbox's host side: its files (hostname, hosts, resolv.conf), its cgroup, its shim
+//! (which holds the namespaces) and its network — created in that order, rolled back in
+//! reverse on failure, and torn down idempotently.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use proto::shim::ShimSpec;
+use runtime_core::cgroups::{CgroupResources, Cgroups};
+use runtime_core::shim::{self, client};
+use tracing::{info, warn};
+
+use crate::cni::{CniNetwork, CniPod, CniPortMapping};
+use crate::dns::{self, DnsSettings};
+use crate::network::{BridgeNetwork, PortMapping, Protocol};
+use crate::sysctl;
+
+/// Leaf cgroup, under the pod's, of a shared PID namespace's reaper.
+pub const REAPER_CGROUP: &str = "berth-pod-init";
+
+/// How long berthd waits for a shim to start or answer.
+pub const SHIM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors creating or tearing down a pod, each naming the pod and the step.
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("pod {pod}: {step}: {message}")]
+    Step {
+        pod: String,
+        step: &'static str,
+        message: String,
+    },
+}
+
+fn step_err<'a>(pod: &'a str, step: &'static str) -> impl FnOnce(String) -> PodError + 'a {
+    move |message| PodError::Step {
+        pod: pod.into(),
+        step,
+        message,
+    }
+}
+
+/// Which host namespaces a pod uses instead of its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NamespaceModes {
+    pub host_network: bool,
+    pub host_ipc: bool,
+    pub host_pid: bool,
+    /// Containers share one PID namespace (namespace_options.pid == POD).
+    pub shared_pid: bool,
+}
+
+/// Everything needed to start a pod's host side; built by cri-server from the CRI config.
+#[derive(Debug, Clone, Default)]
+pub struct PodSpec {
+    pub id: String,
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub hostname: String,
+    pub dns: DnsSettings,
+    pub sysctls: BTreeMap<String, String>,
+    pub namespaces: NamespaceModes,
+    /// Kubelet's cgroup parent (relative to the cgroup root); empty means `berth`.
+    pub cgroup_parent: String,
+    pub resources: CgroupResources,
+    pub port_mappings: Vec<PortMapping>,
+}
+
+/// What a started pod holds on the host, persisted by cri-server.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PodHostState {
+    pub shim_pid: u32,
+    pub shim_socket: PathBuf,
+    pub ns_dir: PathBuf,
+    /// The pinned network namespace, absent for hostNetwork pods.
+    pub netns: Option<PathBuf>,
+    pub ips: Vec<String>,
+    /// Relative cgroup path of the pod, empty if cgroups are unavailable.
+    pub cgroup: String,
+    /// Directory holding hostname, hosts and resolv.conf for containers.
+    pub files_dir: PathBuf,
+    /// Which network attached the pod: "bridge", "cni:<name>" or "" (host network).
+    pub network: String,
+}
+
+/// The pod network berth uses: CNI when a config exists, else the built-in bridge.
+pub enum Networking {
+    Bridge(BridgeNetwork),
+    Cni(CniNetwork),
+}
+
+impl Networking {
+    fn label(&self) -> String {
+        match self {
+            Networking::Bridge(_) => "bridge".into(),
+            Networking::Cni(n) => format!("cni:{}", n.name()),
+        }
+    }
+}
+
+/// Static settings of the pod runtime.
+#[derive(Debug, Clone)]
+pub struct PodRuntimeConfig {
+    /// Volatile state dir (`/run/berth`).
+    pub state_dir: PathBuf,
+    pub shim_bin: PathBuf,
+    /// The host resolv.conf copied into pods without DNS settings.
+    pub host_resolv_conf: PathBuf,
+}
+
+/// Starts, stops and removes pods' host side.
+pub struct PodRuntime {
+    cfg: PodRuntimeConfig,
+    networking: Networking,
+    cgroups: Option<Cgroups>,
+}
+
+struct Started {
+    files: Option<PathBuf>,
+    cgroup: Option<String>,
+    shim_socket: Option<PathBuf>,
+    shim_pid: u32,
+    network: bool,
+}
+
+impl PodRuntime {
+    /// `cgroups` is None on a host without usable cgroups (pods then run without limits).
+    pub fn new(
+        cfg: PodRuntimeConfig,
+        networking: Networking,
+        cgroups: Option<Cgroups>,
+    ) -> PodRuntime {
+        PodRuntime {
+            cfg,
+            networking,
+            cgroups,
+        }
+    }
+
+    /// Checks a spec before anything is created.
+    pub fn validate(&self, spec: &PodSpec) -> Result<BTreeMap<String, String>, PodError> {
+        if !spec.namespaces.host_network && !spec.hostname.is_empty() {
+            dns::validate_hostname(&spec.hostname).map_err(PodError::Invalid)?;
+        }
+        dns::resolv_conf(&spec.dns, "").map_err(|e| PodError::Invalid(e.to_string()))?;
+        if !spec.cgroup_parent.is_empty() {
+            Cgroups::validate_path(&spec.cgroup_parent)
+                .map_err(|e| PodError::Invalid(format!("linux.cgroup_parent: {e}")))?;
+        }
+        if spec.namespaces.host_network && !spec.port_mappings.is_empty() {
+            warn!(pod = %spec.id, "port mappings ignored for a hostNetwork pod");
+        }
+        sysctl::validate(
+            &spec.sysctls,
+            !spec.namespaces.host_network,
+            !spec.namespaces.host_ipc,
+        )
+        .map_err(|e| PodError::Invalid(format!("linux.sysctls: {e}")))
+    }
+
+    fn files_dir(&self, id: &str) -> PathBuf {
+        self.cfg.state_dir.join("pods").join(id)
+    }
+
+    fn ns_dir(&self, id: &str) -> PathBuf {
+        self.cfg.state_dir.join("ns").join(id)
+    }
+
+    fn shim_socket(&self, id: &str) -> PathBuf {
+        self.cfg.state_dir.join("shims").join(format!("{id}.sock"))
+    }
+
+    /// The pod cgroup path for a spec.
+    pub fn cgroup_path(spec: &PodSpec) -> String {
+        let parent = spec.cgroup_parent.trim_matches('/');
+        let parent = if parent.is_empty() { "berth" } else { parent };
+        format!("{parent}/berth-{}", &spec.id[..spec.id.len().min(12)])
+    }
+
+    /// Creates files, cgroup, shim (namespaces) and network; on failure undoes what it did.
+    pub async fn start(&self, spec: &PodSpec) -> Result<PodHostState, PodError> {
+        let sysctls = self.validate(spec)?;
+        let mut done = Started {
+            files: None,
+            cgroup: None,
+            shim_socket: None,
+            shim_pid: 0,
+            network: false,
+        };
+        match self.try_start(spec, sysctls, &mut done).await {
+            Ok(state) => Ok(state),
+            Err(e) => {
+                warn!(pod = %spec.id, error = %e, "pod start failed; rolling back");
+                self.rollback(spec, done).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn try_start(
+        &self,
+        spec: &PodSpec,
+        sysctls: BTreeMap<String, String>,
+        done: &mut Started,
+    ) -> Result<PodHostState, PodError> {
+        let id = spec.id.as_str();
+        let files_dir = self.files_dir(id);
+        done.files = Some(files_dir.clone());
+        self.write_files(spec, &files_dir, None)?;
+
+        let cgroup = match &self.cgroups {
+            Some(cg) => {
+                let path = Self::cgroup_path(spec);
+                cg.create(&path, &spec.resources)
+                    .map_err(|e| step_err(id, "create pod cgroup")(e.to_string()))?;
+                done.cgroup = Some(path.clone());
+                path
+            }
+            None => String::new(),
+        };
+
+        let ns_dir = self.ns_dir(id);
+        let socket = self.shim_socket(id);
+        let shim_spec = ShimSpec {
+            pod_id: id.into(),
+            socket_path: socket.display().to_string(),
+            ns_dir: ns_dir.display().to_string(),
+            new_net: !spec.namespaces.host_network,
+            new_ipc: !spec.namespaces.host_ipc,
+            new_uts: !spec.namespaces.host_network,
+            new_pid: spec.namespaces.shared_pid && !spec.namespaces.host_pid,
+            hostname: spec.hostname.clone(),
+            sysctls,
+            log_path: files_dir.join("shim.log").display().to_string(),
+            cgroup_procs: Vec::new(),
+        };
+        done.shim_socket = Some(socket.clone());
+        let (bin, spec_path) = (self.cfg.shim_bin.clone(), files_dir.join("shim.spec"));
+        let shim_pid = tokio::task::spawn_blocking(move || {
+            client::spawn(&bin, &shim_spec, &spec_path, SHIM_TIMEOUT)
+        })
+        .await
+        .map_err(|e| step_err(id, "start shim")(e.to_string()))?
+        .map_err(|e| step_err(id, "start shim")(e.to_string()))?;
+        done.shim_pid = shim_pid;
+        self.join_reaper_to_cgroup(id, &socket, &cgroup).await;
+
+        let netns = (!spec.namespaces.host_network).then(|| ns_dir.join(shim::NS_NET));
+        let ips = match &netns {
+            Some(path) => {
+                done.network = true;
+                self.attach_network(spec, path).await?
+            }
+            None => Vec::new(),
+        };
+        if let Some(ip) = ips.first().and_then(|ip| ip.parse::<IpAddr>().ok()) {
+            self.write_files(spec, &files_dir, Some(ip))?;
+        }
+        info!(pod = %id, shim_pid, ips = ?ips, "pod sandbox started");
+        Ok(PodHostState {
+            shim_pid,
+            shim_socket: socket,
+            ns_dir,
+            netns,
+            ips,
+            cgroup,
+            files_dir,
+            network: if spec.namespaces.host_network {
+                String::new()
+            } else {
+                self.networking.label()
+            },
+        })
+    }
+
+    async fn join_reaper_to_cgroup(&self, id: &str, socket: &Path, cgroup: &str) {
+        let (Some(cg), false) = (&self.cgroups, cgroup.is_empty()) else {
+            return;
+        };
+        let sock = socket.to_path_buf();
+        let pong = tokio::task::spawn_blocking(move || client::ping(&sock, SHIM_TIMEOUT)).await;
+        if let Ok(Ok(p)) = pong
+            && p.reaper_pid != 0
+        {
+            // A leaf of its own: cgroup v2 forbids processes in a cgroup whose children
+            // (the containers' cgroups) have controllers enabled.
+            let leaf = format!("{cgroup}/{REAPER_CGROUP}");
+            let joined = cg
+                .create(&leaf, &CgroupResources::default())
+                .and_then(|c| c.add_process(p.reaper_pid));
+            if let Err(e) = joined {
+                warn!(pod = %id, error = %e, "move pid namespace reaper into the pod cgroup");
+            }
+        }
+    }
+
+    fn write_files(&self, spec: &PodSpec, dir: &Path, ip: Option<IpAddr>) -> Result<(), PodError> {
+        let err = step_err(&spec.id, "write pod files");
+        std::fs::create_dir_all(dir).map_err(|e| err(format!("create {}: {e}", dir.display())))?;
+        let host_resolv = std::fs::read_to_string(&self.cfg.host_resolv_conf).unwrap_or_default();
+        let resolv = dns::resolv_conf(&spec.dns, &host_resolv)
+            .map_err(|e| PodError::Invalid(e.to_string()))?;
+        let hostname = if spec.namespaces.host_network {
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        } else {
+            spec.hostname.clone()
+        };
+        for (name, content) in [
+            ("resolv.conf", resolv),
+            ("hosts", dns::hosts(&hostname, ip)),
+            ("hostname", format!("{hostname}\n")),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, content).map_err(|e| {
+                step_err(&spec.id, "write pod files")(format!("{}: {e}", path.display()))
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn attach_network(&self, spec: &PodSpec, netns: &Path) -> Result<Vec<String>, PodError> {
+        let id = spec.id.as_str();
+        match &self.networking {
+            Networking::Bridge(net) => {
+                let a = net
+                    .attach(id, netns, &spec.port_mappings)
+                    .await
+                    .map_err(|e| step_err(id, "attach pod network")(e.to_string()))?;
+                Ok(vec![a.ip.to_string()])
+            }
+            Networking::Cni(net) => {
+                let ports = cni_ports(&spec.port_mappings);
+                let pod = cni_pod(spec, netns, &ports);
+                let result = net
+                    .add(&pod)
+                    .await
+                    .map_err(|e| step_err(id, "CNI ADD")(e.to_string()))?;
+                Ok(result.ips.iter().map(|ip| ip.addr().to_string()).collect())
+            }
+        }
+    }
+
+    async fn detach_network(&self, spec: &PodSpec, netns: Option<&Path>) -> Result<(), PodError> {
+        let id = spec.id.as_str();
+        match &self.networking {
+            Networking::Bridge(net) => net
+                .detach(id, netns)
+                .await
+                .map_err(|e| step_err(id, "detach pod network")(e.to_string())),
+            Networking::Cni(net) => {
+                let ports = cni_ports(&spec.port_mappings);
+                let fallback = PathBuf::new();
+                let pod = cni_pod(spec, netns.unwrap_or(&fallback), &ports);
+                net.del(&pod)
+                    .await
+                    .map_err(|e| step_err(id, "CNI DEL")(e.to_string()))
+            }
+        }
+    }
+
+    async fn rollback(&self, spec: &PodSpec, done: Started) {
+        if done.network {
+            let netns = self.ns_dir(&spec.id).join(shim::NS_NET);
+            if let Err(e) = self.detach_network(spec, Some(&netns)).await {
+                warn!(pod = %spec.id, error = %e, "rollback: detach network");
+            }
+        }
+        if let Some(socket) = done.shim_socket {
+            self.stop_shim(&spec.id, &socket, done.shim_pid).await;
+        }
+        if let (Some(cg), Some(path)) = (&self.cgroups, done.cgroup) {
+            remove_cgroup(cg, &spec.id, &path);
+        }
+        if let Some(dir) = done.files {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
+    /// Stops a pod: kills its processes, detaches its network, stops its shim and unpins its
+    /// namespaces. Idempotent: every step tolerates what is already gone.
+    pub async fn stop(&self, spec: &PodSpec, state: &PodHostState) -> Result<(), PodError> {
+        if let (Some(cg), false) = (&self.cgroups, state.cgroup.is_empty())
+            && let Ok(Some(c)) = cg.open(&state.cgroup)
+            && let Err(e) = c.kill_all()
+        {
+            warn!(pod = %spec.id, error = %e, "kill pod processes");
+        }
+        if !state.network.is_empty() {
+            self.detach_network(spec, state.netns.as_deref()).await?;
+        }
+        self.stop_shim(&spec.id, &state.shim_socket, state.shim_pid)
+            .await;
+        Ok(())
+    }
+
+    /// Removes what a stopped pod still holds: its cgroup and files.
+    pub async fn remove(&self, spec: &PodSpec, state: &PodHostState) -> Result<(), PodError> {
+        if let (Some(cg), false) = (&self.cgroups, state.cgroup.is_empty()) {
+            remove_cgroup(cg, &spec.id, &state.cgroup);
+        }
+        match std::fs::remove_dir_all(&state.files_dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(step_err(&spec.id, "remove pod files")(e.to_string())),
+        }
+    }
+
+    /// Asks the shim to shut down; if it does not answer, kills it by PID (after checking the
+    /// PID is still a berth-shim) and unpins the namespaces itself.
+    async fn stop_shim(&self, id: &str, socket: &Path, pid: u32) {
+        let sock = socket.to_path_buf();
+        let asked =
+            tokio::task::spawn_blocking(move || client::shutdown(&sock, SHIM_TIMEOUT)).await;
+        if !matches!(asked, Ok(Ok(()))) {
+            if pid != 0 && is_shim(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            unpin_namespaces(&self.ns_dir(id));
+            let _ = std::fs::remove_file(socket);
+        }
+    }
+
+    /// Whether the pod network can take pods.
+    pub fn network_status(&self) -> Result<String, String> {
+        Ok(self.networking.label())
+    }
+
+    /// Asks a pod's shim if it is alive.
+    pub async fn shim_alive(&self, state: &PodHostState) -> bool {
+        let sock = state.shim_socket.clone();
+        matches!(
+            tokio::task::spawn_blocking(move || client::ping(&sock, Duration::from_secs(2))).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+fn remove_cgroup(cg: &Cgroups, pod: &str, path: &str) {
+    if let Ok(Some(c)) = cg.open(path) {
+        let _ = c.kill_all();
+        if let Err(e) = c.delete() {
+            warn!(pod, cgroup = path, error = %e, "remove pod cgroup");
+        }
+    }
+}
+
+/// True if `pid` runs the berth-shim binary (so a recycled PID is never killed).
+fn is_shim(pid: u32) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("berth-shim"))
+    })
+}
+
+/// Unmounts and removes whatever namespace pins are left in `ns_dir`.
+pub fn unpin_namespaces(ns_dir: &Path) {
+    for name in [shim::NS_NET, shim::NS_IPC, shim::NS_UTS, shim::NS_PID] {
+        let p = ns_dir.join(name);
+        let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_file(&p);
+    }
+    let _ = std::fs::remove_dir(ns_dir);
+}
+
+fn cni_ports(ports: &[PortMapping]) -> Vec<CniPortMapping> {
+    ports
+        .iter()
+        .map(|p| CniPortMapping {
+            host_port: p.host_port,
+            container_port: p.container_port,
+            protocol: match p.protocol {
+                Protocol::Tcp => "tcp",
+                Protocol::Udp => "udp",
+                Protocol::Sctp => "sctp",
+            }
+            .into(),
+            host_ip: p.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        })
+        .collect()
+}
+
+fn cni_pod<'a>(spec: &'a PodSpec, netns: &'a Path, ports: &'a [CniPortMapping]) -> CniPod<'a> {
+    CniPod {
+        id: &spec.id,
+        netns,
+        ifname: "eth0",
+        name: &spec.name,
+        namespace: &spec.namespace,
+        uid: &spec.uid,
+        port_mappings: ports,
+    }
+}

@@ -1,0 +1,165 @@
+//! berthd's side of the shim: spawn one for a pod and wait until it is ready, send requests.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use proto::shim::{
+    FrameError, Ping, Pong, ShimRequest, ShimResponse, ShimSpec, Shutdown, read_frame,
+    shim_request::Kind, write_frame,
+};
+
+use super::{ERROR_PREFIX, READY_PREFIX};
+
+/// Failures talking to or starting a shim.
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    #[error("start shim for pod {pod}: {message}")]
+    Start { pod: String, message: String },
+    #[error("shim at {socket}: {source}")]
+    Connect { socket: PathBuf, source: io::Error },
+    #[error("shim at {socket}: {source}")]
+    Protocol { socket: PathBuf, source: FrameError },
+    #[error("shim at {socket} refused: {message}")]
+    Refused { socket: PathBuf, message: String },
+}
+
+impl ShimError {
+    /// True when no shim answers on the socket (it exited or was killed).
+    pub fn is_gone(&self) -> bool {
+        matches!(self, ShimError::Connect { source, .. }
+            if matches!(source.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused))
+    }
+}
+
+/// Starts `berth-shim` for `spec` (written to `spec_path`) and waits up to `timeout` for it to
+/// report ready. Returns the shim's PID. The shim is detached: it outlives berthd.
+pub fn spawn(
+    shim_bin: &Path,
+    spec: &ShimSpec,
+    spec_path: &Path,
+    timeout: Duration,
+) -> Result<u32, ShimError> {
+    let fail = |message: String| ShimError::Start {
+        pod: spec.pod_id.clone(),
+        message,
+    };
+    std::fs::write(spec_path, prost::Message::encode_to_vec(spec))
+        .map_err(|e| fail(format!("write {}: {e}", spec_path.display())))?;
+    let mut child = Command::new(shim_bin)
+        .arg(spec_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| fail(format!("exec {}: {e}", shim_bin.display())))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| fail("no stdout pipe".into()))?;
+    // The first process only forks the real shim and exits.
+    let status = child.wait().map_err(|e| fail(format!("wait: {e}")))?;
+    let line =
+        read_line_within(stdout, timeout).map_err(|e| fail(format!("read readiness: {e}")))?;
+    if let Some(pid) = line.strip_prefix(READY_PREFIX) {
+        return pid
+            .trim()
+            .parse()
+            .map_err(|_| fail(format!("bad readiness line `{line}`")));
+    }
+    if let Some(msg) = line.strip_prefix(ERROR_PREFIX) {
+        return Err(fail(msg.trim().to_string()));
+    }
+    Err(fail(format!(
+        "shim exited ({status}) without reporting readiness"
+    )))
+}
+
+fn read_line_within(stdout: std::process::ChildStdout, timeout: Duration) -> io::Result<String> {
+    let deadline = Instant::now() + timeout;
+    let file = File::from(std::os::fd::OwnedFd::from(stdout));
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer within {timeout:?}"),
+            ));
+        }
+        let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) => continue,
+            Ok(_) => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut line = String::new();
+    BufReader::new(file).read_line(&mut line)?;
+    Ok(line.trim_end().to_string())
+}
+
+/// Sends one request and reads the answer (blocking; call from `spawn_blocking`).
+pub fn request(
+    socket: &Path,
+    req: ShimRequest,
+    timeout: Duration,
+) -> Result<ShimResponse, ShimError> {
+    let connect_err = |source| ShimError::Connect {
+        socket: socket.into(),
+        source,
+    };
+    let mut stream = UnixStream::connect(socket).map_err(connect_err)?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(connect_err)?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(connect_err)?;
+    let proto_err = |source| ShimError::Protocol {
+        socket: socket.into(),
+        source,
+    };
+    write_frame(&mut stream, &req).map_err(proto_err)?;
+    let resp: ShimResponse = read_frame(&mut stream).map_err(proto_err)?;
+    if !resp.error.is_empty() {
+        return Err(ShimError::Refused {
+            socket: socket.into(),
+            message: resp.error,
+        });
+    }
+    Ok(resp)
+}
+
+/// Asks the shim who it is.
+pub fn ping(socket: &Path, timeout: Duration) -> Result<Pong, ShimError> {
+    let resp = request(
+        socket,
+        ShimRequest {
+            kind: Some(Kind::Ping(Ping {})),
+        },
+        timeout,
+    )?;
+    resp.pong.ok_or_else(|| ShimError::Refused {
+        socket: socket.into(),
+        message: "ping answered without pong".into(),
+    })
+}
+
+/// Tells the shim to kill the pod's processes, unpin its namespaces and exit.
+pub fn shutdown(socket: &Path, timeout: Duration) -> Result<(), ShimError> {
+    request(
+        socket,
+        ShimRequest {
+            kind: Some(Kind::Shutdown(Shutdown {})),
+        },
+        timeout,
+    )
+    .map(|_| ())
+}

@@ -1,0 +1,22 @@
+//! `berth-shim`: one small process per pod. It creates (or joins) the pod's namespaces, pins
+//! them by bind mount so they outlive any process, runs a PID-namespace reaper when the pod
+//! shares PIDs, and answers berthd on a unix socket. Single-threaded and blocking: no async
+//! runtime, no threads, so `fork` is safe and the memory footprint stays tiny.
+//!
+//! [`client`] is berthd's side: spawning a shim and talking to it.
+
+pub mod client;
+mod server;
+
+pub use server::main;
+
+/// Namespace file names pinned under a pod's ns dir, as in `/proc/<pid>/ns/`.
+pub const NS_NET: &str = "net";
+pub const NS_IPC: &str = "ipc";
+pub const NS_UTS: &str = "uts";
+pub const NS_PID: &str = "pid";
+
+/// First line the shim writes on its stdout once ready: `ready <pid>`; on failure
+/// `error <message>`.
+pub const READY_PREFIX: &str = "ready ";
+pub const ERROR_PREFIX: &str = "error ";

@@ -1,0 +1,425 @@
+//! The shim process itself.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, dup2_stdout, fork, sethostname, setsid};
+use proto::shim::{
+    Pong, ShimRequest, ShimResponse, ShimSpec, read_frame, shim_request::Kind, write_frame,
+};
+
+use super::{ERROR_PREFIX, NS_IPC, NS_NET, NS_PID, NS_UTS, READY_PREFIX};
+
+/// Entry point of the `berth-shim` binary: `berth-shim <spec-file>`.
+pub fn main() -> ExitCode {
+    let Some(spec_path) = std::env::args_os().nth(1) else {
+        eprintln!("usage: berth-shim <spec-file>");
+        return ExitCode::from(2);
+    };
+    let spec = match read_spec(Path::new(&spec_path)) {
+        Ok(s) => s,
+        Err(e) => {
+            report(&format!("{ERROR_PREFIX}{e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    // Detach from berthd: new session, then fork so the shim is reparented (to init or the
+    // nearest subreaper) and berthd's death or restart never touches it.
+    if let Err(e) = setsid() {
+        report(&format!("{ERROR_PREFIX}setsid: {e}"));
+        return ExitCode::FAILURE;
+    }
+    // SAFETY: single-threaded process; the child only continues this program.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { .. }) => return ExitCode::SUCCESS,
+        Ok(ForkResult::Child) => {}
+        Err(e) => {
+            report(&format!("{ERROR_PREFIX}fork: {e}"));
+            return ExitCode::FAILURE;
+        }
+    }
+    redirect_stderr(&spec.log_path);
+    match Pod::setup(spec) {
+        Ok(mut pod) => {
+            report(&format!("{READY_PREFIX}{}", std::process::id()));
+            release_stdout();
+            pod.serve();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            report(&format!("{ERROR_PREFIX}{e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_spec(path: &Path) -> io::Result<ShimSpec> {
+    let bytes =
+        fs::read(path).map_err(|e| io::Error::other(format!("read {}: {e}", path.display())))?;
+    prost::Message::decode(bytes.as_slice())
+        .map_err(|e| io::Error::other(format!("decode {}: {e}", path.display())))
+}
+
+/// Writes one line to stdout (berthd's readiness pipe).
+fn report(line: &str) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Points stdout at /dev/null so berthd sees EOF on its pipe.
+fn release_stdout() {
+    if let Ok(null) = File::open("/dev/null") {
+        let _ = dup2_stdout(null.as_fd());
+    }
+}
+
+fn redirect_stderr(log_path: &str) {
+    if log_path.is_empty() {
+        return;
+    }
+    if let Ok(f) = OpenOptions::new().create(true).append(true).open(log_path) {
+        let _ = nix::unistd::dup2_stderr(f.as_fd());
+    }
+    if let Ok(null) = File::open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(null.as_fd());
+    }
+}
+
+fn log(msg: &str) {
+    eprintln!("berth-shim[{}]: {msg}", std::process::id());
+}
+
+/// The pod as this shim holds it.
+struct Pod {
+    spec: ShimSpec,
+    pinned: Vec<PathBuf>,
+    reaper: Option<Pid>,
+    listener: Option<UnixListener>,
+}
+
+impl Pod {
+    /// Creates and pins the namespaces and binds the socket; undoes its own work on failure.
+    fn setup(spec: ShimSpec) -> Result<Pod, String> {
+        let mut pod = Pod {
+            spec,
+            pinned: Vec::new(),
+            reaper: None,
+            listener: None,
+        };
+        match pod.try_setup() {
+            Ok(()) => Ok(pod),
+            Err(e) => {
+                pod.teardown();
+                Err(e)
+            }
+        }
+    }
+
+    fn try_setup(&mut self) -> Result<(), String> {
+        // Orphaned container processes of this pod are reparented to the shim.
+        // SAFETY: plain prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+            return Err(format!(
+                "set child subreaper: {}",
+                io::Error::last_os_error()
+            ));
+        }
+        let mut flags = CloneFlags::empty();
+        for (wanted, flag) in [
+            (self.spec.new_net, CloneFlags::CLONE_NEWNET),
+            (self.spec.new_ipc, CloneFlags::CLONE_NEWIPC),
+            (self.spec.new_uts, CloneFlags::CLONE_NEWUTS),
+        ] {
+            if wanted {
+                flags |= flag;
+            }
+        }
+        unshare(flags).map_err(|e| format!("unshare pod namespaces: {e}"))?;
+        if self.spec.new_uts && !self.spec.hostname.is_empty() {
+            sethostname(&self.spec.hostname).map_err(|e| format!("set hostname: {e}"))?;
+        }
+        if self.spec.new_net {
+            bring_up_loopback()?;
+        }
+        self.apply_sysctls()?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&self.spec.ns_dir)
+            .map_err(|e| format!("create {}: {e}", self.spec.ns_dir))?;
+        for (wanted, name) in [
+            (self.spec.new_net, NS_NET),
+            (self.spec.new_ipc, NS_IPC),
+            (self.spec.new_uts, NS_UTS),
+        ] {
+            if wanted {
+                self.pin(&format!("/proc/self/ns/{name}"), name)?;
+            }
+        }
+        if self.spec.new_pid {
+            self.start_reaper()?;
+        }
+        self.bind_socket()
+    }
+
+    fn apply_sysctls(&self) -> Result<(), String> {
+        for (key, value) in &self.spec.sysctls {
+            let path = format!("/proc/sys/{}", key.replace('.', "/"));
+            fs::write(&path, value).map_err(|e| format!("sysctl {key}={value}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Bind-mounts a namespace file onto `<ns_dir>/<name>` so it lives on without processes.
+    fn pin(&mut self, source: &str, name: &str) -> Result<(), String> {
+        let target = Path::new(&self.spec.ns_dir).join(name);
+        File::create(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
+        self.pinned.push(target.clone());
+        mount(
+            Some(source),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("pin {source} at {}: {e}", target.display()))
+    }
+
+    /// Forks the PID 1 of a new PID namespace the pod's containers will share.
+    fn start_reaper(&mut self) -> Result<(), String> {
+        unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare pid namespace: {e}"))?;
+        // SAFETY: single-threaded; the child runs only `reap_forever`.
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => reap_forever(&self.spec.cgroup_procs),
+            Ok(ForkResult::Parent { child }) => {
+                self.reaper = Some(child);
+                self.pin(&format!("/proc/{child}/ns/pid"), NS_PID)
+            }
+            Err(e) => Err(format!("fork pid namespace reaper: {e}")),
+        }
+    }
+
+    fn bind_socket(&mut self) -> Result<(), String> {
+        let path = Path::new(&self.spec.socket_path);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        }
+        let _ = fs::remove_file(path);
+        let listener =
+            UnixListener::bind(path).map_err(|e| format!("bind {}: {e}", path.display()))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+        self.listener = Some(listener);
+        Ok(())
+    }
+
+    /// Answers requests until told to shut down.
+    fn serve(&mut self) {
+        let mut mask = SigSet::empty();
+        for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
+            mask.add(s);
+        }
+        if let Err(e) = mask.thread_block() {
+            log(&format!("block signals: {e}"));
+        }
+        // Non-blocking: on_signal drains it until empty.
+        let sigfd =
+            match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    log(&format!("signalfd: {e}; shutting down"));
+                    self.teardown();
+                    return;
+                }
+            };
+        let Some(listener) = self.listener.take() else {
+            return;
+        };
+        loop {
+            let mut fds = [
+                PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+                PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+            ];
+            if let Err(e) = poll(&mut fds, PollTimeout::NONE) {
+                if e == nix::errno::Errno::EINTR {
+                    continue;
+                }
+                log(&format!("poll: {e}"));
+                break;
+            }
+            let (conn_ready, sig_ready) = (ready(&fds[0]), ready(&fds[1]));
+            if sig_ready && self.on_signal(&sigfd) {
+                break;
+            }
+            if conn_ready
+                && let Ok((stream, _)) = listener.accept()
+                && self.on_connection(stream)
+            {
+                break;
+            }
+        }
+        drop(listener);
+        self.teardown();
+    }
+
+    /// Handles pending signals; true means shut down.
+    fn on_signal(&mut self, sigfd: &SignalFd) -> bool {
+        let mut stop = false;
+        while let Ok(Some(info)) = sigfd.read_signal() {
+            if info.ssi_signo == libc::SIGTERM as u32 || info.ssi_signo == libc::SIGINT as u32 {
+                log("terminated by signal");
+                stop = true;
+            }
+        }
+        self.reap();
+        stop
+    }
+
+    fn reap(&mut self) {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(status) => {
+                    if status.pid() == self.reaper {
+                        log(&format!("pid namespace reaper exited: {status:?}"));
+                        self.reaper = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Serves one request; true means shut down.
+    fn on_connection(&mut self, mut stream: UnixStream) -> bool {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+        let request: ShimRequest = match read_frame(&mut stream) {
+            Ok(r) => r,
+            Err(e) => {
+                log(&format!("bad request: {e}"));
+                return false;
+            }
+        };
+        let (response, stop) = match request.kind {
+            Some(Kind::Ping(_)) => (self.pong(), false),
+            Some(Kind::Shutdown(_)) => (ShimResponse::default(), true),
+            None => (error_response("empty request"), false),
+        };
+        if stop {
+            // Tear down before answering so berthd sees a finished shutdown.
+            self.teardown();
+        }
+        if let Err(e) = write_frame(&mut stream, &response) {
+            log(&format!("write response: {e}"));
+        }
+        let _ = drain(&mut stream);
+        stop
+    }
+
+    fn pong(&self) -> ShimResponse {
+        ShimResponse {
+            error: String::new(),
+            pong: Some(Pong {
+                pod_id: self.spec.pod_id.clone(),
+                shim_pid: std::process::id(),
+                reaper_pid: self.reaper.map_or(0, |p| p.as_raw() as u32),
+                version: env!("CARGO_PKG_VERSION").into(),
+            }),
+        }
+    }
+
+    /// Kills the reaper, unpins the namespaces, removes the socket. Idempotent.
+    fn teardown(&mut self) {
+        if let Some(pid) = self.reaper.take() {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+        for target in self.pinned.drain(..) {
+            if let Err(e) = umount2(&target, MntFlags::MNT_DETACH)
+                && e != nix::errno::Errno::EINVAL
+            {
+                log(&format!("unpin {}: {e}", target.display()));
+            }
+            let _ = fs::remove_file(&target);
+        }
+        let _ = fs::remove_dir(&self.spec.ns_dir);
+        if self.listener.take().is_some() || Path::new(&self.spec.socket_path).exists() {
+            let _ = fs::remove_file(&self.spec.socket_path);
+        }
+    }
+}
+
+fn ready(fd: &PollFd) -> bool {
+    fd.revents().is_some_and(|r| !r.is_empty())
+}
+
+fn error_response(msg: &str) -> ShimResponse {
+    ShimResponse {
+        error: msg.into(),
+        pong: None,
+    }
+}
+
+fn drain(stream: &mut UnixStream) -> io::Result<()> {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut buf = [0u8; 64];
+    while stream.read(&mut buf)? > 0 {}
+    Ok(())
+}
+
+/// Brings `lo` up in the new network namespace (an ioctl, so no netlink code in the shim).
+fn bring_up_loopback() -> Result<(), String> {
+    // SAFETY: a plain datagram socket; closed by OwnedFd below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(format!("socket for lo: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a fresh, owned descriptor.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: valid socket and ifreq for SIOCGIFFLAGS/SIOCSIFFLAGS.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(format!("get lo flags: {}", io::Error::last_os_error()));
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(format!("bring lo up: {}", io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// PID 1 of a pod's shared PID namespace: joins the pod cgroup and reaps orphans forever.
+fn reap_forever(cgroup_procs: &[String]) -> ! {
+    for procs in cgroup_procs {
+        if let Err(e) = fs::write(procs, "0") {
+            log(&format!("reaper join {procs}: {e}"));
+        }
+    }
+    // SAFETY: prctl with a static NUL-terminated name.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"berth-pod-init".as_ptr(), 0, 0, 0) };
+    loop {
+        if nix::sys::wait::wait().is_err() {
+            // No children yet: check again shortly (orphans get reparented to us).
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
