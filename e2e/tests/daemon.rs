@@ -110,7 +110,11 @@ async fn rpcs_not_yet_implemented_answer_unimplemented_naming_the_rpc() {
         .await
         .expect_err("CreateContainer");
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("CreateContainer"), "{}", err.message());
+    assert!(
+        err.message().contains("CreateContainer"),
+        "{}",
+        err.message()
+    );
     let err = d
         .runtime()
         .await
