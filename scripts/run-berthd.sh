@@ -6,5 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh build
-cargo build --release --locked -p cri-server --bin berthd
+# The built-in pod network programs NAT and host ports with nft.
+command -v nft >/dev/null || apt-get install -y -qq nftables >/dev/null
+cargo build --release --locked -p cri-server -p runtime-core --bin berthd --bin berth-shim
 exec target/release/berthd "$@"

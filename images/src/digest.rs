@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use sha2::{Digest as _, Sha256};
+use aws_lc_rs::digest::{Context, SHA256};
 
 /// A validated `sha256:` content digest.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -31,7 +31,7 @@ impl Digest {
     /// The sha256 digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Digest {
         Digest {
-            hex: hex::encode(Sha256::digest(bytes)),
+            hex: hex::encode(aws_lc_rs::digest::digest(&SHA256, bytes)),
         }
     }
 
@@ -61,11 +61,21 @@ pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
     out
 }
 
-/// An incremental sha256 that also counts bytes.
-#[derive(Default, Clone)]
+/// An incremental sha256 that also counts bytes. Uses aws-lc's assembly SHA-256 (already
+/// linked for TLS), about twice as fast as the portable `sha2` crate on layer-sized input.
+#[derive(Clone)]
 pub struct Hasher {
-    sha: Sha256,
+    sha: Context,
     len: u64,
+}
+
+impl Default for Hasher {
+    fn default() -> Self {
+        Hasher {
+            sha: Context::new(&SHA256),
+            len: 0,
+        }
+    }
 }
 
 impl Hasher {
@@ -84,7 +94,7 @@ impl Hasher {
 
     pub fn finish(self) -> Digest {
         Digest {
-            hex: hex::encode(self.sha.finalize()),
+            hex: hex::encode(self.sha.finish()),
         }
     }
 }

@@ -204,6 +204,54 @@ struct LowerDir {
     /// Directory mtimes, applied after their contents are written.
     dir_mtimes: Vec<(Vec<u8>, Mtime)>,
     stats: UnpackStats,
+    /// Who new files belong to and which mode bits survive creation, to skip `fchown` and
+    /// `fchmod` on regular files that already have the right ones (most of them).
+    creator: Creator,
+}
+
+/// The owner and umask files get at creation.
+#[derive(Clone, Copy)]
+struct Creator {
+    uid: u32,
+    gid: u32,
+    umask: u32,
+    /// A setgid directory was created: its files inherit its group, so always chown.
+    setgid_dirs: bool,
+}
+
+impl Creator {
+    fn current() -> Creator {
+        Creator {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            umask: current_umask(),
+            setgid_dirs: false,
+        }
+    }
+
+    /// Whether a regular file created with `entry.mode & 0o777` already has the entry's
+    /// owner and mode.
+    fn created_right(&self, entry: &Entry) -> bool {
+        let perms = entry.mode & 0o777;
+        !self.setgid_dirs
+            && entry.uid == self.uid
+            && entry.gid == self.gid
+            && entry.mode & 0o7000 == 0
+            && perms & !self.umask == perms
+    }
+}
+
+/// The process umask, read without changing it (`umask(2)` would race other threads).
+fn current_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        // Unknown: assume every bit may be masked, so fchmod always runs.
+        .unwrap_or(0o777)
 }
 
 impl LowerDir {
@@ -213,6 +261,7 @@ impl LowerDir {
             cached: None,
             dir_mtimes: Vec::new(),
             stats: UnpackStats::default(),
+            creator: Creator::current(),
         }
     }
 
@@ -273,12 +322,20 @@ impl LowerDir {
         let name = path.base();
         let flags =
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fast = self.creator.created_right(entry);
+        let create_mode = if fast {
+            Mode::from_bits_truncate(entry.mode & 0o777)
+        } else {
+            Mode::S_IRUSR | Mode::S_IWUSR
+        };
         let fd = self.create(parent, path, entry, "create file", || {
-            openat(parent, name, flags, Mode::S_IRUSR | Mode::S_IWUSR)
+            openat(parent, name, flags, create_mode)
         })?;
         let mut file = File::from(fd);
         self.stats.bytes += reader.copy_data(&mut file, &entry.path)?;
-        set_owner_and_mode(file.as_fd(), entry)?;
+        if !fast {
+            set_owner_and_mode(file.as_fd(), entry)?;
+        }
         set_xattrs(XattrTarget::Fd(file.as_fd()), entry)?;
         let t = timespec(entry.mtime);
         futimens(&file, &t, &t).map_err(io_error(&entry.path, "set mtime"))
@@ -304,6 +361,9 @@ impl LowerDir {
         let fd = openat(parent, name, DIR_FLAGS, Mode::empty())
             .map_err(io_error(&entry.path, "open directory"))?;
         set_owner_and_mode(fd.as_fd(), entry)?;
+        if entry.mode & 0o2000 != 0 {
+            self.creator.setgid_dirs = true;
+        }
         set_xattrs(XattrTarget::Fd(fd.as_fd()), entry)?;
         self.dir_mtimes.push((path.joined.clone(), entry.mtime));
         self.cached = Some((path.joined.clone(), Rc::new(fd)));

@@ -3,7 +3,7 @@
 //! the same layers extracted with `gzip -dc | tar -x`, all layers in parallel, onto the same
 //! filesystem, in the same run.
 //!
-//! Usage: `bench-pull [--dir DIR] [--layers N] [--files-per-layer N] [--runs N]`
+//! Usage: `bench-pull [--dir DIR] [--layers N] [--files-per-layer N] [--runs N] [--parallel-layers N]`
 //! (DIR defaults to /var/tmp; it decides the filesystem both sides write to).
 
 use std::path::{Path, PathBuf};
@@ -22,6 +22,8 @@ struct Args {
     layers: usize,
     files_per_layer: usize,
     runs: usize,
+    /// berthd's `registry.max_concurrent_downloads` (default: its own default).
+    parallel_layers: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -30,6 +32,7 @@ fn parse_args() -> Result<Args, String> {
         layers: 6,
         files_per_layer: 6500,
         runs: 3,
+        parallel_layers: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -43,6 +46,13 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|e| format!("--files-per-layer: {e}"))?
             }
             "--runs" => args.runs = value()?.parse().map_err(|e| format!("--runs: {e}"))?,
+            "--parallel-layers" => {
+                args.parallel_layers = Some(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--parallel-layers: {e}"))?,
+                )
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -179,8 +189,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let berthd = Berthd::start_with(BerthdOptions {
         config_toml: Some(format!(
-            "[registry]\ninsecure = [\"{}\"]\n",
-            registry.host()
+            "[registry]\ninsecure = [\"{}\"]\n{}",
+            registry.host(),
+            args.parallel_layers
+                .map(|n| format!("max_concurrent_downloads = {n}\n"))
+                .unwrap_or_default()
         )),
         args: vec!["--log-level".into(), "warn".into()],
         root_dir: Some(work.path().join("berth-root")),
@@ -196,26 +209,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let (mut tar_times, mut berth_times) = (Vec::new(), Vec::new());
     for run in 0..args.runs {
-        let out = work.path().join(format!("tar-{run}"));
-        sync();
-        tar_times.push(tar_reference(&blob_paths, &out)?);
-        std::fs::remove_dir_all(&out)?;
-
-        sync();
-        let started = Instant::now();
-        client
-            .pull_image(PullImageRequest {
-                image: spec(&reference),
-                auth: None,
-                sandbox_config: None,
-            })
-            .await?;
-        berth_times.push(started.elapsed());
-        client
-            .remove_image(RemoveImageRequest {
-                image: spec(&reference),
-            })
-            .await?;
+        // Alternate which side goes first, so writeback left by one side is not always
+        // charged to the other.
+        for side in if run % 2 == 0 { [0, 1] } else { [1, 0] } {
+            sync();
+            if side == 0 {
+                let out = work.path().join(format!("tar-{run}"));
+                tar_times.push(tar_reference(&blob_paths, &out)?);
+                std::fs::remove_dir_all(&out)?;
+                continue;
+            }
+            let started = Instant::now();
+            client
+                .pull_image(PullImageRequest {
+                    image: spec(&reference),
+                    auth: None,
+                    sandbox_config: None,
+                })
+                .await?;
+            berth_times.push(started.elapsed());
+            client
+                .remove_image(RemoveImageRequest {
+                    image: spec(&reference),
+                })
+                .await?;
+        }
         eprintln!(
             "run {run}: tar {:.2}s  berth {:.2}s",
             tar_times[run].as_secs_f64(),
