@@ -61,6 +61,8 @@ pub enum Compression {
     None,
     /// gzip (the common case).
     Gzip,
+    /// zstd (OCI only).
+    Zstd,
 }
 
 impl Compression {
@@ -74,6 +76,7 @@ impl Compression {
                 encoder.write_all(tar)?;
                 encoder.finish()
             }
+            Compression::Zstd => zstd::encode_all(tar, 3),
         }
     }
 
@@ -86,6 +89,7 @@ impl Compression {
                 flate2::read::GzDecoder::new(blob).read_to_end(&mut tar)?;
                 Ok(tar)
             }
+            Compression::Zstd => zstd::decode_all(blob),
         }
     }
 }
@@ -137,6 +141,8 @@ impl ManifestFormat {
             (ManifestFormat::Docker, Compression::Gzip) => {
                 "application/vnd.docker.image.rootfs.diff.tar.gzip"
             }
+            // Docker has no zstd media type; registries and runtimes use the OCI one.
+            (_, Compression::Zstd) => "application/vnd.oci.image.layer.v1.tar+zstd",
         }
     }
 }

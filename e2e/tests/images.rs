@@ -623,3 +623,45 @@ async fn pull_killed_midway_leaves_a_store_the_next_start_uses() {
         .expect("pull after restart");
     assert!(status(&restarted, &reference).await.is_some());
 }
+
+#[tokio::test]
+async fn pulls_zstd_and_uncompressed_layers() {
+    let registry = Registry::start().expect("registry");
+    let d = berthd_for(&[&registry], "").await;
+    let zstd_layer = LayerBuilder::new()
+        .file("etc/zstd-layer", "compressed with zstd", 0o644)
+        .build(Compression::Zstd)
+        .expect("zstd layer");
+    let plain_layer = LayerBuilder::new()
+        .file("etc/plain-layer", "not compressed", 0o600)
+        .build(Compression::None)
+        .expect("plain layer");
+    let image = ImageBuilder::new(Platform::linux_amd64())
+        .layer(zstd_layer)
+        .layer(plain_layer);
+    let pushed = image
+        .push(&registry, "berth-test/mixed", ManifestFormat::Oci)
+        .await
+        .expect("push");
+    push_manifest(
+        &registry,
+        "berth-test/mixed",
+        "latest",
+        &pushed.manifest.media_type,
+        &pushed.manifest_bytes,
+    )
+    .await
+    .expect("tag");
+    let reference = format!("{}/berth-test/mixed:latest", registry.host());
+    assert_eq!(
+        pull(&d, &reference, None).await.expect("pull"),
+        pushed.config_digest
+    );
+    let zstd_file = find_in_snapshots(&d, "etc/zstd-layer").expect("zstd layer unpacked");
+    assert_eq!(
+        std::fs::read_to_string(zstd_file).expect("read"),
+        "compressed with zstd"
+    );
+    let plain = find_in_snapshots(&d, "etc/plain-layer").expect("plain layer unpacked");
+    assert_eq!(plain.metadata().expect("stat").mode() & 0o777, 0o600);
+}

@@ -1,0 +1,326 @@
+//! Pod sandboxes on a CNI network (Debian's containernetworking-plugins: bridge, host-local,
+//! portmap), and pod cgroups. Needs root (CI runs as root).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use e2e::daemon::{Berthd, BerthdOptions};
+use e2e::pods::{TestNetwork, listen_once_in, mounts_under, pod_config, process_alive, read_from};
+use proto::cri::{
+    self, LinuxContainerResources, ListPodSandboxRequest, PodSandboxStatusRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest,
+};
+use tonic::Code;
+
+const CNI_BIN: &str = "/usr/lib/cni";
+
+/// A CNI config dir with a bridge + host-local + portmap conflist on a private bridge and /24,
+/// and cleanup of the bridge and host-local state.
+struct CniEnv {
+    conf: tempfile::TempDir,
+    ipam: tempfile::TempDir,
+    net: TestNetwork,
+}
+
+impl CniEnv {
+    fn new(extra_plugin: Option<serde_json::Value>) -> CniEnv {
+        let net = TestNetwork::new();
+        let conf = tempfile::tempdir().expect("conf dir");
+        let ipam = tempfile::tempdir().expect("ipam dir");
+        let mut plugins = vec![
+            serde_json::json!({
+                "type": "bridge",
+                "bridge": net.bridge,
+                "isGateway": true,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "dataDir": ipam.path(),
+                    "ranges": [[{"subnet": net.cidr()}]],
+                    "routes": [{"dst": "0.0.0.0/0"}]
+                }
+            }),
+            serde_json::json!({"type": "portmap", "capabilities": {"portMappings": true}}),
+        ];
+        plugins.extend(extra_plugin);
+        let conflist = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": format!("berth-e2e-{}", net.third_octet),
+            "plugins": plugins,
+        });
+        std::fs::write(
+            conf.path().join("10-berth-e2e.conflist"),
+            conflist.to_string(),
+        )
+        .expect("write conflist");
+        CniEnv { conf, ipam, net }
+    }
+
+    fn config_toml(&self, bin_dir: &Path) -> String {
+        format!(
+            "[cni]\nconf_dir = \"{}\"\nbin_dirs = [\"{}\", \"{CNI_BIN}\"]\n[network]\nbridge = \"{}\"\nnft_table = \"{}\"\n",
+            self.conf.path().display(),
+            bin_dir.display(),
+            self.net.bridge,
+            self.net.nft_table
+        )
+    }
+}
+
+fn ready() -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: pod sandboxes need root");
+        return false;
+    }
+    for plugin in ["bridge", "host-local", "portmap"] {
+        if !Path::new(CNI_BIN).join(plugin).exists() {
+            eprintln!(
+                "skipped: {CNI_BIN}/{plugin} missing (apt-get install containernetworking-plugins)"
+            );
+            return false;
+        }
+    }
+    true
+}
+
+async fn start(env: &CniEnv, bin_dir: &Path) -> Berthd {
+    Berthd::start_with(BerthdOptions {
+        config_toml: Some(env.config_toml(bin_dir)),
+        ..Default::default()
+    })
+    .await
+    .expect("start berthd")
+}
+
+async fn run(d: &Berthd, config: cri::PodSandboxConfig) -> Result<String, tonic::Status> {
+    d.runtime()
+        .await
+        .expect("client")
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner().pod_sandbox_id)
+}
+
+async fn info(d: &Berthd, id: &str) -> (String, serde_json::Value) {
+    let resp = d
+        .runtime()
+        .await
+        .expect("client")
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .expect("status")
+        .into_inner();
+    let ip = resp.status.expect("status").network.expect("network").ip;
+    (
+        ip,
+        serde_json::from_str(&resp.info["info"]).expect("info JSON"),
+    )
+}
+
+async fn remove(d: &Berthd, id: &str) {
+    d.runtime()
+        .await
+        .expect("client")
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        })
+        .await
+        .expect("RemovePodSandbox");
+}
+
+fn host_local_entries(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for net in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(net.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.parse::<Ipv4Addr>().is_ok() {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn cni_pod_gets_an_address_a_host_port_and_is_cleaned_up() {
+    if !ready() {
+        return;
+    }
+    let env = CniEnv::new(None);
+    let bins = tempfile::tempdir().expect("bin dir");
+    let d = start(&env, bins.path()).await;
+    let host_port = 30000 + (std::process::id() % 20000) as u16;
+    let mut cfg = pod_config("cni-web");
+    cfg.port_mappings = vec![cri::PortMapping {
+        protocol: cri::Protocol::Tcp as i32,
+        container_port: 8080,
+        host_port: host_port as i32,
+        host_ip: String::new(),
+    }];
+    let id = run(&d, cfg).await.expect("RunPodSandbox on CNI");
+    let (ip, v) = info(&d, &id).await;
+    assert!(
+        env.net.contains(&ip),
+        "CNI address {ip} not in {}",
+        env.net.cidr()
+    );
+    assert!(
+        v["network"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("cni:"),
+        "{v}"
+    );
+    assert_eq!(
+        host_local_entries(env.ipam.path()).len(),
+        1,
+        "host-local allocated one address"
+    );
+
+    // The host port (portmap) reaches the pod, through the bridge's gateway address.
+    let netns = PathBuf::from(v["netnsPath"].as_str().expect("netns"));
+    listen_once_in(&netns, 8080, b"cni hello").expect("listen");
+    let gateway = SocketAddr::from(([10, 88, env.net.third_octet, 1], host_port));
+    assert_eq!(
+        read_from(gateway).expect("connect to host port"),
+        b"cni hello"
+    );
+
+    let shim = v["pid"].as_u64().expect("pid") as u32;
+    remove(&d, &id).await;
+    assert!(!process_alive(shim));
+    assert!(
+        host_local_entries(env.ipam.path()).is_empty(),
+        "CNI DEL released the address"
+    );
+    assert!(!netns.exists());
+    assert!(mounts_under(d.dir()).is_empty());
+    let cache = d.root_dir.join("network/cni-cache");
+    let cached = Command::new("grep")
+        .args(["-rl", &id])
+        .arg(&cache)
+        .output()
+        .expect("grep");
+    assert!(cached.stdout.is_empty(), "CNI cache entry left");
+}
+
+#[tokio::test]
+async fn failing_cni_plugin_is_a_clear_error_and_leaves_nothing() {
+    if !ready() {
+        return;
+    }
+    let bins = tempfile::tempdir().expect("bin dir");
+    let plugin = bins.path().join("berth-e2e-fail");
+    std::fs::write(
+        &plugin,
+        "#!/bin/sh\nif [ \"$CNI_COMMAND\" = ADD ]; then\n  echo '{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"e2e plugin refuses\"}'\n  exit 1\nfi\nexit 0\n",
+    )
+    .expect("write plugin");
+    std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod plugin");
+    let env = CniEnv::new(Some(serde_json::json!({"type": "berth-e2e-fail"})));
+    let d = start(&env, bins.path()).await;
+    let err = run(&d, pod_config("cni-fail"))
+        .await
+        .expect_err("plugin fails");
+    assert_eq!(err.code(), Code::Internal, "{}", err.message());
+    assert!(
+        err.message().contains("e2e plugin refuses"),
+        "{}",
+        err.message()
+    );
+    let pods = d
+        .runtime()
+        .await
+        .expect("client")
+        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+        .await
+        .expect("list")
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "no pod recorded");
+    assert!(mounts_under(d.dir()).is_empty(), "no namespace pins left");
+    assert!(
+        host_local_entries(env.ipam.path()).is_empty(),
+        "address released by the rollback"
+    );
+    let pod_files = std::fs::read_dir(d.state_dir.join("pods"))
+        .map(|r| r.count())
+        .unwrap_or(0);
+    assert_eq!(pod_files, 0, "no pod files left");
+}
+
+#[tokio::test]
+async fn pod_cgroup_carries_resources_and_overhead_and_is_removed() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: pod sandboxes need root");
+        return;
+    }
+    let net = TestNetwork::new();
+    let cni = tempfile::tempdir().expect("cni dir");
+    let d = Berthd::start_with(BerthdOptions {
+        config_toml: Some(net.config_toml(cni.path())),
+        ..Default::default()
+    })
+    .await
+    .expect("berthd");
+    let parent = format!("berth-e2e-{}", net.third_octet);
+    let mut cfg = pod_config("limited");
+    if let Some(l) = cfg.linux.as_mut() {
+        l.cgroup_parent = format!("/{parent}");
+        l.resources = Some(LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            cpu_shares: 512,
+            ..Default::default()
+        });
+        l.overhead = Some(LinuxContainerResources {
+            memory_limit_in_bytes: 16 << 20,
+            cpu_shares: 100,
+            ..Default::default()
+        });
+    }
+    let id = run(&d, cfg).await.expect("run");
+    let (_, v) = info(&d, &id).await;
+    let cgroup = v["cgroup"].as_str().expect("cgroup").to_string();
+    assert!(cgroup.starts_with(&parent), "{cgroup}");
+    let mem = Path::new("/sys/fs/cgroup/memory").join(&cgroup);
+    let limit = std::fs::read_to_string(mem.join("memory.limit_in_bytes")).expect("memory limit");
+    assert_eq!(
+        limit.trim(),
+        (80u64 << 20).to_string(),
+        "resources + overhead"
+    );
+    let shares = std::fs::read_to_string(
+        Path::new("/sys/fs/cgroup/cpu")
+            .join(&cgroup)
+            .join("cpu.shares"),
+    )
+    .expect("cpu.shares");
+    assert_eq!(shares.trim(), "612");
+    remove(&d, &id).await;
+    assert!(!mem.exists(), "pod cgroup removed");
+    for ctl in [
+        "memory", "cpu", "cpuacct", "pids", "cpuset", "devices", "freezer", "blkio",
+    ] {
+        let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(ctl).join(&parent));
+    }
+
+    let mut slice = pod_config("slice");
+    if let Some(l) = slice.linux.as_mut() {
+        l.cgroup_parent = "kubepods-besteffort.slice".into();
+    }
+    let err = run(&d, slice).await.expect_err("systemd slice");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("systemd"), "{}", err.message());
+}
