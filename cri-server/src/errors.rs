@@ -39,7 +39,6 @@ pub fn pod_status(e: podsandbox::pod::PodError) -> Status {
 
 /// Feature areas named in [`not_implemented`] messages.
 pub mod area {
-    pub const CONTAINERS: &str = "container";
     pub const STREAMING: &str = "exec/attach/port-forward streaming";
     pub const STATS: &str = "stats and metrics";
     pub const EVENTS: &str = "container events";

@@ -7,6 +7,14 @@
 
 pub mod cli;
 pub mod config;
+pub mod container_create;
+pub mod container_list;
+pub mod container_remove;
+pub mod container_spec;
+pub mod container_start;
+pub mod container_status;
+pub mod container_stop;
+pub mod container_store;
 pub mod errors;
 pub mod image_fs_info;
 pub mod image_list;

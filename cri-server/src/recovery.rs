@@ -6,6 +6,15 @@ use tracing::{info, warn};
 use crate::pod_store::PodPhase;
 use crate::state::DaemonState;
 
+/// Re-registers every container's use of its image's layers (so image removal keeps them).
+pub fn hold_container_images(state: &DaemonState) {
+    for c in state.containers.list() {
+        if let Some(image) = state.images.resolve(&c.image_id) {
+            state.images.hold(&c.id, &image);
+        }
+    }
+}
+
 /// Marks pods NotReady whose creation was interrupted or whose shim no longer answers; pods
 /// whose shim is alive are picked up as they are.
 pub async fn reconcile_pods(state: &DaemonState) {

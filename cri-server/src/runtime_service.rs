@@ -11,8 +11,9 @@ use tonic::{Request, Response, Status};
 use crate::errors::{area, not_implemented};
 use crate::state::DaemonState;
 use crate::{
-    runtime_config, sandbox_list, sandbox_remove, sandbox_run, sandbox_status, sandbox_stop,
-    status, version,
+    container_create, container_list, container_remove, container_start, container_status,
+    container_stop, runtime_config, sandbox_list, sandbox_remove, sandbox_run, sandbox_status,
+    sandbox_stop, status, version,
 };
 
 type Rpc<T> = Result<Response<T>, Status>;
@@ -98,44 +99,56 @@ impl RuntimeService for Runtime {
 
     async fn create_container(
         &self,
-        _: Request<cri::CreateContainerRequest>,
+        r: Request<cri::CreateContainerRequest>,
     ) -> Rpc<cri::CreateContainerResponse> {
-        todo("CreateContainer", area::CONTAINERS)
+        container_create::create_container(&self.state, r.get_ref())
+            .await
+            .map(Response::new)
     }
 
     async fn start_container(
         &self,
-        _: Request<cri::StartContainerRequest>,
+        r: Request<cri::StartContainerRequest>,
     ) -> Rpc<cri::StartContainerResponse> {
-        todo("StartContainer", area::CONTAINERS)
+        container_start::start_container(&self.state, r.get_ref())
+            .await
+            .map(Response::new)
     }
 
     async fn stop_container(
         &self,
-        _: Request<cri::StopContainerRequest>,
+        r: Request<cri::StopContainerRequest>,
     ) -> Rpc<cri::StopContainerResponse> {
-        todo("StopContainer", area::CONTAINERS)
+        container_stop::stop_container(&self.state, r.get_ref())
+            .await
+            .map(Response::new)
     }
 
     async fn remove_container(
         &self,
-        _: Request<cri::RemoveContainerRequest>,
+        r: Request<cri::RemoveContainerRequest>,
     ) -> Rpc<cri::RemoveContainerResponse> {
-        todo("RemoveContainer", area::CONTAINERS)
+        container_remove::remove_container(&self.state, r.get_ref())
+            .await
+            .map(Response::new)
     }
 
     async fn list_containers(
         &self,
-        _: Request<cri::ListContainersRequest>,
+        r: Request<cri::ListContainersRequest>,
     ) -> Rpc<cri::ListContainersResponse> {
-        todo("ListContainers", area::CONTAINERS)
+        Ok(Response::new(
+            container_list::list_containers(&self.state, r.get_ref()).await,
+        ))
     }
 
     async fn container_status(
         &self,
-        _: Request<cri::ContainerStatusRequest>,
+        r: Request<cri::ContainerStatusRequest>,
     ) -> Rpc<cri::ContainerStatusResponse> {
-        todo("ContainerStatus", area::CONTAINERS)
+        container_status::container_status(&self.state, r.get_ref())
+            .await
+            .map(Response::new)
     }
 
     async fn update_container_resources(
@@ -147,9 +160,11 @@ impl RuntimeService for Runtime {
 
     async fn reopen_container_log(
         &self,
-        _: Request<cri::ReopenContainerLogRequest>,
+        r: Request<cri::ReopenContainerLogRequest>,
     ) -> Rpc<cri::ReopenContainerLogResponse> {
-        todo("ReopenContainerLog", area::CONTAINERS)
+        container_list::reopen_container_log(&self.state, r.get_ref())
+            .await
+            .map(Response::new)
     }
 
     async fn exec_sync(&self, _: Request<cri::ExecSyncRequest>) -> Rpc<cri::ExecSyncResponse> {

@@ -24,6 +24,11 @@ pub async fn remove_pod_sandbox(
     let Some(rec) = state.pods.get(id) else {
         return Ok(RemovePodSandboxResponse {});
     };
+    for c in state.containers.of_pod(id) {
+        let lock = state.containers.lock_for(&c.id);
+        let _g = lock.lock().await;
+        crate::container_remove::remove(state, c).await?;
+    }
     let spec = pod_spec(&rec.id, &rec.config)?;
     state
         .pod_runtime

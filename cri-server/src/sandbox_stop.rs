@@ -34,6 +34,10 @@ pub async fn stop(state: &DaemonState, id: &str) -> Result<(), Status> {
         .stop(&spec, &rec.host)
         .await
         .map_err(errors::pod_status)?;
+    // The pod's processes are dead and its shim recorded their exits: bring records in step.
+    for c in state.containers.of_pod(id) {
+        crate::container_status::refresh(state, c).await;
+    }
     if rec.phase != PodPhase::NotReady {
         rec.phase = PodPhase::NotReady;
         state

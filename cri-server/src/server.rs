@@ -55,6 +55,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let listener = tokio_listener(&mut claimed)?;
     let state = Arc::new(DaemonState::new(config)?);
     crate::recovery::reconcile_pods(&state).await;
+    crate::recovery::hold_container_images(&state);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()

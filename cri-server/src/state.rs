@@ -10,6 +10,7 @@ use podsandbox::pod::{Networking, PodRuntime, PodRuntimeConfig};
 use runtime_core::cgroups::{self, CgroupLayout, Cgroups};
 
 use crate::config::{Config, RegistryConfig};
+use crate::container_store::ContainerStore;
 use crate::pod_store::PodStore;
 
 /// Shared daemon state handed to the gRPC services.
@@ -19,6 +20,7 @@ pub struct DaemonState {
     pub cgroup_layout: Result<CgroupLayout, String>,
     pub images: Images,
     pub pods: PodStore,
+    pub containers: ContainerStore,
     pub pod_runtime: PodRuntime,
 }
 
@@ -27,7 +29,7 @@ pub struct DaemonState {
 pub enum StateError {
     #[error("image store: {0}")]
     Images(#[from] images::ImageError),
-    #[error("pod store {path}: {source}")]
+    #[error("pod or container store {path}: {source}")]
     Pods {
         path: PathBuf,
         source: std::io::Error,
@@ -51,12 +53,18 @@ impl DaemonState {
             path: config.root_dir.join("pods"),
             source,
         })?;
+        let containers =
+            ContainerStore::open(&config.root_dir).map_err(|source| StateError::Pods {
+                path: config.root_dir.join("containers"),
+                source,
+            })?;
         let pod_runtime = pod_runtime(&config)?;
         Ok(DaemonState {
             config,
             cgroup_layout,
             images,
             pods,
+            containers,
             pod_runtime,
         })
     }

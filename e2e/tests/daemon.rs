@@ -106,15 +106,11 @@ async fn rpcs_not_yet_implemented_answer_unimplemented_naming_the_rpc() {
         .runtime()
         .await
         .expect("client")
-        .create_container(cri::CreateContainerRequest::default())
+        .exec_sync(cri::ExecSyncRequest::default())
         .await
-        .expect_err("CreateContainer");
+        .expect_err("ExecSync");
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(
-        err.message().contains("CreateContainer"),
-        "{}",
-        err.message()
-    );
+    assert!(err.message().contains("ExecSync"), "{}", err.message());
     let err = d
         .runtime()
         .await

@@ -121,6 +121,32 @@ impl Images {
         &self.root
     }
 
+    /// The image's unpacked layers as overlay lower dirs, top layer first.
+    pub fn lower_dirs(&self, rec: &ImageRecord) -> Vec<PathBuf> {
+        rec.chain_ids
+            .iter()
+            .rev()
+            .filter_map(|c| digest::Digest::parse(c).ok())
+            .map(|d| self.store.snapshots.fs_path(&d))
+            .collect()
+    }
+
+    /// Keeps the image's layers while a container (`holder`) uses them, even if the image is
+    /// removed meanwhile.
+    pub fn hold(&self, holder: &str, rec: &ImageRecord) {
+        self.store.hold(holder, rec);
+    }
+
+    /// Ends `holder`'s use of its image's layers, removing any no image needs any more.
+    pub async fn release(&self, holder: &str) -> Result<(), ImageError> {
+        let _guard = self.gc.write().await;
+        let store = self.store.clone();
+        let holder = holder.to_string();
+        tokio::task::spawn_blocking(move || store.release(&holder))
+            .await
+            .map_err(|e| ImageError::io("release image layers", std::io::Error::other(e)))?
+    }
+
     /// The snapshot store, for building container root filesystems.
     pub fn store(&self) -> &Arc<ImageStore> {
         &self.store

@@ -16,6 +16,8 @@ pub struct ImageStore {
     pub content: ContentStore,
     pub snapshots: SnapshotStore,
     db: Mutex<ImageDb>,
+    /// Snapshots in use by containers (holder id → chain IDs): never garbage-collected.
+    holds: Mutex<std::collections::HashMap<String, Vec<String>>>,
 }
 
 impl ImageStore {
@@ -25,6 +27,7 @@ impl ImageStore {
             content: ContentStore::open(root)?,
             snapshots: SnapshotStore::open(root)?,
             db: Mutex::new(ImageDb::open(root)?),
+            holds: Mutex::new(Default::default()),
         })
     }
 
@@ -57,8 +60,39 @@ impl ImageStore {
         Ok((config, bytes))
     }
 
+    /// Keeps `rec`'s snapshots while `holder` (a container) uses them.
+    pub fn hold(&self, holder: &str, rec: &ImageRecord) {
+        let mut holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
+        holds.insert(holder.to_string(), rec.chain_ids.clone());
+    }
+
+    /// Drops `holder`'s hold and removes the snapshots that neither an image nor another
+    /// holder uses any more (their image was removed while the container lived).
+    pub fn release(&self, holder: &str) -> Result<(), ImageError> {
+        let chains = {
+            let mut holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
+            holds.remove(holder).unwrap_or_default()
+        };
+        let db = self.db();
+        for chain in chains {
+            let by_image = db.list().any(|r| r.chain_ids.contains(&chain));
+            if !by_image
+                && !self.held(&chain)
+                && let Ok(d) = Digest::parse(&chain)
+            {
+                self.snapshots.remove(&d)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn held(&self, chain: &String) -> bool {
+        let holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
+        holds.values().any(|c| c.contains(chain))
+    }
+
     /// Removes the image `name` resolves to, then every snapshot and blob no remaining image
-    /// uses. `Ok(None)` if there was no such image.
+    /// (nor running container) uses. `Ok(None)` if there was no such image.
     pub fn remove(&self, name: &str) -> Result<Option<ImageRecord>, ImageError> {
         let mut db = self.db();
         let Some(rec) = db.resolve(name).cloned() else {

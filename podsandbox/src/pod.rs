@@ -430,6 +430,41 @@ impl PodRuntime {
         }
     }
 
+    /// Creates a container's cgroup under its pod's with `resources`; returns its path and the
+    /// `cgroup.procs` files the container process joins. `None` without cgroups.
+    pub fn container_cgroup(
+        &self,
+        pod_cgroup: &str,
+        id: &str,
+        resources: &CgroupResources,
+    ) -> Result<Option<(String, Vec<PathBuf>)>, String> {
+        let (Some(cg), false) = (&self.cgroups, pod_cgroup.is_empty()) else {
+            return Ok(None);
+        };
+        let path = format!("{pod_cgroup}/{}", &id[..id.len().min(12)]);
+        let c = cg.create(&path, resources).map_err(|e| e.to_string())?;
+        Ok(Some((path, c.procs_files())))
+    }
+
+    /// Kills what is left in a container's cgroup and removes it; absent is fine.
+    pub fn remove_container_cgroup(&self, path: &str) {
+        if let (Some(cg), false) = (&self.cgroups, path.is_empty()) {
+            remove_cgroup(cg, path, path);
+        }
+    }
+
+    /// Whether the container cgroup saw an OOM kill.
+    pub fn container_oom_killed(&self, path: &str) -> bool {
+        match (&self.cgroups, path.is_empty()) {
+            (Some(cg), false) => cg
+                .open(path)
+                .ok()
+                .flatten()
+                .is_some_and(|c| c.oom_killed().unwrap_or(false)),
+            _ => false,
+        }
+    }
+
     /// Whether the pod network can take pods.
     pub fn network_status(&self) -> Result<String, String> {
         Ok(self.networking.label())

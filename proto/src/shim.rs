@@ -98,7 +98,7 @@ pub struct ShimSpec {
 /// A request from berthd to a shim.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ShimRequest {
-    #[prost(oneof = "shim_request::Kind", tags = "1, 2")]
+    #[prost(oneof = "shim_request::Kind", tags = "1, 2, 3, 4, 5, 6, 7")]
     pub kind: Option<shim_request::Kind>,
 }
 
@@ -106,6 +106,7 @@ pub struct ShimRequest {
 pub mod shim_request {
     /// The kinds of request a shim answers.
     #[derive(Clone, PartialEq, prost::Oneof)]
+    #[allow(clippy::large_enum_variant)] // decoded once per request; boxing buys nothing
     pub enum Kind {
         /// Liveness and identity.
         #[prost(message, tag = "1")]
@@ -113,6 +114,21 @@ pub mod shim_request {
         /// Kill everything in the pod, unpin its namespaces and exit.
         #[prost(message, tag = "2")]
         Shutdown(super::Shutdown),
+        /// Start a container process (answers once it has exec'd, or with the reason it failed).
+        #[prost(message, tag = "3")]
+        StartContainer(super::StartContainer),
+        /// Send a signal to a container's process.
+        #[prost(message, tag = "4")]
+        SignalContainer(super::SignalContainer),
+        /// A container's process state.
+        #[prost(message, tag = "5")]
+        ContainerState(super::ContainerRef),
+        /// Forget an exited container and unmount its rootfs.
+        #[prost(message, tag = "6")]
+        RemoveContainer(super::ContainerRef),
+        /// Reopen a container's log file (after kubelet rotated it).
+        #[prost(message, tag = "7")]
+        ReopenLog(super::ContainerRef),
     }
 }
 
@@ -129,6 +145,131 @@ pub struct ShimResponse {
     pub error: String,
     #[prost(message, optional, tag = "2")]
     pub pong: Option<Pong>,
+    #[prost(message, optional, tag = "3")]
+    pub container: Option<ContainerInfo>,
+}
+
+/// Names a container of the pod.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ContainerRef {
+    #[prost(string, tag = "1")]
+    pub id: String,
+}
+
+/// A signal for a container's process.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SignalContainer {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    #[prost(int32, tag = "2")]
+    pub signal: i32,
+}
+
+/// Everything the shim needs to start one container process.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StartContainer {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    /// Overlay lower dirs, top layer first.
+    #[prost(string, repeated, tag = "2")]
+    pub lower: Vec<String>,
+    #[prost(string, tag = "3")]
+    pub upper: String,
+    #[prost(string, tag = "4")]
+    pub work: String,
+    /// Host mountpoint of the container's root.
+    #[prost(string, tag = "5")]
+    pub rootfs: String,
+    #[prost(bool, tag = "6")]
+    pub readonly_rootfs: bool,
+    #[prost(message, repeated, tag = "7")]
+    pub mounts: Vec<MountSpec>,
+    /// Join the pod's network / IPC / UTS namespaces (else the host's).
+    #[prost(bool, tag = "8")]
+    pub pod_net: bool,
+    #[prost(bool, tag = "9")]
+    pub pod_ipc: bool,
+    #[prost(bool, tag = "10")]
+    pub pod_uts: bool,
+    /// 0: own PID namespace, 1: the pod's, 2: the host's.
+    #[prost(int32, tag = "11")]
+    pub pid_mode: i32,
+    #[prost(string, repeated, tag = "12")]
+    pub args: Vec<String>,
+    #[prost(string, repeated, tag = "13")]
+    pub env: Vec<String>,
+    #[prost(string, tag = "14")]
+    pub cwd: String,
+    #[prost(uint32, tag = "15")]
+    pub uid: u32,
+    #[prost(uint32, tag = "16")]
+    pub gid: u32,
+    #[prost(uint32, repeated, tag = "17")]
+    pub additional_gids: Vec<u32>,
+    /// Capabilities kept; ignored when `all_capabilities`.
+    #[prost(string, repeated, tag = "18")]
+    pub capabilities: Vec<String>,
+    #[prost(bool, tag = "19")]
+    pub all_capabilities: bool,
+    #[prost(bool, tag = "20")]
+    pub no_new_privs: bool,
+    #[prost(bool, tag = "21")]
+    pub privileged: bool,
+    #[prost(string, repeated, tag = "22")]
+    pub masked_paths: Vec<String>,
+    #[prost(string, repeated, tag = "23")]
+    pub readonly_paths: Vec<String>,
+    #[prost(bool, tag = "24")]
+    pub has_oom_score_adj: bool,
+    #[prost(int32, tag = "25")]
+    pub oom_score_adj: i32,
+    #[prost(string, repeated, tag = "26")]
+    pub cgroup_procs: Vec<String>,
+    /// CRI log file; empty means discard output.
+    #[prost(string, tag = "27")]
+    pub log_path: String,
+    /// Where the shim records the exit status durably.
+    #[prost(string, tag = "28")]
+    pub status_path: String,
+}
+
+/// One mount of a container.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MountSpec {
+    #[prost(string, tag = "1")]
+    pub destination: String,
+    #[prost(string, tag = "2")]
+    pub source: String,
+    /// A tmpfs (with `options`) instead of a bind mount.
+    #[prost(bool, tag = "3")]
+    pub tmpfs: bool,
+    #[prost(string, tag = "4")]
+    pub options: String,
+    #[prost(bool, tag = "5")]
+    pub readonly: bool,
+    /// 0 private, 1 rslave, 2 rshared.
+    #[prost(int32, tag = "6")]
+    pub propagation: i32,
+}
+
+/// A container process as the shim knows it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ContainerInfo {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    #[prost(uint32, tag = "2")]
+    pub pid: u32,
+    #[prost(bool, tag = "3")]
+    pub exited: bool,
+    #[prost(int32, tag = "4")]
+    pub exit_code: i32,
+    /// Signal that killed it, 0 if it exited.
+    #[prost(int32, tag = "5")]
+    pub signal: i32,
+    #[prost(int64, tag = "6")]
+    pub started_at: i64,
+    #[prost(int64, tag = "7")]
+    pub finished_at: i64,
 }
 
 /// Who the shim is.

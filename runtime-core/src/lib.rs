@@ -3,4 +3,6 @@
 //! per-pod `berth-shim` (namespaces, pinning, the shim protocol).
 
 pub mod cgroups;
+pub mod executor;
+pub mod logs;
 pub mod shim;

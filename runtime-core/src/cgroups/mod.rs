@@ -117,6 +117,9 @@ pub trait Cgroup: Send + Sync + fmt::Debug {
     fn apply(&self, r: &CgroupResources) -> Result<(), CgroupError>;
     /// Moves process `pid` (with all its threads) into the cgroup.
     fn add_process(&self, pid: u32) -> Result<(), CgroupError>;
+    /// The `cgroup.procs` files a process writes `0` to in order to join this cgroup itself
+    /// (one per v1 hierarchy, one on v2): how a container joins before it execs.
+    fn procs_files(&self) -> Vec<PathBuf>;
     /// The processes directly in this cgroup (not in child cgroups), sorted.
     fn procs(&self) -> Result<Vec<u32>, CgroupError>;
     /// Freezes every process in the cgroup and beneath it, waiting until they are frozen.

@@ -278,6 +278,10 @@ impl Cgroup for V1Cgroup {
             .try_for_each(|dir| write(&self.path, &dir.join("cgroup.procs"), &pid))
     }
 
+    fn procs_files(&self) -> Vec<std::path::PathBuf> {
+        self.dirs().map(|dir| dir.join("cgroup.procs")).collect()
+    }
+
     fn procs(&self) -> Result<Vec<u32>, CgroupError> {
         let mut pids = Vec::new();
         for dir in self.dirs() {

@@ -182,6 +182,10 @@ impl Cgroup for V2Cgroup {
         write(&self.path, &self.dir.join("cgroup.procs"), &pid.to_string())
     }
 
+    fn procs_files(&self) -> Vec<std::path::PathBuf> {
+        vec![self.dir.join("cgroup.procs")]
+    }
+
     fn procs(&self) -> Result<Vec<u32>, CgroupError> {
         let mut pids = cgroupfs::read_procs(&self.path, &self.dir)?;
         pids.sort_unstable();

@@ -6,6 +6,7 @@
 //! [`client`] is berthd's side: spawning a shim and talking to it.
 
 pub mod client;
+pub mod containers;
 mod server;
 
 pub use server::main;

@@ -20,7 +20,9 @@ use proto::shim::{
     Pong, ShimRequest, ShimResponse, ShimSpec, read_frame, shim_request::Kind, write_frame,
 };
 
+use super::containers::Containers;
 use super::{ERROR_PREFIX, NS_IPC, NS_NET, NS_PID, NS_UTS, READY_PREFIX};
+use crate::logs::Stream;
 
 /// Entry point of the `berth-shim` binary: `berth-shim <spec-file>`.
 pub fn main() -> ExitCode {
@@ -108,6 +110,7 @@ struct Pod {
     pinned: Vec<PathBuf>,
     reaper: Option<Pid>,
     listener: Option<UnixListener>,
+    containers: Containers,
 }
 
 impl Pod {
@@ -118,6 +121,7 @@ impl Pod {
             pinned: Vec::new(),
             reaper: None,
             listener: None,
+            containers: Containers::default(),
         };
         match pod.try_setup() {
             Ok(()) => Ok(pod),
@@ -249,18 +253,16 @@ impl Pod {
             return;
         };
         loop {
-            let mut fds = [
-                PollFd::new(listener.as_fd(), PollFlags::POLLIN),
-                PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
-            ];
-            if let Err(e) = poll(&mut fds, PollTimeout::NONE) {
-                if e == nix::errno::Errno::EINTR {
-                    continue;
+            let (conn_ready, sig_ready, readable) = match self.wait(&listener, &sigfd) {
+                Ok(r) => r,
+                Err(e) => {
+                    log(&format!("poll: {e}"));
+                    break;
                 }
-                log(&format!("poll: {e}"));
-                break;
+            };
+            for (id, stream) in readable {
+                self.containers.drain(&id, stream);
             }
-            let (conn_ready, sig_ready) = (ready(&fds[0]), ready(&fds[1]));
             if sig_ready && self.on_signal(&sigfd) {
                 break;
             }
@@ -273,6 +275,39 @@ impl Pod {
         }
         drop(listener);
         self.teardown();
+    }
+
+    /// Blocks until the socket, a signal or a container's output is ready.
+    #[allow(clippy::type_complexity)]
+    fn wait(
+        &self,
+        listener: &UnixListener,
+        sigfd: &SignalFd,
+    ) -> nix::Result<(bool, bool, Vec<(String, Stream)>)> {
+        let pipes = self.containers.pipes();
+        let mut fds = vec![
+            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+        ];
+        fds.extend(
+            pipes
+                .iter()
+                .map(|(_, _, fd)| PollFd::new(*fd, PollFlags::POLLIN)),
+        );
+        loop {
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => break,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let readable = pipes
+            .iter()
+            .zip(&fds[2..])
+            .filter(|(_, fd)| ready(fd))
+            .map(|((id, stream, _), _)| (id.clone(), *stream))
+            .collect();
+        Ok((ready(&fds[0]), ready(&fds[1]), readable))
     }
 
     /// Handles pending signals; true means shut down.
@@ -296,6 +331,8 @@ impl Pod {
                     if status.pid() == self.reaper {
                         log(&format!("pid namespace reaper exited: {status:?}"));
                         self.reaper = None;
+                    } else {
+                        self.containers.on_exit(status);
                     }
                 }
             }
@@ -316,6 +353,7 @@ impl Pod {
         let (response, stop) = match request.kind {
             Some(Kind::Ping(_)) => (self.pong(), false),
             Some(Kind::Shutdown(_)) => (ShimResponse::default(), true),
+            Some(other) => (self.on_container_request(other), false),
             None => (error_response("empty request"), false),
         };
         if stop {
@@ -329,9 +367,35 @@ impl Pod {
         stop
     }
 
+    fn on_container_request(&mut self, kind: Kind) -> ShimResponse {
+        let ns_dir = PathBuf::from(&self.spec.ns_dir);
+        let result = match kind {
+            Kind::StartContainer(req) => self.containers.start(&req, &ns_dir).map(Some),
+            Kind::SignalContainer(req) => {
+                self.containers.signal(&req.id, req.signal).map(|()| None)
+            }
+            Kind::ContainerState(req) => self
+                .containers
+                .info(&req.id)
+                .map(Some)
+                .ok_or_else(|| format!("container {} not found in this pod", req.id)),
+            Kind::RemoveContainer(req) => self.containers.remove(&req.id).map(|()| None),
+            Kind::ReopenLog(req) => self.containers.reopen_log(&req.id).map(|()| None),
+            Kind::Ping(_) | Kind::Shutdown(_) => Err("unexpected request".into()),
+        };
+        match result {
+            Ok(container) => ShimResponse {
+                container,
+                ..Default::default()
+            },
+            Err(e) => error_response(&e),
+        }
+    }
+
     fn pong(&self) -> ShimResponse {
         ShimResponse {
             error: String::new(),
+            container: None,
             pong: Some(Pong {
                 pod_id: self.spec.pod_id.clone(),
                 shim_pid: std::process::id(),
@@ -343,6 +407,7 @@ impl Pod {
 
     /// Kills the reaper, unpins the namespaces, removes the socket. Idempotent.
     fn teardown(&mut self) {
+        self.containers.kill_all();
         if let Some(pid) = self.reaper.take() {
             let _ = kill(pid, Signal::SIGKILL);
             let _ = waitpid(pid, None);
@@ -369,7 +434,7 @@ fn ready(fd: &PollFd) -> bool {
 fn error_response(msg: &str) -> ShimResponse {
     ShimResponse {
         error: msg.into(),
-        pong: None,
+        ..Default::default()
     }
 }
 

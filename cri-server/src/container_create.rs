@@ -1,0 +1,164 @@
+//! `CreateContainer`: validate, resolve the image, derive the process, record the container.
+//! Nothing runs yet: the root is mounted and the process started by `StartContainer`.
+
+use std::path::{Component, Path, PathBuf};
+
+use proto::cri::{ContainerConfig, CreateContainerRequest, CreateContainerResponse};
+use tonic::Status;
+use tracing::info;
+
+use crate::container_spec::process_spec;
+use crate::container_store::{ContainerPhase, ContainerRecord};
+use crate::errors;
+use crate::pod_store::PodPhase;
+use crate::sandbox_run::{new_id, now_ns};
+use crate::sandbox_status;
+use crate::state::DaemonState;
+
+pub async fn create_container(
+    state: &DaemonState,
+    req: &CreateContainerRequest,
+) -> Result<CreateContainerResponse, Status> {
+    if req.pod_sandbox_id.is_empty() {
+        return Err(Status::invalid_argument("pod_sandbox_id is required"));
+    }
+    let config = req
+        .config
+        .as_ref()
+        .ok_or_else(|| Status::invalid_argument("config is required"))?;
+    let name = config
+        .metadata
+        .as_ref()
+        .map(|m| m.name.as_str())
+        .unwrap_or_default();
+    if name.is_empty() {
+        return Err(Status::invalid_argument("config.metadata.name is required"));
+    }
+    let image_name = config
+        .image
+        .as_ref()
+        .map(|i| i.image.as_str())
+        .unwrap_or_default();
+    if image_name.is_empty() {
+        return Err(Status::invalid_argument("config.image.image is required"));
+    }
+    validate_mounts(config)?;
+    let pod = sandbox_status::find(state, &req.pod_sandbox_id)?;
+    if pod.phase != PodPhase::Ready {
+        return Err(Status::failed_precondition(format!(
+            "pod sandbox {} is not ready",
+            pod.id
+        )));
+    }
+    let image = state.images.resolve(image_name).ok_or_else(|| {
+        Status::not_found(format!("image `{image_name}` not found: pull it first"))
+    })?;
+    let (image_config, _) = state.images.config(&image).map_err(errors::image_status)?;
+    let lower = state.images.lower_dirs(&image);
+    let process = process_spec(config, &image_config, &lower)?;
+    let stop_signal = image_config
+        .config
+        .as_ref()
+        .and_then(|c| c.stop_signal.as_deref())
+        .and_then(parse_signal)
+        .unwrap_or(libc::SIGTERM);
+
+    let id = new_id();
+    let dir = state.containers.dir_of(&id);
+    let log_path = log_path(&pod.config.log_directory, &config.log_path);
+    let rec = ContainerRecord {
+        id: id.clone(),
+        pod_id: pod.id.clone(),
+        config: config.clone(),
+        image: image_name.to_string(),
+        image_id: image.id.clone(),
+        image_ref: image
+            .repo_digests
+            .first()
+            .cloned()
+            .unwrap_or_else(|| image.id.clone()),
+        process,
+        phase: ContainerPhase::Created,
+        created_at: now_ns(),
+        started_at: 0,
+        finished_at: 0,
+        exit_code: 0,
+        reason: String::new(),
+        message: String::new(),
+        pid: 0,
+        lower,
+        upper: dir.join("upper"),
+        work: dir.join("work"),
+        rootfs: state.config.state_dir.join("rootfs").join(&id),
+        cgroup: String::new(),
+        log_path,
+        status_path: dir.join("exit.pb"),
+        stop_signal,
+    };
+    state.containers.reserve(rec.clone()).map_err(|existing| {
+        Status::already_exists(format!(
+            "container `{name}` (attempt {}) already exists in pod sandbox {} as {existing}",
+            rec.metadata().attempt,
+            pod.id
+        ))
+    })?;
+    for d in [&rec.upper, &rec.work] {
+        if let Err(e) = std::fs::create_dir_all(d) {
+            let _ = state.containers.remove(&id);
+            return Err(Status::internal(format!("create {}: {e}", d.display())));
+        }
+    }
+    state.images.hold(&id, &image);
+    info!(container_id = %id, pod_id = %pod.id, name, image = image_name, "CreateContainer");
+    Ok(CreateContainerResponse { container_id: id })
+}
+
+/// Every CRI mount needs an absolute, `..`-free container path and an absolute host path.
+fn validate_mounts(config: &ContainerConfig) -> Result<(), Status> {
+    for (i, m) in config.mounts.iter().enumerate() {
+        let clean = |p: &str| {
+            let path = Path::new(p);
+            path.is_absolute() && !path.components().any(|c| c == Component::ParentDir)
+        };
+        if !clean(&m.container_path) {
+            return Err(Status::invalid_argument(format!(
+                "config.mounts[{i}].container_path `{}` must be absolute and without `..`",
+                m.container_path
+            )));
+        }
+        if m.image.is_none() && !clean(&m.host_path) {
+            return Err(Status::invalid_argument(format!(
+                "config.mounts[{i}].host_path `{}` must be absolute and without `..`",
+                m.host_path
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Where the container's log goes: the pod's log directory joined with the config's relative
+/// path, as kubelet sets them (like containerd, no log without a directory, unless the path is
+/// absolute); empty means the output is discarded.
+fn log_path(dir: &str, rel: &str) -> String {
+    match (dir, rel) {
+        (_, "") => String::new(),
+        ("", r) if Path::new(r).is_absolute() => r.to_string(),
+        ("", _) => String::new(),
+        (d, r) => PathBuf::from(d).join(r).display().to_string(),
+    }
+}
+
+/// `SIGTERM`, `TERM` or `15`.
+pub fn parse_signal(s: &str) -> Option<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Some(n);
+    }
+    let name = if s.starts_with("SIG") {
+        s.to_string()
+    } else {
+        format!("SIG{s}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|sig| sig as i32)
+}

@@ -1,0 +1,290 @@
+//! `StartContainer`: build the container's cgroup, mounts and security settings and ask the
+//! pod's shim to start it. A start that fails leaves the container Exited with reason
+//! `StartError` and the precise cause.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use proto::cri::{self, NamespaceMode, StartContainerRequest, StartContainerResponse};
+use proto::shim::{MountSpec, ShimRequest, StartContainer, shim_request::Kind};
+use runtime_core::cgroups::CgroupResources;
+use runtime_core::executor;
+use runtime_core::shim::client;
+use tonic::Status;
+use tracing::{info, warn};
+
+use crate::container_store::{ContainerPhase, ContainerRecord};
+use crate::pod_store::{PodPhase, PodRecord};
+use crate::sandbox_run::now_ns;
+use crate::state::DaemonState;
+use crate::{container_status, sandbox_status};
+
+/// How long a shim may take to start a container.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn start_container(
+    state: &DaemonState,
+    req: &StartContainerRequest,
+) -> Result<StartContainerResponse, Status> {
+    let id = req.container_id.as_str();
+    if id.is_empty() {
+        return Err(Status::invalid_argument("container_id is required"));
+    }
+    let lock = state.containers.lock_for(id);
+    let _guard = lock.lock().await;
+    let mut rec = container_status::find(state, id)?;
+    if rec.phase != ContainerPhase::Created {
+        return Err(Status::failed_precondition(format!(
+            "container {} is {:?}, not Created: create a new container to run again",
+            rec.id, rec.phase
+        )));
+    }
+    let pod = sandbox_status::find(state, &rec.pod_id)?;
+    if pod.phase != PodPhase::Ready {
+        return Err(Status::failed_precondition(format!(
+            "pod sandbox {} is not ready",
+            pod.id
+        )));
+    }
+    let cgroup =
+        state
+            .pod_runtime
+            .container_cgroup(&pod.host.cgroup, &rec.id, &resources(&rec.config));
+    let (cgroup_path, procs) = match cgroup {
+        Ok(Some((path, procs))) => (path, procs),
+        Ok(None) => (String::new(), Vec::new()),
+        Err(e) => {
+            return Err(Status::invalid_argument(format!(
+                "config.linux.resources: {e}"
+            )));
+        }
+    };
+    rec.cgroup = cgroup_path;
+    let msg = start_message(&rec, &pod, procs)?;
+    let socket = pod.host.shim_socket.clone();
+    let request = ShimRequest {
+        kind: Some(Kind::StartContainer(msg)),
+    };
+    let answer =
+        tokio::task::spawn_blocking(move || client::request(&socket, request, START_TIMEOUT))
+            .await
+            .map_err(|e| Status::internal(format!("start task: {e}")))?;
+    match answer.map(|r| r.container) {
+        Ok(Some(info)) => {
+            rec.phase = ContainerPhase::Running;
+            rec.pid = info.pid;
+            rec.started_at = info.started_at;
+            persist(state, rec)?;
+            info!(container_id = %id, pid = info.pid, "StartContainer");
+            Ok(StartContainerResponse {})
+        }
+        Ok(None) => Err(start_failed(state, rec, "shim answered without the container").await),
+        Err(e) => {
+            let message = match e {
+                client::ShimError::Refused { message, .. } => message,
+                other => other.to_string(),
+            };
+            Err(start_failed(state, rec, &message).await)
+        }
+    }
+}
+
+async fn start_failed(state: &DaemonState, mut rec: ContainerRecord, message: &str) -> Status {
+    warn!(container_id = %rec.id, error = message, "container failed to start");
+    state.pod_runtime.remove_container_cgroup(&rec.cgroup);
+    rec.phase = ContainerPhase::Exited;
+    rec.exit_code = 128;
+    rec.reason = "StartError".into();
+    rec.message = message.to_string();
+    rec.finished_at = now_ns();
+    let id = rec.id.clone();
+    if let Err(e) = persist(state, rec) {
+        return e;
+    }
+    Status::failed_precondition(format!("start container {id}: {message}"))
+}
+
+fn persist(state: &DaemonState, rec: ContainerRecord) -> Result<(), Status> {
+    let id = rec.id.clone();
+    state
+        .containers
+        .update(rec)
+        .map_err(|e| Status::internal(format!("record container {id}: {e}")))
+}
+
+/// The container cgroup's limits from its CRI resources.
+fn resources(config: &cri::ContainerConfig) -> CgroupResources {
+    let Some(r) = config.linux.as_ref().and_then(|l| l.resources.as_ref()) else {
+        return CgroupResources::default();
+    };
+    let pos = |v: i64| (v > 0).then_some(v);
+    CgroupResources {
+        cpu_shares: pos(r.cpu_shares).map(|v| v as u64),
+        cpu_quota: pos(r.cpu_quota),
+        cpu_period: pos(r.cpu_period).map(|v| v as u64),
+        cpuset_cpus: (!r.cpuset_cpus.is_empty()).then(|| r.cpuset_cpus.clone()),
+        cpuset_mems: (!r.cpuset_mems.is_empty()).then(|| r.cpuset_mems.clone()),
+        memory_limit: pos(r.memory_limit_in_bytes),
+        memory_swap_limit: pos(r.memory_swap_limit_in_bytes),
+        hugepage_limits: r
+            .hugepage_limits
+            .iter()
+            .map(|h| (h.page_size.clone(), h.limit))
+            .collect(),
+        unified: r.unified.clone().into_iter().collect(),
+        ..Default::default()
+    }
+}
+
+fn start_message(
+    rec: &ContainerRecord,
+    pod: &PodRecord,
+    cgroup_procs: Vec<PathBuf>,
+) -> Result<StartContainer, Status> {
+    let sc = rec
+        .config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.clone())
+        .unwrap_or_default();
+    let pod_ns = pod
+        .config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default();
+    let pid_mode = match NamespaceMode::try_from(
+        sc.namespace_options.as_ref().map_or(pod_ns.pid, |n| n.pid),
+    ) {
+        Ok(NamespaceMode::Pod) if pod.host.ns_dir.join("pid").exists() => 1,
+        Ok(NamespaceMode::Node) => 2,
+        _ => 0,
+    };
+    let (capabilities, all_capabilities) = capabilities(&sc)?;
+    let (masked, readonly) = if sc.privileged {
+        (Vec::new(), Vec::new())
+    } else {
+        (
+            if sc.masked_paths.is_empty() {
+                executor::default_masked_paths()
+            } else {
+                sc.masked_paths.clone()
+            },
+            if sc.readonly_paths.is_empty() {
+                executor::default_readonly_paths()
+            } else {
+                sc.readonly_paths.clone()
+            },
+        )
+    };
+    let oom = rec
+        .config
+        .linux
+        .as_ref()
+        .and_then(|l| l.resources.as_ref())
+        .map(|r| r.oom_score_adj);
+    Ok(StartContainer {
+        id: rec.id.clone(),
+        lower: rec.lower.iter().map(|p| p.display().to_string()).collect(),
+        upper: rec.upper.display().to_string(),
+        work: rec.work.display().to_string(),
+        rootfs: rec.rootfs.display().to_string(),
+        readonly_rootfs: sc.readonly_rootfs,
+        mounts: mounts(rec, pod),
+        pod_net: pod.host.netns.is_some(),
+        pod_ipc: pod.host.ns_dir.join("ipc").exists(),
+        pod_uts: pod.host.ns_dir.join("uts").exists(),
+        pid_mode,
+        args: rec.process.args.clone(),
+        env: rec.process.env.clone(),
+        cwd: rec.process.cwd.clone(),
+        uid: rec.process.uid,
+        gid: rec.process.gid,
+        additional_gids: rec.process.additional_gids.clone(),
+        capabilities,
+        all_capabilities,
+        no_new_privs: sc.no_new_privs,
+        privileged: sc.privileged,
+        masked_paths: masked,
+        readonly_paths: readonly,
+        has_oom_score_adj: oom.is_some_and(|v| v != 0),
+        oom_score_adj: oom.unwrap_or(0) as i32,
+        cgroup_procs: cgroup_procs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        log_path: rec.log_path.clone(),
+        status_path: rec.status_path.display().to_string(),
+    })
+}
+
+/// The capability set: everything when privileged, else the default set with `add`
+/// (`ALL` = every capability) and `drop` (`ALL` = none) applied; names with or without `CAP_`.
+fn capabilities(sc: &cri::LinuxContainerSecurityContext) -> Result<(Vec<String>, bool), Status> {
+    if sc.privileged {
+        return Ok((Vec::new(), true));
+    }
+    let norm = |c: &str| {
+        let up = c.to_ascii_uppercase();
+        if up.starts_with("CAP_") || up == "ALL" {
+            up
+        } else {
+            format!("CAP_{up}")
+        }
+    };
+    let caps = sc.capabilities.clone().unwrap_or_default();
+    let add: Vec<String> = caps.add_capabilities.iter().map(|c| norm(c)).collect();
+    let drop: Vec<String> = caps.drop_capabilities.iter().map(|c| norm(c)).collect();
+    if add.iter().any(|c| c == "ALL") && !drop.iter().any(|c| c == "ALL") && drop.is_empty() {
+        return Ok((Vec::new(), true));
+    }
+    let mut set = if drop.iter().any(|c| c == "ALL") {
+        Vec::new()
+    } else {
+        executor::default_capabilities()
+    };
+    for c in add.iter().filter(|c| *c != "ALL") {
+        if !set.contains(c) {
+            set.push(c.clone());
+        }
+    }
+    set.retain(|c| !drop.contains(c));
+    Ok((set, false))
+}
+
+/// CRI mounts plus the pod's hosts, resolv.conf and hostname files (unless kubelet mounts its
+/// own at those paths).
+fn mounts(rec: &ContainerRecord, pod: &PodRecord) -> Vec<MountSpec> {
+    let mut out: Vec<MountSpec> = Vec::new();
+    for (dest, file) in [
+        ("/etc/hosts", "hosts"),
+        ("/etc/resolv.conf", "resolv.conf"),
+        ("/etc/hostname", "hostname"),
+    ] {
+        if rec.config.mounts.iter().any(|m| m.container_path == dest) {
+            continue;
+        }
+        out.push(MountSpec {
+            destination: dest.into(),
+            source: pod.host.files_dir.join(file).display().to_string(),
+            readonly: false,
+            ..Default::default()
+        });
+    }
+    for m in &rec.config.mounts {
+        out.push(MountSpec {
+            destination: m.container_path.clone(),
+            source: m.host_path.clone(),
+            tmpfs: false,
+            options: String::new(),
+            readonly: m.readonly,
+            propagation: match cri::MountPropagation::try_from(m.propagation) {
+                Ok(cri::MountPropagation::PropagationHostToContainer) => 1,
+                Ok(cri::MountPropagation::PropagationBidirectional) => 2,
+                _ => 0,
+            },
+        });
+    }
+    out
+}

@@ -1,0 +1,168 @@
+//! `ContainerStatus`, and keeping a container's record in step with its process: a running
+//! container's state comes from its pod's shim, or from the exit record the shim left.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use proto::cri::{
+    ContainerResources, ContainerState, ContainerStatus, ContainerStatusRequest,
+    ContainerStatusResponse, ContainerUser, ImageSpec, LinuxContainerUser,
+};
+use proto::shim::{ContainerInfo, ContainerRef, ShimRequest, shim_request::Kind};
+use runtime_core::shim::client;
+use tonic::Status;
+
+use crate::container_store::{ContainerPhase, ContainerRecord};
+use crate::sandbox_run::now_ns;
+use crate::state::DaemonState;
+
+const SHIM_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn container_status(
+    state: &DaemonState,
+    req: &ContainerStatusRequest,
+) -> Result<ContainerStatusResponse, Status> {
+    if req.container_id.is_empty() {
+        return Err(Status::invalid_argument("container_id is required"));
+    }
+    let rec = refresh(state, find(state, &req.container_id)?).await;
+    let mut info = HashMap::new();
+    if req.verbose {
+        let doc = serde_json::json!({
+            "pid": rec.pid,
+            "sandboxID": rec.pod_id,
+            "rootfs": rec.rootfs,
+            "upper": rec.upper,
+            "lower": rec.lower,
+            "cgroup": rec.cgroup,
+            "process": rec.process,
+            "config": rec.config,
+        });
+        info.insert("info".to_string(), doc.to_string());
+    }
+    Ok(ContainerStatusResponse {
+        status: Some(to_status(&rec)),
+        info,
+    })
+}
+
+/// The container with this ID or unique prefix, or NotFound.
+pub fn find(state: &DaemonState, id: &str) -> Result<ContainerRecord, Status> {
+    state
+        .containers
+        .lookup(id)
+        .ok_or_else(|| Status::not_found(format!("container {id} not found")))
+}
+
+/// Updates a Running record from the shim (or the shim's exit record); returns it.
+pub async fn refresh(state: &DaemonState, rec: ContainerRecord) -> ContainerRecord {
+    if rec.phase != ContainerPhase::Running {
+        return rec;
+    }
+    let Some(pod) = state.pods.get(&rec.pod_id) else {
+        return mark_exited(state, rec, None, "Unknown", "the container's pod is gone");
+    };
+    let socket = pod.host.shim_socket.clone();
+    let request = ShimRequest {
+        kind: Some(Kind::ContainerState(ContainerRef { id: rec.id.clone() })),
+    };
+    let answer =
+        tokio::task::spawn_blocking(move || client::request(&socket, request, SHIM_TIMEOUT)).await;
+    match answer {
+        Ok(Ok(resp)) => match resp.container {
+            Some(info) if info.exited => finish(state, rec, &info),
+            _ => rec,
+        },
+        _ => match runtime_core::shim::containers::read_status(&rec.status_path) {
+            Ok(info) => finish(state, rec, &info),
+            Err(_) => mark_exited(
+                state,
+                rec,
+                None,
+                "Unknown",
+                "the pod's shim is gone and left no exit record",
+            ),
+        },
+    }
+}
+
+fn finish(state: &DaemonState, rec: ContainerRecord, info: &ContainerInfo) -> ContainerRecord {
+    // Any OOM kill in the container's cgroup (of its main process or a child it waits for).
+    let reason = if info.exit_code != 0 && state.pod_runtime.container_oom_killed(&rec.cgroup) {
+        "OOMKilled"
+    } else if info.exit_code == 0 {
+        "Completed"
+    } else {
+        "Error"
+    };
+    mark_exited(state, rec, Some(info), reason, "")
+}
+
+fn mark_exited(
+    state: &DaemonState,
+    mut rec: ContainerRecord,
+    info: Option<&ContainerInfo>,
+    reason: &str,
+    message: &str,
+) -> ContainerRecord {
+    rec.phase = ContainerPhase::Exited;
+    rec.exit_code = info.map_or(255, |i| i.exit_code);
+    rec.finished_at = info.map_or_else(now_ns, |i| i.finished_at);
+    rec.reason = reason.into();
+    rec.message = message.into();
+    if let Err(e) = state.containers.update(rec.clone()) {
+        tracing::warn!(container_id = %rec.id, error = %e, "record container exit");
+    }
+    rec
+}
+
+/// CRI state of a record.
+pub fn cri_state(rec: &ContainerRecord) -> ContainerState {
+    match rec.phase {
+        ContainerPhase::Created => ContainerState::ContainerCreated,
+        ContainerPhase::Running => ContainerState::ContainerRunning,
+        ContainerPhase::Exited => ContainerState::ContainerExited,
+    }
+}
+
+fn to_status(rec: &ContainerRecord) -> ContainerStatus {
+    ContainerStatus {
+        id: rec.id.clone(),
+        metadata: Some(rec.metadata()),
+        state: cri_state(rec) as i32,
+        created_at: rec.created_at,
+        started_at: rec.started_at,
+        finished_at: rec.finished_at,
+        exit_code: rec.exit_code,
+        image: Some(ImageSpec {
+            image: rec.image.clone(),
+            ..Default::default()
+        }),
+        image_ref: rec.image_ref.clone(),
+        reason: rec.reason.clone(),
+        message: rec.message.clone(),
+        labels: rec.config.labels.clone(),
+        annotations: rec.config.annotations.clone(),
+        mounts: rec.config.mounts.clone(),
+        log_path: rec.log_path.clone(),
+        resources: rec.config.linux.as_ref().and_then(|l| {
+            l.resources.clone().map(|r| ContainerResources {
+                linux: Some(r),
+                windows: None,
+            })
+        }),
+        image_id: rec.image_id.clone(),
+        user: Some(ContainerUser {
+            linux: Some(LinuxContainerUser {
+                uid: i64::from(rec.process.uid),
+                gid: i64::from(rec.process.gid),
+                supplemental_groups: rec
+                    .process
+                    .additional_gids
+                    .iter()
+                    .map(|g| i64::from(*g))
+                    .collect(),
+            }),
+        }),
+    }
+}

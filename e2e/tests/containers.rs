@@ -1,0 +1,626 @@
+//! Containers end to end: a real berthd pulls the busybox test image from a real registry,
+//! runs pods and containers with the native executor, and the containers print what they see.
+//! Needs root (CI runs as root).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use e2e::daemon::{Berthd, BerthdOptions};
+use e2e::images::push_test_images;
+use e2e::pods::{TestNetwork, mounts_under, pod_config};
+use e2e::registry::Registry;
+use proto::cri::{
+    self, ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest, ImageSpec,
+    Int64Value, KeyValue, LinuxContainerConfig, LinuxContainerResources,
+    LinuxContainerSecurityContext, ListContainersRequest, PodSandboxConfig, PullImageRequest,
+    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopContainerRequest, StopPodSandboxRequest,
+};
+use tonic::Code;
+
+struct Env {
+    d: Berthd,
+    _registry: Registry,
+    _net: TestNetwork,
+    _cni: tempfile::TempDir,
+    logs: tempfile::TempDir,
+    image: String,
+}
+
+async fn env() -> Option<Env> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: containers need root");
+        return None;
+    }
+    let registry = Registry::start().expect("registry");
+    let images = push_test_images(&registry).await.expect("push images");
+    let image = images.get("oci").expect("oci").reference.clone();
+    let net = TestNetwork::new();
+    let cni = tempfile::tempdir().expect("cni dir");
+    let config = format!(
+        "{}[registry]\ninsecure = [\"{}\"]\n",
+        net.config_toml(cni.path()),
+        registry.host()
+    );
+    let d = Berthd::start_with(BerthdOptions {
+        config_toml: Some(config),
+        ..Default::default()
+    })
+    .await
+    .expect("berthd");
+    d.images()
+        .await
+        .expect("client")
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            auth: None,
+            sandbox_config: None,
+        })
+        .await
+        .expect("pull busybox");
+    Some(Env {
+        d,
+        _registry: registry,
+        _net: net,
+        _cni: cni,
+        logs: tempfile::tempdir().expect("log dir"),
+        image,
+    })
+}
+
+impl Env {
+    fn pod(&self, name: &str) -> PodSandboxConfig {
+        let mut c = pod_config(name);
+        c.log_directory = self.logs.path().join(name).display().to_string();
+        c
+    }
+
+    async fn run_pod(&self, config: &PodSandboxConfig) -> String {
+        self.d
+            .runtime()
+            .await
+            .expect("client")
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .expect("RunPodSandbox")
+            .into_inner()
+            .pod_sandbox_id
+    }
+
+    fn container(&self, name: &str, command: &[&str]) -> ContainerConfig {
+        ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: self.image.clone(),
+                ..Default::default()
+            }),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            log_path: format!("{name}/0.log"),
+            linux: Some(LinuxContainerConfig::default()),
+            ..Default::default()
+        }
+    }
+
+    async fn create(
+        &self,
+        pod: &str,
+        pod_config: &PodSandboxConfig,
+        c: ContainerConfig,
+    ) -> Result<String, tonic::Status> {
+        self.d
+            .runtime()
+            .await
+            .expect("client")
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.into(),
+                config: Some(c),
+                sandbox_config: Some(pod_config.clone()),
+            })
+            .await
+            .map(|r| r.into_inner().container_id)
+    }
+
+    async fn start(&self, id: &str) -> Result<(), tonic::Status> {
+        self.d
+            .runtime()
+            .await
+            .expect("client")
+            .start_container(StartContainerRequest {
+                container_id: id.into(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn status(&self, id: &str) -> cri::ContainerStatus {
+        self.d
+            .runtime()
+            .await
+            .expect("client")
+            .container_status(ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await
+            .expect("ContainerStatus")
+            .into_inner()
+            .status
+            .expect("status")
+    }
+
+    async fn wait_exited(&self, id: &str) -> cri::ContainerStatus {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let st = self.status(id).await;
+            if st.state == ContainerState::ContainerExited as i32 {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "container {id} still {:?}",
+                st.state
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Runs a container to completion and returns its status and log lines (content only).
+    async fn run_to_end(
+        &self,
+        pod: &str,
+        pc: &PodSandboxConfig,
+        c: ContainerConfig,
+    ) -> (cri::ContainerStatus, Vec<String>) {
+        let log = PathBuf::from(&pc.log_directory).join(&c.log_path);
+        let id = self.create(pod, pc, c).await.expect("CreateContainer");
+        self.start(&id).await.expect("StartContainer");
+        let st = self.wait_exited(&id).await;
+        (st, read_log(&log))
+    }
+}
+
+/// Content of each CRI log line (`<time> <stream> <F|P> <content>`).
+fn read_log(path: &Path) -> Vec<String> {
+    // The shim may still be draining the pipe right after the exit: give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if !text.is_empty() || Instant::now() > deadline {
+            return text
+                .lines()
+                .map(|l| l.splitn(4, ' ').nth(3).unwrap_or_default().to_string())
+                .collect();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn security(c: &mut ContainerConfig) -> &mut LinuxContainerSecurityContext {
+    c.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+}
+
+#[tokio::test]
+async fn container_sees_its_command_env_workdir_hostname_dns_and_default_security() {
+    let Some(e) = env().await else { return };
+    let pc = e.pod("see");
+    let pod = e.run_pod(&pc).await;
+    let mut c = e.container(
+        "see",
+        &["/bin/sh", "-c", "id; hostname; pwd; echo FOO=$FOO; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; cat /etc/resolv.conf; echo pid1=$(cat /proc/1/comm)"],
+    );
+    c.envs = vec![KeyValue {
+        key: "FOO".into(),
+        value: "bar".into(),
+    }];
+    c.working_dir = "/tmp".into();
+    let (st, lines) = e.run_to_end(&pod, &pc, c).await;
+    assert_eq!(st.exit_code, 0, "{lines:?}");
+    assert_eq!(st.reason, "Completed");
+    let out = lines.join("\n");
+    assert!(out.contains("uid=0(root) gid=0(root)"), "{out}");
+    assert!(lines.contains(&"see".to_string()), "hostname: {out}");
+    assert!(lines.contains(&"/tmp".to_string()), "cwd: {out}");
+    assert!(out.contains("FOO=bar"), "{out}");
+    assert!(
+        out.contains("CapEff:\t00000000a80425fb"),
+        "default capability set: {out}"
+    );
+    assert!(out.contains("nameserver 10.96.0.10"), "{out}");
+    assert!(out.contains("pid1=sh"), "own PID namespace: {out}");
+    assert!(st.started_at > 0 && st.finished_at >= st.started_at);
+    assert_eq!(st.image.expect("image").image, e.image);
+    assert!(st.image_ref.contains("@sha256:"), "{}", st.image_ref);
+}
+
+#[tokio::test]
+async fn exit_codes_users_and_start_errors_are_reported() {
+    let Some(e) = env().await else { return };
+    let pc = e.pod("codes");
+    let pod = e.run_pod(&pc).await;
+    let (st, _) = e
+        .run_to_end(
+            &pod,
+            &pc,
+            e.container("three", &["/usr/local/bin/exitwith", "3"]),
+        )
+        .await;
+    assert_eq!((st.exit_code, st.reason.as_str()), (3, "Error"));
+
+    let mut by_name = e.container("named", &["id"]);
+    security(&mut by_name).run_as_username = "berth".into();
+    let (st, lines) = e.run_to_end(&pod, &pc, by_name).await;
+    assert_eq!(st.exit_code, 0);
+    assert!(
+        lines
+            .join("\n")
+            .contains("uid=1000(berth) gid=1000(berth) groups=1000(berth),2000(extra)"),
+        "{lines:?}"
+    );
+
+    let mut by_id = e.container("numeric", &["id"]);
+    security(&mut by_id).run_as_user = Some(Int64Value { value: 1234 });
+    let (_, lines) = e.run_to_end(&pod, &pc, by_id).await;
+    assert!(lines.join("\n").contains("uid=1234"), "{lines:?}");
+
+    let id = e
+        .create(&pod, &pc, e.container("missing", &["/no/such/binary"]))
+        .await
+        .expect("create");
+    let err = e.start(&id).await.expect_err("missing command");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("/no/such/binary"),
+        "{}",
+        err.message()
+    );
+    let st = e.status(&id).await;
+    assert_eq!(st.reason, "StartError");
+
+    let mut bad_dir = e.container("nodir", &["true"]);
+    bad_dir.working_dir = "/does/not/exist".into();
+    let id = e.create(&pod, &pc, bad_dir).await.expect("create");
+    let err = e.start(&id).await.expect_err("missing workdir");
+    assert!(
+        err.message().contains("/does/not/exist"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn running_container_lists_stops_and_is_removed_without_leftovers() {
+    let Some(e) = env().await else { return };
+    let pc = e.pod("life");
+    let pod = e.run_pod(&pc).await;
+    let mut c = e.container("pause", &["/usr/local/bin/pause"]);
+    c.labels.insert("tier".into(), "web".into());
+    let id = e.create(&pod, &pc, c.clone()).await.expect("create");
+    assert_eq!(
+        e.status(&id).await.state,
+        ContainerState::ContainerCreated as i32
+    );
+    let dup = e
+        .create(&pod, &pc, c)
+        .await
+        .expect_err("same name and attempt");
+    assert_eq!(dup.code(), Code::AlreadyExists);
+    e.start(&id).await.expect("start");
+    assert_eq!(
+        e.status(&id).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    let again = e.start(&id).await.expect_err("start twice");
+    assert_eq!(again.code(), Code::FailedPrecondition);
+
+    let mut rt = e.d.runtime().await.expect("client");
+    let list = |filter: cri::ContainerFilter| {
+        let mut rt = rt.clone();
+        async move {
+            rt.list_containers(ListContainersRequest {
+                filter: Some(filter),
+            })
+            .await
+            .expect("list")
+            .into_inner()
+            .containers
+            .into_iter()
+            .map(|c| c.id)
+            .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        list(cri::ContainerFilter {
+            id: id[..12].into(),
+            ..Default::default()
+        })
+        .await,
+        vec![id.clone()]
+    );
+    assert_eq!(
+        list(cri::ContainerFilter {
+            pod_sandbox_id: pod.clone(),
+            ..Default::default()
+        })
+        .await,
+        vec![id.clone()]
+    );
+    let running = cri::ContainerFilter {
+        state: Some(cri::ContainerStateValue {
+            state: ContainerState::ContainerRunning as i32,
+        }),
+        label_selector: [("tier".to_string(), "web".to_string())].into(),
+        ..Default::default()
+    };
+    assert_eq!(list(running).await, vec![id.clone()]);
+
+    let started = Instant::now();
+    rt.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 10,
+    })
+    .await
+    .expect("stop");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "pause exits on SIGTERM"
+    );
+    let st = e.status(&id).await;
+    assert_eq!(st.state, ContainerState::ContainerExited as i32);
+    rt.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 10,
+    })
+    .await
+    .expect("stop again");
+    rt.remove_container(RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("remove");
+    rt.remove_container(RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("remove again");
+    let err = rt
+        .container_status(ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .expect_err("removed");
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(
+        !e.d.state_dir.join("rootfs").join(&id).exists(),
+        "rootfs mountpoint left"
+    );
+    assert!(
+        !e.d.root_dir.join("containers").join(&id).exists(),
+        "container state left"
+    );
+
+    // A container that ignores SIGTERM is killed after the timeout.
+    let stubborn = e
+        .create(
+            &pod,
+            &pc,
+            e.container(
+                "stubborn",
+                &[
+                    "/bin/sh",
+                    "-c",
+                    "trap '' TERM; while true; do sleep 1; done",
+                ],
+            ),
+        )
+        .await
+        .expect("create");
+    e.start(&stubborn).await.expect("start");
+    rt.stop_container(StopContainerRequest {
+        container_id: stubborn.clone(),
+        timeout: 1,
+    })
+    .await
+    .expect("stop stubborn");
+    assert_eq!(e.status(&stubborn).await.exit_code, 137);
+
+    // Stopping the pod kills its containers; removing it removes them.
+    let last = e
+        .create(&pod, &pc, e.container("last", &["/usr/local/bin/pause"]))
+        .await
+        .expect("create");
+    e.start(&last).await.expect("start");
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .expect("stop pod");
+    assert_eq!(
+        e.status(&last).await.state,
+        ContainerState::ContainerExited as i32
+    );
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .expect("remove pod");
+    let left = rt
+        .list_containers(ListContainersRequest { filter: None })
+        .await
+        .expect("list")
+        .into_inner()
+        .containers;
+    assert!(left.is_empty(), "{left:?}");
+    assert!(
+        mounts_under(e.d.dir()).is_empty(),
+        "mounts left: {:?}",
+        mounts_under(e.d.dir())
+    );
+}
+
+#[tokio::test]
+async fn mounts_and_a_readonly_root_are_enforced() {
+    let Some(e) = env().await else { return };
+    let pc = e.pod("mounts");
+    let pod = e.run_pod(&pc).await;
+    let host = tempfile::tempdir().expect("host dir");
+    std::fs::write(host.path().join("hello"), "from the host").expect("write");
+    let created = host.path().join("created-by-kubelet-rule");
+    let mut c = e.container(
+        "mounts",
+        &["/bin/sh", "-c", "cat /data/hello; echo written > /rw/out; touch /data/x 2>&1 || echo ro-enforced; touch /rootfile 2>&1 || echo rootfs-ro"],
+    );
+    c.mounts = vec![
+        cri::Mount {
+            container_path: "/data".into(),
+            host_path: host.path().display().to_string(),
+            readonly: true,
+            ..Default::default()
+        },
+        cri::Mount {
+            container_path: "/rw".into(),
+            host_path: created.display().to_string(),
+            ..Default::default()
+        },
+    ];
+    security(&mut c).readonly_rootfs = true;
+    let (st, lines) = e.run_to_end(&pod, &pc, c).await;
+    let out = lines.join("\n");
+    assert_eq!(st.exit_code, 0, "{out}");
+    assert!(out.contains("from the host"), "{out}");
+    assert!(out.contains("ro-enforced"), "{out}");
+    assert!(out.contains("rootfs-ro"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(created.join("out"))
+            .expect("rw mount")
+            .trim(),
+        "written"
+    );
+}
+
+#[tokio::test]
+async fn memory_limit_kills_with_oomkilled() {
+    let Some(e) = env().await else { return };
+    let pc = e.pod("oom");
+    let pod = e.run_pod(&pc).await;
+    let mut c = e.container(
+        "hog",
+        &["/bin/sh", "-c", "head -c 200000000 /dev/zero | tail"],
+    );
+    c.linux.get_or_insert_with(Default::default).resources = Some(LinuxContainerResources {
+        memory_limit_in_bytes: 16 << 20,
+        ..Default::default()
+    });
+    let (st, _) = e.run_to_end(&pod, &pc, c).await;
+    assert_eq!(
+        st.reason, "OOMKilled",
+        "exit {} {}",
+        st.exit_code, st.message
+    );
+}
+
+#[tokio::test]
+async fn capabilities_privileged_no_new_privs_and_masked_paths() {
+    let Some(e) = env().await else { return };
+    let pc = e.pod("sec");
+    let pod = e.run_pod(&pc).await;
+    let status_cmd = [
+        "/bin/sh",
+        "-c",
+        "grep -E '^(CapBnd|CapEff|NoNewPrivs)' /proc/self/status; wc -c < /proc/timer_list 2>&1; ls /dev | wc -l",
+    ];
+
+    let mut dropped = e.container("dropped", &status_cmd);
+    security(&mut dropped).capabilities = Some(cri::Capability {
+        add_capabilities: vec!["SYS_ADMIN".into()],
+        drop_capabilities: vec!["ALL".into()],
+        ..Default::default()
+    });
+    security(&mut dropped).no_new_privs = true;
+    let (st, lines) = e.run_to_end(&pod, &pc, dropped).await;
+    let out = lines.join("\n");
+    assert_eq!(st.exit_code, 0, "{out}");
+    // Only CAP_SYS_ADMIN (bit 21).
+    assert!(out.contains("CapEff:\t0000000000200000"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(
+        lines.iter().any(|l| l.trim() == "0"),
+        "/proc/timer_list is masked: {out}"
+    );
+
+    let mut privileged = e.container("privileged", &status_cmd);
+    security(&mut privileged).privileged = true;
+    let (st, lines) = e.run_to_end(&pod, &pc, privileged).await;
+    let out = lines.join("\n");
+    assert_eq!(st.exit_code, 0, "{out}");
+    assert!(
+        !out.contains("CapEff:\t00000000a80425fb"),
+        "privileged has more than the default set: {out}"
+    );
+    assert!(out.contains("NoNewPrivs:\t0"), "{out}");
+}
+
+#[tokio::test]
+async fn exited_container_is_replaced_by_a_new_attempt_and_logs_survive_rotation() {
+    let Some(e) = env().await else { return };
+    let pc = e.pod("again");
+    let pod = e.run_pod(&pc).await;
+    let (st, _) = e
+        .run_to_end(
+            &pod,
+            &pc,
+            e.container("job", &["/bin/sh", "-c", "echo first"]),
+        )
+        .await;
+    assert_eq!(st.exit_code, 0);
+    let mut second = e.container("job", &["/bin/sh", "-c", "echo second"]);
+    second.metadata = Some(ContainerMetadata {
+        name: "job".into(),
+        attempt: 1,
+    });
+    second.log_path = "job/1.log".into();
+    let (st, lines) = e.run_to_end(&pod, &pc, second).await;
+    assert_eq!(st.exit_code, 0);
+    assert_eq!(lines, vec!["second"]);
+
+    // Rotation: kubelet renames the file, then asks for a reopen; nothing is lost.
+    let c = e.container(
+        "talker",
+        &[
+            "/bin/sh",
+            "-c",
+            "i=0; while [ $i -lt 40 ]; do echo line-$i; i=$((i+1)); sleep 0.05; done",
+        ],
+    );
+    let log = PathBuf::from(&pc.log_directory).join(&c.log_path);
+    let id = e.create(&pod, &pc, c).await.expect("create");
+    e.start(&id).await.expect("start");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rotated = log.with_extension("log.1");
+    std::fs::rename(&log, &rotated).expect("rotate");
+    e.d.runtime()
+        .await
+        .expect("client")
+        .reopen_container_log(cri::ReopenContainerLogRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("ReopenContainerLog");
+    e.wait_exited(&id).await;
+    let mut all = read_log(&rotated);
+    all.extend(read_log(&log));
+    let expected: Vec<String> = (0..40).map(|i| format!("line-{i}")).collect();
+    assert_eq!(all, expected, "every line exactly once across the rotation");
+}

@@ -1,0 +1,260 @@
+//! The native container executor: starts one container process inside a pod.
+//!
+//! [`spawn`] runs inside the single-threaded `berth-shim` and is synchronous. It mounts the
+//! container's overlay rootfs on the host side (so the shim can always unmount it with
+//! [`cleanup_rootfs`]), then forks; the child builds the container around itself — cgroups, the
+//! pod's namespaces, a private mount namespace with `/proc`, `/sys`, `/dev` and the CRI mounts,
+//! `pivot_root`, rlimits, user, capabilities — and `execve`s. The shim is the container's direct
+//! parent and reaps it.
+//!
+//! - **PID namespace**: `setns`/`unshare(CLONE_NEWPID)` only change the namespace the calling
+//!   thread's *next children* are born in, so `spawn` switches the shim's `pid_for_children`
+//!   just around `fork` and restores it right after: no double fork, and the PID returned is the
+//!   container's PID as the shim sees it.
+//! - **Errors**: the child reports a failed step over a close-on-exec pipe and exits 127; a
+//!   successful `execve` closes the pipe, so EOF without a message means the container runs.
+//! - **Hygiene**: every change of namespace, root, cwd or credentials happens in the child; the
+//!   child marks every inherited fd above 2 close-on-exec before doing anything else with them.
+//!
+//! ```no_run
+//! # fn example(process: runtime_core::executor::ContainerProcess) -> Result<(), Box<dyn std::error::Error>> {
+//! use runtime_core::executor;
+//! let pid = executor::spawn(&process)?;
+//! let status = nix::sys::wait::waitpid(pid, None)?;
+//! executor::cleanup_rootfs(process.rootfs.target())?;
+//! # let _ = status; Ok(()) }
+//! ```
+
+mod caps;
+mod child;
+mod devices;
+mod error;
+mod exec;
+mod mounts;
+mod overlay;
+mod pidns;
+mod plan;
+mod rootfs;
+mod spawn;
+mod user;
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+pub use error::ExecError;
+pub use overlay::cleanup_rootfs;
+pub use spawn::spawn;
+
+/// Everything needed to start one container process in a pod.
+#[derive(Debug)]
+pub struct ContainerProcess {
+    /// Container ID, used in messages and logs.
+    pub id: String,
+    /// The root filesystem, mounted by [`spawn`] on the host side.
+    pub rootfs: Rootfs,
+    /// Remount the rootfs read-only after all other mounts.
+    pub readonly_rootfs: bool,
+    /// CRI mounts, applied in order after `/proc`, `/sys` and `/dev`.
+    pub mounts: Vec<Mount>,
+    /// Pinned network namespace to join; `None` stays in the shim's.
+    pub net_ns: Option<PathBuf>,
+    /// Pinned IPC namespace to join; `None` stays in the shim's.
+    pub ipc_ns: Option<PathBuf>,
+    /// Pinned UTS namespace to join; `None` stays in the shim's.
+    pub uts_ns: Option<PathBuf>,
+    /// The PID namespace the container process is born in.
+    pub pid_ns: PidNamespace,
+    /// `argv`; `args[0]` without a `/` is looked up in the container's `PATH`.
+    pub args: Vec<String>,
+    /// The environment, `NAME=value`.
+    pub env: Vec<String>,
+    /// Absolute working directory in the container; it must exist.
+    pub cwd: String,
+    /// Credentials the process runs with.
+    pub user: User,
+    /// Capability names (`"CAP_CHOWN"`) for the bounding, effective and permitted sets (and
+    /// inheritable and ambient for non-root users); `None` means every capability the shim
+    /// holds (privileged).
+    pub capabilities: Option<Vec<String>>,
+    /// Set `PR_SET_NO_NEW_PRIVS` just before `execve`.
+    pub no_new_privs: bool,
+    /// All host devices, `/sys` read-write, and `masked_paths`/`readonly_paths` ignored.
+    pub privileged: bool,
+    /// Paths hidden from the container (`/dev/null` over files, an empty read-only tmpfs over
+    /// directories); missing ones are skipped.
+    pub masked_paths: Vec<String>,
+    /// Paths remounted read-only; missing ones are skipped.
+    pub readonly_paths: Vec<String>,
+    /// Written to `/proc/self/oom_score_adj` when set.
+    pub oom_score_adj: Option<i32>,
+    /// Resource limits set before the user switch.
+    pub rlimits: Vec<Rlimit>,
+    /// `cgroup.procs` files the process writes itself to before anything else.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// The process's stdio; the caller keeps its own ends and closes these after `spawn`.
+    pub stdio: Stdio,
+}
+
+/// A container's root filesystem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rootfs {
+    /// An overlay of read-only layers under a per-container writable layer.
+    Overlay {
+        /// Layer directories, top layer first.
+        lower: Vec<PathBuf>,
+        /// The container's writable layer.
+        upper: PathBuf,
+        /// overlayfs work directory on the same filesystem as `upper`.
+        work: PathBuf,
+        /// Host mountpoint (e.g. `/run/berth/rootfs/<id>`), created if missing.
+        target: PathBuf,
+    },
+}
+
+impl Rootfs {
+    /// Where the rootfs is mounted on the host: what [`cleanup_rootfs`] takes.
+    pub fn target(&self) -> &Path {
+        match self {
+            Rootfs::Overlay { target, .. } => target,
+        }
+    }
+}
+
+/// One CRI mount.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    /// Absolute path in the container; created (safely, inside the rootfs) if missing.
+    pub destination: String,
+    /// Host path for binds (created as a directory if missing, as kubelet expects); ignored
+    /// for tmpfs.
+    pub source: PathBuf,
+    /// What is mounted.
+    pub kind: MountKind,
+}
+
+/// The kind of a [`Mount`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MountKind {
+    /// A recursive bind mount of `source`.
+    Bind {
+        /// Remount the bind read-only.
+        readonly: bool,
+        /// Mount propagation between host and container.
+        propagation: Propagation,
+    },
+    /// A new tmpfs; `options` as for mount(8), e.g. `"size=64m,mode=1777,noexec"`.
+    Tmpfs {
+        /// Comma-separated mount flags and tmpfs options.
+        options: String,
+    },
+}
+
+/// Mount propagation of a bind mount (CRI's `MountPropagation`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Propagation {
+    /// No propagation either way (`rprivate`).
+    #[default]
+    Private,
+    /// Host mounts below the source appear in the container (`rslave`).
+    RSlave,
+    /// Mounts propagate both ways (`rshared`); the host source must be on a shared mount.
+    RShared,
+}
+
+/// The PID namespace a container process is born in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PidNamespace {
+    /// A new PID namespace with the container process as PID 1.
+    New,
+    /// The pod's shared PID namespace, from its pinned namespace file.
+    Join(PathBuf),
+    /// The shim's own PID namespace (the host's).
+    Host,
+}
+
+/// Credentials of the container process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct User {
+    /// Real, effective and saved user ID.
+    pub uid: u32,
+    /// Real, effective and saved group ID.
+    pub gid: u32,
+    /// Supplementary groups, set exactly (the primary `gid` is not added).
+    pub additional_gids: Vec<u32>,
+}
+
+/// One resource limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rlimit {
+    /// `RLIMIT_*` name, e.g. `"RLIMIT_NOFILE"`.
+    pub resource: String,
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+}
+
+/// The container process's standard streams.
+#[derive(Debug)]
+pub struct Stdio {
+    /// Standard input; `None` is `/dev/null`.
+    pub stdin: Option<OwnedFd>,
+    /// Standard output.
+    pub stdout: OwnedFd,
+    /// Standard error.
+    pub stderr: OwnedFd,
+}
+
+/// containerd's default capability set for unprivileged containers.
+pub fn default_capabilities() -> Vec<String> {
+    [
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FSETID",
+        "CAP_FOWNER",
+        "CAP_MKNOD",
+        "CAP_NET_RAW",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETFCAP",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_SYS_CHROOT",
+        "CAP_KILL",
+        "CAP_AUDIT_WRITE",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// containerd's default masked paths for unprivileged containers.
+pub fn default_masked_paths() -> Vec<String> {
+    [
+        "/proc/acpi",
+        "/proc/asound",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/timer_stats",
+        "/proc/sched_debug",
+        "/proc/scsi",
+        "/sys/firmware",
+        "/sys/devices/virtual/powercap",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// containerd's default read-only paths for unprivileged containers.
+pub fn default_readonly_paths() -> Vec<String> {
+    [
+        "/proc/bus",
+        "/proc/fs",
+        "/proc/irq",
+        "/proc/sys",
+        "/proc/sysrq-trigger",
+    ]
+    .map(String::from)
+    .to_vec()
+}

@@ -1,0 +1,388 @@
+//! Mounting inside the rootfs without following a symlink out of it.
+//!
+//! Every container path is resolved with `openat2(RESOLVE_IN_ROOT)` relative to the rootfs (a
+//! symlink in the image pointing at `/etc` means the rootfs's `/etc`, never the host's), and
+//! missing directories are created one component at a time the same way. Mounts then target
+//! the resulting fd through `/proc/self/fd/N` — the shim's `/proc`, since all of this runs
+//! before `pivot_root`.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
+use nix::mount::{MsFlags, mount};
+use nix::sys::stat::{Mode, SFlag, fstat, mkdirat};
+use nix::sys::statvfs::{FsFlags, fstatvfs};
+
+use super::error::{Context, Failure};
+use super::{Mount, MountKind, Propagation};
+
+/// An absent mount(2) argument.
+pub(super) const NONE: Option<&str> = None;
+
+/// What to create for a missing last path component.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Leaf {
+    Dir,
+    File,
+}
+
+/// `/proc/self/fd/N` for `fd`: a path the kernel resolves to exactly what `fd` refers to.
+pub(super) fn fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// Opens the container path `path` as an `O_PATH` fd, resolved with `root` as `/`.
+pub(super) fn open_in_root(root: &OwnedFd, path: &str) -> nix::Result<OwnedFd> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let relative = path.trim_start_matches('/');
+    openat2(root, if relative.is_empty() { "." } else { relative }, how)
+}
+
+/// Most symlinks followed while creating one path (the kernel's own limit).
+const MAX_SYMLINKS: usize = 40;
+
+/// Opens the container path `path` inside `root`, creating missing directories on the way
+/// and, if it is missing too, the last component as `leaf`. A dangling symlink on the way is
+/// followed inside the rootfs and its target created, as runc does.
+pub(super) fn create_in_root(root: &OwnedFd, path: &str, leaf: Leaf) -> Result<OwnedFd, Failure> {
+    let mut walk = Walk {
+        root,
+        pending: clean(path).into_iter().map(String::from).collect(),
+        walked: String::new(),
+        dir: open_in_root(root, "/").context(|| "open the rootfs")?,
+        links: 0,
+    };
+    while let Some(name) = walk.pending.pop_front() {
+        let candidate = format!("{}/{name}", walk.walked);
+        if let Some(fd) = open_existing(root, &candidate)? {
+            walk.advance(fd, candidate);
+            continue;
+        }
+        let kind = if walk.pending.is_empty() {
+            leaf
+        } else {
+            Leaf::Dir
+        };
+        match create_entry(&walk.dir, &name, kind) {
+            Ok(()) => {
+                let fd = open_in_root(root, &candidate)
+                    .context(|| format!("open {candidate} in the rootfs"))?;
+                walk.advance(fd, candidate);
+            }
+            Err(Errno::EEXIST) => walk.follow_dangling(&name, &candidate)?,
+            Err(errno) => {
+                let op = format!("create {candidate} in the rootfs");
+                return Err(Failure::new(op, errno));
+            }
+        }
+    }
+    Ok(walk.dir)
+}
+
+/// State of [`create_in_root`]: components still to walk, the path walked so far (as given,
+/// resolved by the kernel each time) and an fd on it.
+struct Walk<'a> {
+    root: &'a OwnedFd,
+    pending: VecDeque<String>,
+    walked: String,
+    dir: OwnedFd,
+    links: usize,
+}
+
+impl Walk<'_> {
+    fn advance(&mut self, dir: OwnedFd, walked: String) {
+        self.dir = dir;
+        self.walked = walked;
+    }
+
+    /// `name` exists in the current directory but does not resolve: a dangling symlink, whose
+    /// target is walked (and created) instead.
+    fn follow_dangling(&mut self, name: &str, candidate: &str) -> Result<(), Failure> {
+        self.links += 1;
+        let target = dangling_target(&self.dir, name, self.links)
+            .context(|| format!("create {candidate} in the rootfs"))?;
+        if target.starts_with('/') {
+            self.walked.clear();
+        }
+        let parts = target.split('/').filter(|p| !p.is_empty() && *p != ".");
+        for part in parts.rev() {
+            self.pending.push_front(part.to_string());
+        }
+        self.dir = open_in_root(self.root, &self.walked)
+            .context(|| format!("open {}/ in the rootfs", self.walked))?;
+        Ok(())
+    }
+}
+
+/// The target of `name` in `dir`, an entry that exists but does not resolve: a dangling
+/// symlink.
+fn dangling_target(dir: &OwnedFd, name: &str, links: usize) -> nix::Result<String> {
+    if links > MAX_SYMLINKS {
+        return Err(Errno::ELOOP);
+    }
+    match readlinkat(dir, name) {
+        Ok(target) => Ok(target.to_string_lossy().into_owned()),
+        // Not a symlink after all: something else raced us.
+        Err(Errno::EINVAL) => Err(Errno::EEXIST),
+        Err(errno) => Err(errno),
+    }
+}
+
+/// The components of `path` after lexical cleaning (`.` dropped, `..` applied, never above `/`).
+fn clean(path: &str) -> Vec<&str> {
+    let mut components = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                components.pop();
+            }
+            name => components.push(name),
+        }
+    }
+    components
+}
+
+/// Creates `name` in `parent` without following a symlink there.
+fn create_entry(parent: &OwnedFd, name: &str, leaf: Leaf) -> nix::Result<()> {
+    match leaf {
+        Leaf::Dir => mkdirat(parent, name, Mode::from_bits_truncate(0o755)),
+        Leaf::File => openat(
+            parent,
+            name,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map(drop),
+    }
+}
+
+/// Mounts a new `fstype` filesystem on the container path `path`, created if missing.
+pub(super) fn mount_new(
+    root: &OwnedFd,
+    path: &str,
+    source: &str,
+    fstype: &str,
+    flags: MsFlags,
+    data: &str,
+) -> Result<(), Failure> {
+    let target = create_in_root(root, path, Leaf::Dir)?;
+    mount(
+        Some(source),
+        fd_path(&target).as_str(),
+        Some(fstype),
+        flags,
+        (!data.is_empty()).then_some(data),
+    )
+    .context(|| format!("mount {fstype} on {path}"))
+}
+
+/// Applies one CRI mount.
+pub(super) fn mount_cri(root: &OwnedFd, m: &Mount) -> Result<(), Failure> {
+    match &m.kind {
+        MountKind::Bind {
+            readonly,
+            propagation,
+        } => bind(root, m, *readonly, *propagation),
+        MountKind::Tmpfs { options } => {
+            let (flags, data) = parse_options(options);
+            mount_new(root, &m.destination, "tmpfs", "tmpfs", flags, &data)
+        }
+    }
+}
+
+fn bind(
+    root: &OwnedFd,
+    m: &Mount,
+    readonly: bool,
+    propagation: Propagation,
+) -> Result<(), Failure> {
+    let target = create_in_root(root, &m.destination, source_leaf(&m.source)?)?;
+    let what = || format!("bind mount {} on {}", m.source.display(), m.destination);
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+    mount(
+        Some(&m.source),
+        fd_path(&target).as_str(),
+        NONE,
+        flags,
+        NONE,
+    )
+    .context(what)?;
+    // Reopened: the first fd refers to the directory under the new mount.
+    let mounted = open_in_root(root, &m.destination).context(what)?;
+    if readonly {
+        remount_readonly(&mounted).context(|| format!("remount {} read-only", m.destination))?;
+    }
+    let kind = match propagation {
+        Propagation::Private => MsFlags::MS_PRIVATE,
+        Propagation::RSlave => MsFlags::MS_SLAVE,
+        Propagation::RShared => MsFlags::MS_SHARED,
+    };
+    let target = fd_path(&mounted);
+    mount(NONE, target.as_str(), NONE, MsFlags::MS_REC | kind, NONE)
+        .context(|| format!("set {propagation:?} propagation on {}", m.destination))
+}
+
+/// Whether a bind of `source` needs a directory or a file as mountpoint; a missing source is
+/// created as a directory, as kubelet expects of a runtime.
+fn source_leaf(source: &Path) -> Result<Leaf, Failure> {
+    match fs::metadata(source) {
+        Ok(meta) if meta.is_dir() => Ok(Leaf::Dir),
+        Ok(_) => Ok(Leaf::File),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(source)
+                .context(|| format!("create bind mount source {}", source.display()))?;
+            Ok(Leaf::Dir)
+        }
+        Err(e) => Err(e).context(|| format!("bind mount source {}", source.display())),
+    }
+}
+
+/// Hides `path` from the container: `/dev/null` over a file, an empty read-only tmpfs over a
+/// directory. A missing path is skipped.
+pub(super) fn mask(root: &OwnedFd, path: &str) -> Result<(), Failure> {
+    let Some(target) = open_existing(root, path)? else {
+        return Ok(());
+    };
+    let mode = fstat(&target)
+        .context(|| format!("stat masked path {path}"))?
+        .st_mode;
+    let target = fd_path(&target);
+    if SFlag::from_bits_truncate(mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+        mount(
+            Some("tmpfs"),
+            target.as_str(),
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            NONE,
+        )
+    } else {
+        mount(
+            Some("/dev/null"),
+            target.as_str(),
+            NONE,
+            MsFlags::MS_BIND,
+            NONE,
+        )
+    }
+    .context(|| format!("mask {path}"))
+}
+
+/// Makes `path` read-only by binding it onto itself and remounting the bind read-only. A
+/// missing path is skipped.
+pub(super) fn make_readonly(root: &OwnedFd, path: &str) -> Result<(), Failure> {
+    let Some(target) = open_existing(root, path)? else {
+        return Ok(());
+    };
+    let target = fd_path(&target);
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+    mount(Some(target.as_str()), target.as_str(), NONE, flags, NONE)
+        .context(|| format!("bind {path} onto itself"))?;
+    let mounted = open_in_root(root, path).context(|| format!("open {path} in the rootfs"))?;
+    remount_readonly(&mounted).context(|| format!("remount {path} read-only"))
+}
+
+fn open_existing(root: &OwnedFd, path: &str) -> Result<Option<OwnedFd>, Failure> {
+    match open_in_root(root, path) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::ENOENT | Errno::ENOTDIR) => Ok(None),
+        Err(errno) => Err(Failure::new(
+            format_args!("open {path} in the rootfs"),
+            errno,
+        )),
+    }
+}
+
+/// Remounts the mount whose root `mounted` refers to read-only, keeping its nosuid, nodev,
+/// noexec and atime flags (a bind remount would otherwise drop them).
+pub(super) fn remount_readonly(mounted: &OwnedFd) -> nix::Result<()> {
+    let kept = kept_flags(fstatvfs(mounted)?.flags());
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept;
+    mount(NONE, fd_path(mounted).as_str(), NONE, flags, NONE)
+}
+
+/// The mount flags among `current` that a remount must repeat.
+pub(super) fn kept_flags(current: FsFlags) -> MsFlags {
+    [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ]
+    .into_iter()
+    .filter(|(st, _)| current.contains(*st))
+    .fold(MsFlags::empty(), |acc, (_, ms)| acc | ms)
+}
+
+/// Splits mount(8)-style options into flags and filesystem data (`size=1m,mode=755`).
+pub(super) fn parse_options(options: &str) -> (MsFlags, String) {
+    let mut flags = MsFlags::empty();
+    let mut data = Vec::new();
+    for option in options.split(',').filter(|o| !o.is_empty()) {
+        match flag(option) {
+            Some((flag, true)) => flags |= flag,
+            Some((flag, false)) => flags &= !flag,
+            None => data.push(option),
+        }
+    }
+    (flags, data.join(","))
+}
+
+/// The flag an option sets (`true`) or clears (`false`).
+fn flag(option: &str) -> Option<(MsFlags, bool)> {
+    Some(match option {
+        "ro" => (MsFlags::MS_RDONLY, true),
+        "rw" => (MsFlags::MS_RDONLY, false),
+        "nosuid" => (MsFlags::MS_NOSUID, true),
+        "suid" => (MsFlags::MS_NOSUID, false),
+        "nodev" => (MsFlags::MS_NODEV, true),
+        "dev" => (MsFlags::MS_NODEV, false),
+        "noexec" => (MsFlags::MS_NOEXEC, true),
+        "exec" => (MsFlags::MS_NOEXEC, false),
+        "sync" => (MsFlags::MS_SYNCHRONOUS, true),
+        "async" => (MsFlags::MS_SYNCHRONOUS, false),
+        "dirsync" => (MsFlags::MS_DIRSYNC, true),
+        "noatime" => (MsFlags::MS_NOATIME, true),
+        "atime" => (MsFlags::MS_NOATIME, false),
+        "nodiratime" => (MsFlags::MS_NODIRATIME, true),
+        "diratime" => (MsFlags::MS_NODIRATIME, false),
+        "relatime" => (MsFlags::MS_RELATIME, true),
+        "norelatime" => (MsFlags::MS_RELATIME, false),
+        "strictatime" => (MsFlags::MS_STRICTATIME, true),
+        "nostrictatime" => (MsFlags::MS_STRICTATIME, false),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_never_climbs_above_root() {
+        assert_eq!(clean("/a/./b//../../../c/"), vec!["c"]);
+        assert!(clean("/").is_empty());
+    }
+
+    #[test]
+    fn options_split_into_flags_and_data() {
+        let (flags, data) = parse_options("size=1m,ro,nosuid,mode=1777,rw,noexec");
+        assert_eq!(flags, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC);
+        assert_eq!(data, "size=1m,mode=1777");
+    }
+
+    #[test]
+    fn remount_keeps_restrictive_flags() {
+        let kept = kept_flags(FsFlags::ST_NOSUID | FsFlags::ST_NOEXEC | FsFlags::ST_RDONLY);
+        assert_eq!(kept, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC);
+    }
+}

@@ -1,0 +1,99 @@
+//! The container's mount namespace, built by the child around the overlay the shim mounted:
+//! `/proc`, `/sys`, `/dev`, the CRI mounts, masked and read-only paths, then `pivot_root`.
+
+use std::os::fd::OwnedFd;
+
+use nix::fcntl::{OFlag, open};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::stat::Mode;
+use nix::sys::statvfs::statvfs;
+use nix::unistd::{chdir, fchdir, pivot_root};
+
+use super::error::{Context, Failure};
+use super::mounts::{self, NONE, kept_flags, mount_new};
+use super::plan::Plan;
+use super::{ContainerProcess, devices};
+
+/// Gives the calling process its own mount namespace with the container's rootfs as `/`.
+pub(super) fn enter(spec: &ContainerProcess, plan: &Plan) -> Result<(), Failure> {
+    let root = isolate_rootfs(spec, plan)?;
+    mount_system(&root, spec.privileged)?;
+    for m in &spec.mounts {
+        mounts::mount_cri(&root, m)?;
+    }
+    if !spec.privileged {
+        for path in &spec.masked_paths {
+            mounts::mask(&root, path)?;
+        }
+        for path in &spec.readonly_paths {
+            mounts::make_readonly(&root, path)?;
+        }
+    }
+    pivot(&root)?;
+    if spec.readonly_rootfs {
+        remount_root_readonly()?;
+    }
+    Ok(())
+}
+
+/// A new mount namespace where nothing propagates back to the host, with the rootfs bound
+/// onto itself; returns an `O_PATH` fd on the rootfs.
+fn isolate_rootfs(spec: &ContainerProcess, plan: &Plan) -> Result<OwnedFd, Failure> {
+    let target = spec.rootfs.target();
+    unshare(CloneFlags::CLONE_NEWNS).context(|| "unshare mount namespace")?;
+    mount(NONE, "/", NONE, plan.root_propagation, NONE)
+        .context(|| format!("set propagation {:?} on /", plan.root_propagation))?;
+    // pivot_root refuses a shared parent mount; private also keeps host mounts out.
+    mount(NONE, target, NONE, MsFlags::MS_PRIVATE, NONE)
+        .context(|| format!("make rootfs {} private", target.display()))?;
+    let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
+    mount(Some(target), target, NONE, bind, NONE)
+        .context(|| format!("bind rootfs {} onto itself", target.display()))?;
+    open(
+        target,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .context(|| format!("open rootfs {}", target.display()))
+}
+
+/// `/proc` (a new instance: this process is already in the container's PID namespace),
+/// `/sys` (read-only unless privileged) and `/dev`.
+fn mount_system(root: &OwnedFd, privileged: bool) -> Result<(), Failure> {
+    let safe = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount_new(root, "/proc", "proc", "proc", safe, "")?;
+    let sys = if privileged {
+        safe
+    } else {
+        safe | MsFlags::MS_RDONLY
+    };
+    mount_new(root, "/sys", "sysfs", "sysfs", sys, "")?;
+    devices::mount_dev(root, privileged)
+}
+
+/// `pivot_root(".", ".")` and a lazy unmount of the old root stacked on top, as runc does: no
+/// temporary directory in the rootfs needed.
+fn pivot(root: &OwnedFd) -> Result<(), Failure> {
+    let old_root = open(
+        "/",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .context(|| "open the old root")?;
+    fchdir(root).context(|| "chdir to the rootfs")?;
+    pivot_root(".", ".").context(|| "pivot_root to the rootfs")?;
+    fchdir(&old_root).context(|| "chdir to the old root")?;
+    // The unmount must not propagate to the host's mounts.
+    mount(NONE, ".", NONE, MsFlags::MS_SLAVE | MsFlags::MS_REC, NONE)
+        .context(|| "make the old root rslave")?;
+    umount2(".", MntFlags::MNT_DETACH).context(|| "unmount the old root")?;
+    chdir("/").context(|| "chdir /")
+}
+
+fn remount_root_readonly() -> Result<(), Failure> {
+    let what = || "remount the rootfs read-only";
+    let kept = kept_flags(statvfs("/").context(what)?.flags());
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept;
+    mount(NONE, "/", NONE, flags, NONE).context(what)
+}

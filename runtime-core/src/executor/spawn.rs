@@ -1,0 +1,113 @@
+//! `spawn`: the shim's side of starting a container process.
+
+use std::os::fd::OwnedFd;
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, Pid, fork, pipe2};
+
+use super::error::{Context, ExecError, Failure};
+use super::pidns::{self, ChildPidNamespace};
+use super::plan::Plan;
+use super::{ContainerProcess, child, overlay};
+
+/// Upper bound on an error report read from the child.
+const MAX_REPORT: usize = 4096;
+
+/// Starts the container process described by `spec` and returns its PID (in the caller's PID
+/// namespace) once it has `execve`d. The caller is its parent and must reap it.
+///
+/// The rootfs overlay stays mounted at its target afterwards, also on error; remove it with
+/// [`cleanup_rootfs`](super::cleanup_rootfs). Nothing else is left behind on error: the failed
+/// child is reaped and no other mount, fd or namespace change remains in the caller. The
+/// caller's copies of `spec.stdio` are untouched; it closes them.
+pub fn spawn(spec: &ContainerProcess) -> Result<Pid, ExecError> {
+    let plan = Plan::new(spec)?;
+    overlay::mount(&spec.rootfs).map_err(Failure::host)?;
+    let (report_rx, report_tx) = pipe2(OFlag::O_CLOEXEC)
+        .context(|| format!("create error pipe for container {}", spec.id))
+        .map_err(Failure::host)?;
+    let pid = fork_container(spec, &plan, report_tx)?;
+    match read_report(&report_rx) {
+        Ok(report) if report.is_empty() => {
+            tracing::debug!(container_id = %spec.id, pid = pid.as_raw(), "container process started");
+            Ok(pid)
+        }
+        Ok(report) => {
+            reap(pid);
+            Err(Failure::decode(&report).container())
+        }
+        Err(failure) => {
+            kill_and_reap(pid);
+            Err(failure.host())
+        }
+    }
+}
+
+/// Forks the container process into the PID namespace `spec` asks for; the shim's own
+/// `pid_for_children` is restored before this returns.
+fn fork_container(
+    spec: &ContainerProcess,
+    plan: &Plan,
+    report_tx: OwnedFd,
+) -> Result<Pid, ExecError> {
+    let pid_ns = ChildPidNamespace::enter(&spec.pid_ns).map_err(Failure::host)?;
+    // SAFETY: the shim is single-threaded, so the child starts with consistent state; even when
+    // the caller is multi-threaded (tests), the child only uses glibc's fork-safe allocator and
+    // system calls, touches no lock another thread could hold, and never returns: it execs or
+    // `_exit`s.
+    let pid = match unsafe { fork() } {
+        Ok(ForkResult::Child) => child::run(spec, plan, report_tx),
+        Ok(ForkResult::Parent { child }) => child,
+        Err(errno) => {
+            let op = format!(
+                "fork container {} into {}",
+                spec.id,
+                pidns::describe(&spec.pid_ns)
+            );
+            return Err(Failure::new(op, errno).host());
+        }
+    };
+    // The child holds the only write end now: its exec or exit gives us EOF.
+    drop(report_tx);
+    if let Err(failure) = pid_ns.restore() {
+        kill_and_reap(pid);
+        return Err(failure.host());
+    }
+    Ok(pid)
+}
+
+/// Reads the child's error report until EOF (empty = it exec'd).
+fn read_report(report_rx: &OwnedFd) -> Result<Vec<u8>, Failure> {
+    let mut report = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        match nix::unistd::read(report_rx, &mut buf) {
+            Ok(0) => return Ok(report),
+            Ok(n) if report.len() < MAX_REPORT => report.extend_from_slice(&buf[..n]),
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(errno) => return Err(Failure::new("read the container's error pipe", errno)),
+        }
+    }
+}
+
+/// Waits for a child that has reported failure and is exiting.
+fn reap(pid: Pid) {
+    loop {
+        match waitpid(pid, None) {
+            Err(Errno::EINTR) => continue,
+            Err(errno) => {
+                tracing::warn!(pid = pid.as_raw(), %errno, "reap failed container process");
+                return;
+            }
+            Ok(_) => return,
+        }
+    }
+}
+
+fn kill_and_reap(pid: Pid) {
+    let _ = kill(pid, Signal::SIGKILL);
+    reap(pid);
+}

@@ -1,0 +1,326 @@
+//! The shim's containers: started through the native executor, their output written to CRI
+//! logs, their exit recorded durably when the shim reaps them.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{Pid, pipe2};
+use proto::shim::{ContainerInfo, MountSpec, StartContainer};
+
+use super::NS_PID;
+use crate::executor::{
+    self, ContainerProcess, Mount, MountKind, PidNamespace, Propagation, Rootfs, Stdio, User,
+};
+use crate::logs::{LogWriter, Stream};
+
+/// One container the shim started.
+pub struct Container {
+    info: ContainerInfo,
+    rootfs: PathBuf,
+    status_path: PathBuf,
+    log: Option<LogWriter>,
+    stdout: Option<File>,
+    stderr: Option<File>,
+}
+
+/// All containers of the pod.
+#[derive(Default)]
+pub struct Containers {
+    by_id: BTreeMap<String, Container>,
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+impl Containers {
+    /// Starts a container; fails if one with the id is still running.
+    pub fn start(&mut self, req: &StartContainer, ns_dir: &Path) -> Result<ContainerInfo, String> {
+        if let Some(existing) = self.by_id.get(&req.id)
+            && !existing.info.exited
+        {
+            return Err(format!("container {} is already running", req.id));
+        }
+        let log = match req.log_path.as_str() {
+            "" => None,
+            path => Some(
+                LogWriter::open(Path::new(path)).map_err(|e| format!("open log {path}: {e}"))?,
+            ),
+        };
+        let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("stdout pipe: {e}"))?;
+        let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("stderr pipe: {e}"))?;
+        let process = to_process(req, ns_dir, out_w, err_w);
+        let pid = executor::spawn(&process).map_err(|e| e.to_string())?;
+        drop(process); // closes the shim's copies of the write ends
+        for fd in [&out_r, &err_r] {
+            set_nonblocking(fd.as_fd()).map_err(|e| format!("pipe: {e}"))?;
+        }
+        let info = ContainerInfo {
+            id: req.id.clone(),
+            pid: pid.as_raw() as u32,
+            started_at: now_ns(),
+            ..Default::default()
+        };
+        self.by_id.insert(
+            req.id.clone(),
+            Container {
+                info: info.clone(),
+                rootfs: PathBuf::from(&req.rootfs),
+                status_path: PathBuf::from(&req.status_path),
+                log,
+                stdout: Some(File::from(out_r)),
+                stderr: Some(File::from(err_r)),
+            },
+        );
+        Ok(info)
+    }
+
+    pub fn info(&self, id: &str) -> Option<ContainerInfo> {
+        self.by_id.get(id).map(|c| c.info.clone())
+    }
+
+    /// Signals a running container; a no-op once it exited.
+    pub fn signal(&self, id: &str, signal: i32) -> Result<(), String> {
+        let c = self
+            .by_id
+            .get(id)
+            .ok_or_else(|| format!("container {id} not found in this pod"))?;
+        if c.info.exited {
+            return Ok(());
+        }
+        let sig = Signal::try_from(signal).map_err(|_| format!("bad signal {signal}"))?;
+        match kill(Pid::from_raw(c.info.pid as i32), sig) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(e) => Err(format!("signal container {id}: {e}")),
+        }
+    }
+
+    /// Forgets an exited container and unmounts its root.
+    pub fn remove(&mut self, id: &str) -> Result<(), String> {
+        if let Some(c) = self.by_id.get(id)
+            && !c.info.exited
+        {
+            return Err(format!("container {id} is still running"));
+        }
+        if let Some(c) = self.by_id.remove(id) {
+            executor::cleanup_rootfs(&c.rootfs).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    pub fn reopen_log(&mut self, id: &str) -> Result<(), String> {
+        let c = self
+            .by_id
+            .get_mut(id)
+            .ok_or_else(|| format!("container {id} not found in this pod"))?;
+        match c.log.as_mut() {
+            Some(log) => log.reopen().map_err(|e| format!("reopen log of {id}: {e}")),
+            None => Ok(()),
+        }
+    }
+
+    /// Records the exit of a reaped process if it is one of ours; true if it was.
+    pub fn on_exit(&mut self, status: WaitStatus) -> bool {
+        let (pid, code, signal) = match status {
+            WaitStatus::Exited(pid, code) => (pid, code, 0),
+            WaitStatus::Signaled(pid, sig, _) => (pid, 128 + sig as i32, sig as i32),
+            _ => return false,
+        };
+        let Some(c) = self
+            .by_id
+            .values_mut()
+            .find(|c| !c.info.exited && c.info.pid == pid.as_raw() as u32)
+        else {
+            return false;
+        };
+        c.info.exited = true;
+        c.info.exit_code = code;
+        c.info.signal = signal;
+        c.info.finished_at = now_ns();
+        if let Err(e) = write_status(&c.status_path, &c.info) {
+            eprintln!("berth-shim: record exit of {}: {e}", c.info.id);
+        }
+        true
+    }
+
+    /// The open output pipes, for polling: (container id, stream, fd).
+    pub fn pipes(&self) -> Vec<(String, Stream, BorrowedFd<'_>)> {
+        let mut out = Vec::new();
+        for (id, c) in &self.by_id {
+            if let Some(f) = &c.stdout {
+                out.push((id.clone(), Stream::Stdout, f.as_fd()));
+            }
+            if let Some(f) = &c.stderr {
+                out.push((id.clone(), Stream::Stderr, f.as_fd()));
+            }
+        }
+        out
+    }
+
+    /// Moves what is readable on one pipe to the log; closes the pipe at EOF.
+    pub fn drain(&mut self, id: &str, stream: Stream) {
+        let Some(c) = self.by_id.get_mut(id) else {
+            return;
+        };
+        let pipe = match stream {
+            Stream::Stdout => &mut c.stdout,
+            Stream::Stderr => &mut c.stderr,
+        };
+        let Some(file) = pipe.as_mut() else { return };
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => {
+                    *pipe = None;
+                    if let Some(log) = c.log.as_mut() {
+                        let _ = log.close_stream(stream);
+                    }
+                    return;
+                }
+                Ok(n) => {
+                    if let Some(log) = c.log.as_mut()
+                        && let Err(e) = log.write(stream, &buf[..n])
+                    {
+                        eprintln!("berth-shim: log of {id}: {e}");
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    eprintln!("berth-shim: read output of {id}: {e}");
+                    *pipe = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Kills every running container and waits for it, then unmounts every root.
+    pub fn kill_all(&mut self) {
+        for c in self.by_id.values() {
+            if !c.info.exited {
+                let _ = kill(Pid::from_raw(c.info.pid as i32), Signal::SIGKILL);
+            }
+        }
+        let running: Vec<Pid> = self
+            .by_id
+            .values()
+            .filter(|c| !c.info.exited)
+            .map(|c| Pid::from_raw(c.info.pid as i32))
+            .collect();
+        for pid in running {
+            if let Ok(status) = waitpid(pid, None) {
+                self.on_exit(status);
+            }
+        }
+        let ids: Vec<String> = self.by_id.keys().cloned().collect();
+        for id in ids {
+            self.drain(&id, Stream::Stdout);
+            self.drain(&id, Stream::Stderr);
+            if let Some(c) = self.by_id.remove(&id) {
+                let _ = executor::cleanup_rootfs(&c.rootfs);
+            }
+        }
+    }
+}
+
+fn set_nonblocking(fd: BorrowedFd) -> nix::Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(|_| ())
+}
+
+/// Writes the exit record atomically (berthd reads it even after the shim is gone).
+fn write_status(path: &Path, info: &ContainerInfo) -> io::Result<()> {
+    if path.as_os_str().is_empty() {
+        return Ok(());
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, prost::Message::encode_to_vec(info))?;
+    File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Reads an exit record written by a shim.
+pub fn read_status(path: &Path) -> io::Result<ContainerInfo> {
+    let bytes = std::fs::read(path)?;
+    prost::Message::decode(bytes.as_slice()).map_err(io::Error::other)
+}
+
+fn to_process(
+    req: &StartContainer,
+    ns_dir: &Path,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+) -> ContainerProcess {
+    let ns = |own: bool, name: &str| own.then(|| ns_dir.join(name));
+    ContainerProcess {
+        id: req.id.clone(),
+        rootfs: Rootfs::Overlay {
+            lower: req.lower.iter().map(PathBuf::from).collect(),
+            upper: PathBuf::from(&req.upper),
+            work: PathBuf::from(&req.work),
+            target: PathBuf::from(&req.rootfs),
+        },
+        readonly_rootfs: req.readonly_rootfs,
+        mounts: req.mounts.iter().map(to_mount).collect(),
+        net_ns: ns(req.pod_net, super::NS_NET),
+        ipc_ns: ns(req.pod_ipc, super::NS_IPC),
+        uts_ns: ns(req.pod_uts, super::NS_UTS),
+        pid_ns: match req.pid_mode {
+            1 => PidNamespace::Join(ns_dir.join(NS_PID)),
+            2 => PidNamespace::Host,
+            _ => PidNamespace::New,
+        },
+        args: req.args.clone(),
+        env: req.env.clone(),
+        cwd: req.cwd.clone(),
+        user: User {
+            uid: req.uid,
+            gid: req.gid,
+            additional_gids: req.additional_gids.clone(),
+        },
+        capabilities: (!req.all_capabilities).then(|| req.capabilities.clone()),
+        no_new_privs: req.no_new_privs,
+        privileged: req.privileged,
+        masked_paths: req.masked_paths.clone(),
+        readonly_paths: req.readonly_paths.clone(),
+        oom_score_adj: req.has_oom_score_adj.then_some(req.oom_score_adj),
+        rlimits: Vec::new(),
+        cgroup_procs: req.cgroup_procs.iter().map(PathBuf::from).collect(),
+        stdio: Stdio {
+            stdin: None,
+            stdout,
+            stderr,
+        },
+    }
+}
+
+fn to_mount(m: &MountSpec) -> Mount {
+    Mount {
+        destination: m.destination.clone(),
+        source: PathBuf::from(&m.source),
+        kind: if m.tmpfs {
+            MountKind::Tmpfs {
+                options: m.options.clone(),
+            }
+        } else {
+            MountKind::Bind {
+                readonly: m.readonly,
+                propagation: match m.propagation {
+                    1 => Propagation::RSlave,
+                    2 => Propagation::RShared,
+                    _ => Propagation::Private,
+                },
+            }
+        },
+    }
+}
