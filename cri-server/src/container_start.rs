@@ -46,10 +46,12 @@ pub async fn start_container(
             pod.id
         )));
     }
-    let cgroup =
-        state
-            .pod_runtime
-            .container_cgroup(&pod.host.cgroup, &rec.id, &resources(&rec.config));
+    let devices = devices(&rec.config)?;
+    let mut limits = resources(&rec.config);
+    limits.device_rules = Some(device_rules(&rec.config, &devices));
+    let cgroup = state
+        .pod_runtime
+        .container_cgroup(&pod.host.cgroup, &rec.id, &limits);
     let (cgroup_path, procs) = match cgroup {
         Ok(Some((path, procs))) => (path, procs),
         Ok(None) => (String::new(), Vec::new()),
@@ -60,7 +62,8 @@ pub async fn start_container(
         }
     };
     rec.cgroup = cgroup_path;
-    let msg = start_message(&rec, &pod, procs)?;
+    let mut msg = start_message(&rec, &pod, procs)?;
+    msg.mounts.extend(devices.iter().map(|d| d.mount.clone()));
     let socket = pod.host.shim_socket.clone();
     let request = ShimRequest {
         kind: Some(Kind::StartContainer(msg)),
@@ -110,6 +113,89 @@ fn persist(state: &DaemonState, rec: ContainerRecord) -> Result<(), Status> {
         .containers
         .update(rec)
         .map_err(|e| Status::internal(format!("record container {id}: {e}")))
+}
+
+/// A host device given to the container.
+struct DeviceGrant {
+    rule: String,
+    mount: MountSpec,
+}
+
+/// The CRI `devices`, checked on the host: each must be a character or block device node.
+fn devices(config: &cri::ContainerConfig) -> Result<Vec<DeviceGrant>, Status> {
+    use nix::sys::stat::{SFlag, major, minor, stat};
+    let mut out = Vec::new();
+    for (i, d) in config.devices.iter().enumerate() {
+        let field = format!("config.devices[{i}]");
+        if !d.container_path.starts_with('/') {
+            return Err(Status::invalid_argument(format!(
+                "{field}.container_path `{}` must be absolute",
+                d.container_path
+            )));
+        }
+        let st = stat(d.host_path.as_str()).map_err(|e| {
+            Status::invalid_argument(format!("{field}.host_path `{}`: {e}", d.host_path))
+        })?;
+        let kind = match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+            SFlag::S_IFCHR => 'c',
+            SFlag::S_IFBLK => 'b',
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "{field}.host_path `{}` is not a device node",
+                    d.host_path
+                )));
+            }
+        };
+        let perms = if d.permissions.is_empty() {
+            "rwm".to_string()
+        } else {
+            d.permissions.clone()
+        };
+        if perms.chars().any(|c| !"rwm".contains(c)) {
+            return Err(Status::invalid_argument(format!(
+                "{field}.permissions `{perms}` must be made of r, w and m"
+            )));
+        }
+        out.push(DeviceGrant {
+            rule: format!("{kind} {}:{} {perms}", major(st.st_rdev), minor(st.st_rdev)),
+            mount: MountSpec {
+                destination: d.container_path.clone(),
+                source: d.host_path.clone(),
+                readonly: !perms.contains('w'),
+                ..Default::default()
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// The device cgroup rules: every device for privileged containers, else runc's default set
+/// (mknod of any node, use of null/zero/full/random/urandom/tty/ptmx/pts/tun) plus the grants.
+fn device_rules(config: &cri::ContainerConfig, grants: &[DeviceGrant]) -> Vec<String> {
+    let privileged = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .is_some_and(|s| s.privileged);
+    if privileged {
+        return vec!["a".into()];
+    }
+    let defaults = [
+        "c *:* m",
+        "b *:* m",
+        "c 1:3 rwm",
+        "c 1:5 rwm",
+        "c 1:7 rwm",
+        "c 1:8 rwm",
+        "c 1:9 rwm",
+        "c 5:0 rwm",
+        "c 5:2 rwm",
+        "c 136:* rwm",
+        "c 10:200 rwm",
+    ];
+    let mut rules: Vec<String> = defaults.iter().map(|r| r.to_string()).collect();
+    rules.extend(grants.iter().map(|g| g.rule.clone()));
+    rules
 }
 
 /// The container cgroup's limits from its CRI resources.

@@ -624,3 +624,45 @@ async fn exited_container_is_replaced_by_a_new_attempt_and_logs_survive_rotation
     let expected: Vec<String> = (0..40).map(|i| format!("line-{i}")).collect();
     assert_eq!(all, expected, "every line exactly once across the rotation");
 }
+
+#[tokio::test]
+async fn devices_are_granted_and_everything_else_is_denied() {
+    let Some(e) = env().await else { return };
+    let pc = e.pod("devices");
+    let pod = e.run_pod(&pc).await;
+    let mut c = e.container(
+        "devices",
+        &["/bin/sh", "-c", "head -c 4 /dev/granted | wc -c; mknod /tmp/mem c 1 1 && (head -c 1 /tmp/mem 2>&1 || echo mem-denied)"],
+    );
+    c.devices = vec![cri::Device {
+        container_path: "/dev/granted".into(),
+        host_path: "/dev/zero".into(),
+        permissions: "r".into(),
+    }];
+    let (st, lines) = e.run_to_end(&pod, &pc, c).await;
+    let out = lines.join("\n");
+    assert_eq!(st.exit_code, 0, "{out}");
+    assert!(
+        lines.iter().any(|l| l.trim() == "4"),
+        "granted device readable: {out}"
+    );
+    assert!(
+        out.contains("mem-denied"),
+        "device cgroup denies /dev/mem: {out}"
+    );
+
+    let mut bad = e.container("baddev", &["true"]);
+    bad.devices = vec![cri::Device {
+        container_path: "/dev/x".into(),
+        host_path: "/etc/hostname".into(),
+        permissions: "rw".into(),
+    }];
+    let id = e.create(&pod, &pc, bad).await.expect("create");
+    let err = e.start(&id).await.expect_err("not a device");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("config.devices[0].host_path"),
+        "{}",
+        err.message()
+    );
+}

@@ -30,6 +30,10 @@ pub struct CgroupResources {
     pub hugepage_limits: Vec<(String, u64)>,
     /// Raw cgroup v2 files and values (CRI `unified`), written last; ignored on v1.
     pub unified: BTreeMap<String, String>,
+    /// Device access rules (`"c 1:3 rwm"`, `"b *:* m"`, `"a"` for all): when set, everything
+    /// else is denied (v1 `devices.deny`/`devices.allow`; v2 would need an eBPF program and
+    /// logs instead).
+    pub device_rules: Option<Vec<String>>,
 }
 
 /// The v2 period written with a quota when no period is given (the kernel's default).

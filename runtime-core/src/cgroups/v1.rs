@@ -207,6 +207,19 @@ impl V1Cgroup {
         Ok(())
     }
 
+    /// Denies every device, then allows the given rules.
+    fn apply_devices(&self, r: &CgroupResources) -> Result<(), CgroupError> {
+        let Some(rules) = &r.device_rules else {
+            return Ok(());
+        };
+        let dir = self.require_dir("devices", "device rules")?;
+        write(&self.path, &dir.join("devices.deny"), "a")?;
+        for rule in rules {
+            write(&self.path, &dir.join("devices.allow"), rule)?;
+        }
+        Ok(())
+    }
+
     fn set_freezer(&self, state: &str) -> Result<(), CgroupError> {
         let file = self
             .require_dir("freezer", "freezing")?
@@ -266,6 +279,7 @@ impl Cgroup for V1Cgroup {
             self.write_setting(&setting)?;
         }
         self.apply_memory(r)?;
+        self.apply_devices(r)?;
         if !r.unified.is_empty() {
             debug!(cgroup = %self.path, "unified (cgroup v2) resources ignored on cgroup v1");
         }

@@ -168,6 +168,9 @@ impl Cgroup for V2Cgroup {
             cgroup: self.path.clone(),
             reason,
         };
+        if r.device_rules.is_some() {
+            debug!(cgroup = %self.path, "device rules need a cgroup v2 eBPF program: not enforced");
+        }
         let settings = v2_settings(r).map_err(invalid)?;
         if settings.is_empty() {
             return Ok(());
