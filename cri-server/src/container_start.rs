@@ -302,6 +302,7 @@ fn start_message(
             .collect(),
         log_path: rec.log_path.clone(),
         status_path: rec.status_path.display().to_string(),
+        tty: rec.config.tty,
     })
 }
 

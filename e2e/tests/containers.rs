@@ -666,3 +666,24 @@ async fn devices_are_granted_and_everything_else_is_denied() {
         err.message()
     );
 }
+
+#[tokio::test]
+async fn tty_container_logs_its_terminal_output() {
+    let Some(e) = env().await else { return };
+    let pc = e.pod("tty");
+    let pod = e.run_pod(&pc).await;
+    let mut c = e.container(
+        "tty",
+        &[
+            "/bin/sh",
+            "-c",
+            "test -t 1 && echo on-a-tty; readlink /proc/self/fd/0",
+        ],
+    );
+    c.tty = true;
+    let (st, lines) = e.run_to_end(&pod, &pc, c).await;
+    let out = lines.join("\n");
+    assert_eq!(st.exit_code, 0, "{out}");
+    assert!(out.contains("on-a-tty"), "{out}");
+    assert!(out.contains("/dev/pts/"), "{out}");
+}

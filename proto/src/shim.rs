@@ -231,6 +231,10 @@ pub struct StartContainer {
     /// Where the shim records the exit status durably.
     #[prost(string, tag = "28")]
     pub status_path: String,
+    /// Give the process a pseudo-terminal as stdin/stdout/stderr (its output is logged as
+    /// stdout).
+    #[prost(bool, tag = "29")]
+    pub tty: bool,
 }
 
 /// One mount of a container.

@@ -56,13 +56,12 @@ impl Containers {
                 LogWriter::open(Path::new(path)).map_err(|e| format!("open log {path}: {e}"))?,
             ),
         };
-        let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("stdout pipe: {e}"))?;
-        let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("stderr pipe: {e}"))?;
-        let process = to_process(req, ns_dir, out_w, err_w);
+        let (out_r, err_r, stdio) = if req.tty { tty_stdio()? } else { pipe_stdio()? };
+        let process = to_process(req, ns_dir, stdio);
         let pid = executor::spawn(&process).map_err(|e| e.to_string())?;
-        drop(process); // closes the shim's copies of the write ends
-        for fd in [&out_r, &err_r] {
-            set_nonblocking(fd.as_fd()).map_err(|e| format!("pipe: {e}"))?;
+        drop(process); // closes the shim's copies of the container's ends
+        for fd in std::iter::once(&out_r).chain(err_r.as_ref()) {
+            set_nonblocking(fd.as_fd()).map_err(|e| format!("output fd: {e}"))?;
         }
         let info = ContainerInfo {
             id: req.id.clone(),
@@ -78,7 +77,7 @@ impl Containers {
                 status_path: PathBuf::from(&req.status_path),
                 log,
                 stdout: Some(File::from(out_r)),
-                stderr: Some(File::from(err_r)),
+                stderr: err_r.map(File::from),
             },
         );
         Ok(info)
@@ -178,7 +177,12 @@ impl Containers {
         let Some(file) = pipe.as_mut() else { return };
         let mut buf = [0u8; 64 * 1024];
         loop {
-            match file.read(&mut buf) {
+            // A PTY's primary side reports EIO once the container side is closed: that is EOF.
+            let read = match file.read(&mut buf) {
+                Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(0),
+                other => other,
+            };
+            match read {
                 Ok(0) => {
                     *pipe = None;
                     if let Some(log) = c.log.as_mut() {
@@ -233,6 +237,31 @@ impl Containers {
     }
 }
 
+/// Separate pipes for stdout and stderr; stdin is /dev/null.
+fn pipe_stdio() -> Result<(OwnedFd, Option<OwnedFd>, Stdio), String> {
+    let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("stdout pipe: {e}"))?;
+    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("stderr pipe: {e}"))?;
+    let stdio = Stdio {
+        stdin: None,
+        stdout: out_w,
+        stderr: err_w,
+    };
+    Ok((out_r, Some(err_r), stdio))
+}
+
+/// A pseudo-terminal: the container gets the replica as stdin, stdout and stderr (it becomes
+/// its controlling terminal); the shim reads the combined output from the primary side.
+fn tty_stdio() -> Result<(OwnedFd, Option<OwnedFd>, Stdio), String> {
+    let pty = nix::pty::openpty(None, None).map_err(|e| format!("open pty: {e}"))?;
+    let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| format!("dup pty: {e}"));
+    let stdio = Stdio {
+        stdin: Some(dup(&pty.slave)?),
+        stdout: dup(&pty.slave)?,
+        stderr: pty.slave,
+    };
+    Ok((pty.master, None, stdio))
+}
+
 fn set_nonblocking(fd: BorrowedFd) -> nix::Result<()> {
     let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
     fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(|_| ())
@@ -255,12 +284,7 @@ pub fn read_status(path: &Path) -> io::Result<ContainerInfo> {
     prost::Message::decode(bytes.as_slice()).map_err(io::Error::other)
 }
 
-fn to_process(
-    req: &StartContainer,
-    ns_dir: &Path,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
-) -> ContainerProcess {
+fn to_process(req: &StartContainer, ns_dir: &Path, stdio: Stdio) -> ContainerProcess {
     let ns = |own: bool, name: &str| own.then(|| ns_dir.join(name));
     ContainerProcess {
         id: req.id.clone(),
@@ -296,11 +320,7 @@ fn to_process(
         oom_score_adj: req.has_oom_score_adj.then_some(req.oom_score_adj),
         rlimits: Vec::new(),
         cgroup_procs: req.cgroup_procs.iter().map(PathBuf::from).collect(),
-        stdio: Stdio {
-            stdin: None,
-            stdout,
-            stderr,
-        },
+        stdio,
     }
 }
 
