@@ -687,3 +687,92 @@ async fn tty_container_logs_its_terminal_output() {
     assert!(out.contains("on-a-tty"), "{out}");
     assert!(out.contains("/dev/pts/"), "{out}");
 }
+
+#[tokio::test]
+async fn bad_create_requests_are_rejected_by_field() {
+    let Some(e) = env().await else { return };
+    let pc = e.pod("bad");
+    let pod = e.run_pod(&pc).await;
+    let err = e
+        .create("no-such-pod", &pc, e.container("x", &["true"]))
+        .await
+        .expect_err("unknown pod");
+    assert_eq!(err.code(), Code::NotFound);
+
+    let mut no_image = e.container("noimage", &["true"]);
+    no_image.image = Some(ImageSpec {
+        image: "127.0.0.1:1/never/pulled:1".into(),
+        ..Default::default()
+    });
+    let err = e
+        .create(&pod, &pc, no_image)
+        .await
+        .expect_err("image not pulled");
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().contains("never/pulled"), "{}", err.message());
+
+    let mut relative = e.container("relative", &["true"]);
+    relative.mounts = vec![cri::Mount {
+        container_path: "data".into(),
+        host_path: "/tmp".into(),
+        ..Default::default()
+    }];
+    let err = e
+        .create(&pod, &pc, relative)
+        .await
+        .expect_err("relative mount");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("config.mounts[0].container_path"),
+        "{}",
+        err.message()
+    );
+
+    let mut escaping = e.container("escaping", &["true"]);
+    escaping.mounts = vec![cri::Mount {
+        container_path: "/data/../../etc".into(),
+        host_path: "/tmp".into(),
+        ..Default::default()
+    }];
+    let err = e
+        .create(&pod, &pc, escaping)
+        .await
+        .expect_err("escaping mount");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    let mut unnamed = e.container("x", &["true"]);
+    unnamed.metadata = None;
+    let err = e.create(&pod, &pc, unnamed).await.expect_err("no metadata");
+    assert!(
+        err.message().contains("config.metadata.name"),
+        "{}",
+        err.message()
+    );
+
+    e.d.runtime()
+        .await
+        .expect("client")
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .expect("stop pod");
+    let err = e
+        .create(&pod, &pc, e.container("late", &["true"]))
+        .await
+        .expect_err("pod not ready");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let left =
+        e.d.runtime()
+            .await
+            .expect("client")
+            .list_containers(ListContainersRequest { filter: None })
+            .await
+            .expect("list")
+            .into_inner()
+            .containers;
+    assert!(
+        left.is_empty(),
+        "rejected requests leave no container: {left:?}"
+    );
+}
