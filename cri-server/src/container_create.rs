@@ -43,6 +43,13 @@ pub async fn create_container(
         return Err(Status::invalid_argument("config.image.image is required"));
     }
     validate_mounts(config)?;
+    let sc = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.clone())
+        .unwrap_or_default();
+    crate::container_start::seccomp_setting(&sc)?;
+    crate::container_start::apparmor_setting(&sc)?;
     let pod = sandbox_status::find(state, &req.pod_sandbox_id)?;
     if pod.phase != PodPhase::Ready {
         return Err(Status::failed_precondition(format!(

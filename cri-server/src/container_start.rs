@@ -115,6 +115,56 @@ fn persist(state: &DaemonState, rec: ContainerRecord) -> Result<(), Status> {
         .map_err(|e| Status::internal(format!("record container {id}: {e}")))
 }
 
+/// The seccomp setting for the shim: (0 unconfined | 1 runtime default | 2 localhost, path).
+/// No profile means unconfined (kubelet's default); privileged containers are unconfined.
+/// A Localhost profile is compiled here once so a bad one fails with its reason.
+pub fn seccomp_setting(sc: &cri::LinuxContainerSecurityContext) -> Result<(i32, String), Status> {
+    use cri::security_profile::ProfileType;
+    let Some(p) = sc.seccomp.as_ref().filter(|_| !sc.privileged) else {
+        return Ok((0, String::new()));
+    };
+    match ProfileType::try_from(p.profile_type) {
+        Ok(ProfileType::Unconfined) => Ok((0, String::new())),
+        Ok(ProfileType::RuntimeDefault) => Ok((1, String::new())),
+        Ok(ProfileType::Localhost) => {
+            let profile =
+                runtime_core::seccomp::SeccompProfile::Localhost(p.localhost_ref.clone().into());
+            runtime_core::seccomp::compile(&profile).map_err(|e| {
+                Status::invalid_argument(format!("linux.security_context.seccomp: {e}"))
+            })?;
+            Ok((2, p.localhost_ref.clone()))
+        }
+        Err(_) => Err(Status::invalid_argument(format!(
+            "linux.security_context.seccomp.profile_type: unknown type {}",
+            p.profile_type
+        ))),
+    }
+}
+
+/// The AppArmor setting for the shim, checked against the host (a named profile on a host
+/// without AppArmor is refused).
+pub fn apparmor_setting(sc: &cri::LinuxContainerSecurityContext) -> Result<(i32, String), Status> {
+    use cri::security_profile::ProfileType;
+    use runtime_core::apparmor::{self, AppArmorProfile};
+    let Some(p) = sc.apparmor.as_ref().filter(|_| !sc.privileged) else {
+        return Ok((0, String::new()));
+    };
+    let (kind, profile) = match ProfileType::try_from(p.profile_type) {
+        Ok(ProfileType::Unconfined) => return Ok((0, String::new())),
+        Ok(ProfileType::RuntimeDefault) => (1, AppArmorProfile::RuntimeDefault),
+        Ok(ProfileType::Localhost) => (2, AppArmorProfile::Localhost(p.localhost_ref.clone())),
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "linux.security_context.apparmor.profile_type: unknown type {}",
+                p.profile_type
+            )));
+        }
+    };
+    apparmor::validate(&profile)
+        .map_err(|e| Status::invalid_argument(format!("linux.security_context.apparmor: {e}")))?;
+    Ok((kind, p.localhost_ref.clone()))
+}
+
 /// A host device given to the container.
 struct DeviceGrant {
     rule: String,
@@ -248,6 +298,8 @@ fn start_message(
         _ => 0,
     };
     let (capabilities, all_capabilities) = capabilities(&sc)?;
+    let seccomp = seccomp_setting(&sc)?;
+    let apparmor = apparmor_setting(&sc)?;
     let (masked, readonly) = if sc.privileged {
         (Vec::new(), Vec::new())
     } else {
@@ -303,6 +355,10 @@ fn start_message(
         log_path: rec.log_path.clone(),
         status_path: rec.status_path.display().to_string(),
         tty: rec.config.tty,
+        seccomp: seccomp.0,
+        seccomp_profile: seccomp.1,
+        apparmor: apparmor.0,
+        apparmor_profile: apparmor.1,
     })
 }
 

@@ -776,3 +776,93 @@ async fn bad_create_requests_are_rejected_by_field() {
         "rejected requests leave no container: {left:?}"
     );
 }
+
+#[tokio::test]
+async fn seccomp_profiles_apply_and_apparmor_is_checked() {
+    let Some(e) = env().await else { return };
+    let pc = e.pod("seccomp");
+    let pod = e.run_pod(&pc).await;
+    let profile = |kind: cri::security_profile::ProfileType, path: &str| cri::SecurityProfile {
+        profile_type: kind as i32,
+        localhost_ref: path.into(),
+    };
+
+    let mut default = e.container(
+        "default",
+        &[
+            "/bin/sh",
+            "-c",
+            "grep '^Seccomp:' /proc/self/status; mkdir /tmp/ok && echo mkdir-ok",
+        ],
+    );
+    security(&mut default).seccomp = Some(profile(
+        cri::security_profile::ProfileType::RuntimeDefault,
+        "",
+    ));
+    let (st, lines) = e.run_to_end(&pod, &pc, default).await;
+    let out = lines.join("\n");
+    assert_eq!(st.exit_code, 0, "{out}");
+    assert!(out.contains("Seccomp:\t2"), "filter installed: {out}");
+    assert!(out.contains("mkdir-ok"), "{out}");
+
+    let dir = tempfile::tempdir().expect("profile dir");
+    let file = dir.path().join("no-mkdir.json");
+    std::fs::write(
+        &file,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":13}]}"#,
+    )
+    .expect("write profile");
+    let mut local = e.container(
+        "local",
+        &[
+            "/bin/sh",
+            "-c",
+            "mkdir /tmp/denied 2>&1 || echo mkdir-denied",
+        ],
+    );
+    security(&mut local).seccomp = Some(profile(
+        cri::security_profile::ProfileType::Localhost,
+        &file.display().to_string(),
+    ));
+    let (_, lines) = e.run_to_end(&pod, &pc, local).await;
+    let out = lines.join("\n");
+    assert!(
+        out.contains("Permission denied") && out.contains("mkdir-denied"),
+        "{out}"
+    );
+
+    let mut missing = e.container("missing-profile", &["true"]);
+    security(&mut missing).seccomp = Some(profile(
+        cri::security_profile::ProfileType::Localhost,
+        "/nonexistent/profile.json",
+    ));
+    let err = e
+        .create(&pod, &pc, missing)
+        .await
+        .expect_err("missing profile");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("/nonexistent/profile.json"),
+        "{}",
+        err.message()
+    );
+
+    if !runtime_apparmor_enabled() {
+        let mut named = e.container("apparmor", &["true"]);
+        security(&mut named).apparmor = Some(profile(
+            cri::security_profile::ProfileType::Localhost,
+            "my-profile",
+        ));
+        let err = e
+            .create(&pod, &pc, named)
+            .await
+            .expect_err("apparmor disabled");
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("my-profile"), "{}", err.message());
+    }
+}
+
+fn runtime_apparmor_enabled() -> bool {
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.trim() == "Y")
+}

@@ -235,6 +235,16 @@ pub struct StartContainer {
     /// stdout).
     #[prost(bool, tag = "29")]
     pub tty: bool,
+    /// Seccomp: 0 unconfined, 1 the runtime default profile, 2 `seccomp_profile` (a file).
+    #[prost(int32, tag = "30")]
+    pub seccomp: i32,
+    #[prost(string, tag = "31")]
+    pub seccomp_profile: String,
+    /// AppArmor: 0 unconfined, 1 the runtime default, 2 the loaded profile `apparmor_profile`.
+    #[prost(int32, tag = "32")]
+    pub apparmor: i32,
+    #[prost(string, tag = "33")]
+    pub apparmor_profile: String,
 }
 
 /// One mount of a container.

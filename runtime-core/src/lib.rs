@@ -2,7 +2,9 @@
 //! the `berth-shim` binary. This crate grows with the container issues; today: cgroups and the
 //! per-pod `berth-shim` (namespaces, pinning, the shim protocol).
 
+pub mod apparmor;
 pub mod cgroups;
 pub mod executor;
 pub mod logs;
+pub mod seccomp;
 pub mod shim;

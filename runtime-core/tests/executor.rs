@@ -122,6 +122,8 @@ impl Fixture {
             oom_score_adj: None,
             rlimits: vec![],
             cgroup_procs: vec![],
+            seccomp: None,
+            apparmor: None,
             stdio: Stdio {
                 stdin: None,
                 stdout: stdout_tx,

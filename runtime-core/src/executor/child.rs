@@ -47,6 +47,11 @@ fn become_container(spec: &ContainerProcess, plan: &Plan) -> Result<Infallible, 
     set_oom_score_adj(spec.oom_score_adj)?;
     set_rlimits(&plan.rlimits)?;
     rootfs::enter(spec, plan)?;
+    // Without no_new_privs a filter needs CAP_SYS_ADMIN: install it while the child still
+    // has it (everything done after it is allowed by the default profile).
+    if !spec.no_new_privs {
+        install_seccomp(spec)?;
+    }
     caps::drop_bounding(&plan.caps)?;
     user::switch(&spec.user)?;
     caps::apply(&plan.caps)?;
@@ -54,8 +59,21 @@ fn become_container(spec: &ContainerProcess, plan: &Plan) -> Result<Infallible, 
     umask(Mode::from_bits_truncate(0o022));
     if spec.no_new_privs {
         set_no_new_privs()?;
+        install_seccomp(spec)?;
+    }
+    if let Some(profile) = &spec.apparmor {
+        crate::apparmor::apply_on_exec(profile)
+            .map_err(|e| Failure::plain(format!("apparmor: {e}"), None))?;
     }
     exec::exec(plan)
+}
+
+fn install_seccomp(spec: &ContainerProcess) -> Result<(), Failure> {
+    match &spec.seccomp {
+        Some(filter) => crate::seccomp::install(filter)
+            .map_err(|e| Failure::plain(format!("seccomp: {e}"), None)),
+        None => Ok(()),
+    }
 }
 
 /// Moves the error pipe off fds 0-2, which stdio is about to take.

@@ -91,6 +91,10 @@ pub struct ContainerProcess {
     pub rlimits: Vec<Rlimit>,
     /// `cgroup.procs` files the process writes itself to before anything else.
     pub cgroup_procs: Vec<PathBuf>,
+    /// Seccomp filter installed right before exec (compiled by the caller); None: unconfined.
+    pub seccomp: Option<crate::seccomp::SeccompFilter>,
+    /// AppArmor profile applied on exec; None: unconfined.
+    pub apparmor: Option<crate::apparmor::AppArmorProfile>,
     /// The process's stdio; the caller keeps its own ends and closes these after `spawn`.
     pub stdio: Stdio,
 }

@@ -15,10 +15,12 @@ use nix::unistd::{Pid, pipe2};
 use proto::shim::{ContainerInfo, MountSpec, StartContainer};
 
 use super::NS_PID;
+use crate::apparmor::AppArmorProfile;
 use crate::executor::{
     self, ContainerProcess, Mount, MountKind, PidNamespace, Propagation, Rootfs, Stdio, User,
 };
 use crate::logs::{LogWriter, Stream};
+use crate::seccomp::{self, SeccompFilter, SeccompProfile};
 
 /// One container the shim started.
 pub struct Container {
@@ -56,8 +58,15 @@ impl Containers {
                 LogWriter::open(Path::new(path)).map_err(|e| format!("open log {path}: {e}"))?,
             ),
         };
+        let seccomp = seccomp_filter(req)?;
         let (out_r, err_r, stdio) = if req.tty { tty_stdio()? } else { pipe_stdio()? };
-        let process = to_process(req, ns_dir, stdio);
+        let mut process = to_process(req, ns_dir, stdio);
+        process.seccomp = seccomp;
+        process.apparmor = match req.apparmor {
+            1 => Some(AppArmorProfile::RuntimeDefault),
+            2 => Some(AppArmorProfile::Localhost(req.apparmor_profile.clone())),
+            _ => None,
+        };
         let pid = executor::spawn(&process).map_err(|e| e.to_string())?;
         drop(process); // closes the shim's copies of the container's ends
         for fd in std::iter::once(&out_r).chain(err_r.as_ref()) {
@@ -237,6 +246,16 @@ impl Containers {
     }
 }
 
+/// The container's compiled seccomp filter, if it has one.
+fn seccomp_filter(req: &StartContainer) -> Result<Option<SeccompFilter>, String> {
+    let profile = match req.seccomp {
+        1 => SeccompProfile::RuntimeDefault,
+        2 => SeccompProfile::Localhost(PathBuf::from(&req.seccomp_profile)),
+        _ => return Ok(None),
+    };
+    seccomp::compile(&profile).map_err(|e| e.to_string())
+}
+
 /// Separate pipes for stdout and stderr; stdin is /dev/null.
 fn pipe_stdio() -> Result<(OwnedFd, Option<OwnedFd>, Stdio), String> {
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("stdout pipe: {e}"))?;
@@ -320,6 +339,8 @@ fn to_process(req: &StartContainer, ns_dir: &Path, stdio: Stdio) -> ContainerPro
         oom_score_adj: req.has_oom_score_adj.then_some(req.oom_score_adj),
         rlimits: Vec::new(),
         cgroup_procs: req.cgroup_procs.iter().map(PathBuf::from).collect(),
+        seccomp: None,
+        apparmor: None,
         stdio,
     }
 }
