@@ -190,8 +190,9 @@ impl Env {
 
 /// Content of each CRI log line (`<time> <stream> <F|P> <content>`).
 fn read_log(path: &Path) -> Vec<String> {
-    // The shim may still be draining the pipe right after the exit: give it a moment.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // The shim may still be draining the pipe right after the exit: give it a moment (a
+    // container that prints nothing costs this wait).
+    let deadline = Instant::now() + Duration::from_secs(1);
     loop {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         if !text.is_empty() || Instant::now() > deadline {
@@ -865,4 +866,32 @@ async fn seccomp_profiles_apply_and_apparmor_is_checked() {
 fn runtime_apparmor_enabled() -> bool {
     std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
         .is_ok_and(|s| s.trim() == "Y")
+}
+
+#[tokio::test]
+async fn container_reads_its_own_cgroup_limits() {
+    let Some(e) = env().await else { return };
+    let pc = e.pod("limits");
+    let pod = e.run_pod(&pc).await;
+    let mut c = e.container(
+        "limits",
+        &["/bin/sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; cat /sys/fs/cgroup/cpu/cpu.shares; echo 1 > /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || echo cgroup-ro"],
+    );
+    c.linux.get_or_insert_with(Default::default).resources = Some(LinuxContainerResources {
+        memory_limit_in_bytes: 48 << 20,
+        cpu_shares: 256,
+        ..Default::default()
+    });
+    let (st, lines) = e.run_to_end(&pod, &pc, c).await;
+    let out = lines.join("\n");
+    assert_eq!(st.exit_code, 0, "{out}");
+    assert!(
+        lines.contains(&(48u64 << 20).to_string()),
+        "memory limit visible: {out}"
+    );
+    assert!(
+        lines.contains(&"256".to_string()),
+        "cpu shares visible: {out}"
+    );
+    assert!(out.contains("cgroup-ro"), "cgroups are read-only: {out}");
 }

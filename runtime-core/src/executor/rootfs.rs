@@ -19,6 +19,7 @@ use super::{ContainerProcess, devices};
 pub(super) fn enter(spec: &ContainerProcess, plan: &Plan) -> Result<(), Failure> {
     let root = isolate_rootfs(spec, plan)?;
     mount_system(&root, spec.privileged)?;
+    mount_cgroups(&root, spec)?;
     for m in &spec.mounts {
         mounts::mount_cri(&root, m)?;
     }
@@ -70,6 +71,50 @@ fn mount_system(root: &OwnedFd, privileged: bool) -> Result<(), Failure> {
     };
     mount_new(root, "/sys", "sysfs", "sysfs", sys, "")?;
     devices::mount_dev(root, privileged)
+}
+
+/// The container's own cgroups at `/sys/fs/cgroup` (read-only unless privileged), so programs
+/// can read their limits: on v1 a tmpfs holding each hierarchy's container cgroup at
+/// `/sys/fs/cgroup/<hierarchy>`; on a unified (v2) host the container cgroup itself.
+fn mount_cgroups(root: &OwnedFd, spec: &ContainerProcess) -> Result<(), Failure> {
+    const BASE: &str = "/sys/fs/cgroup";
+    let dirs: Vec<(String, std::path::PathBuf)> = spec
+        .cgroup_procs
+        .iter()
+        .filter_map(|procs| {
+            let dir = procs.parent()?;
+            let first = dir.strip_prefix(BASE).ok()?.components().next()?;
+            Some((first.as_os_str().to_str()?.to_string(), dir.to_path_buf()))
+        })
+        .collect();
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    let bind = |destination: String, source: std::path::PathBuf| {
+        let m = super::Mount {
+            destination,
+            source,
+            kind: super::MountKind::Bind {
+                readonly: !spec.privileged,
+                propagation: super::Propagation::Private,
+            },
+        };
+        mounts::mount_cri(root, &m)
+    };
+    let unified = nix::sys::statfs::statfs(BASE)
+        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+    if unified {
+        return bind(BASE.to_string(), dirs[0].1.clone());
+    }
+    let safe = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount_new(root, BASE, "tmpfs", "tmpfs", safe, "mode=755")?;
+    for (name, dir) in dirs {
+        bind(format!("{BASE}/{name}"), dir)?;
+    }
+    if spec.privileged {
+        return Ok(());
+    }
+    mounts::make_readonly(root, BASE)
 }
 
 /// `pivot_root(".", ".")` and a lazy unmount of the old root stacked on top, as runc does: no
