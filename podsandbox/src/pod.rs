@@ -210,6 +210,7 @@ impl PodRuntime {
     ) -> Result<PodHostState, PodError> {
         let id = spec.id.as_str();
         let files_dir = self.files_dir(id);
+        let t0 = std::time::Instant::now();
         done.files = Some(files_dir.clone());
         self.write_files(spec, &files_dir, None)?;
 
@@ -248,6 +249,7 @@ impl PodRuntime {
         .map_err(|e| step_err(id, "start shim")(e.to_string()))?
         .map_err(|e| step_err(id, "start shim")(e.to_string()))?;
         done.shim_pid = shim_pid;
+        let t_shim = t0.elapsed();
         self.join_reaper_to_cgroup(id, &socket, &cgroup).await;
 
         let netns = (!spec.namespaces.host_network).then(|| ns_dir.join(shim::NS_NET));
@@ -261,6 +263,12 @@ impl PodRuntime {
         if let Some(ip) = ips.first().and_then(|ip| ip.parse::<IpAddr>().ok()) {
             self.write_files(spec, &files_dir, Some(ip))?;
         }
+        tracing::debug!(
+            pod = %id,
+            until_shim_ready_us = t_shim.as_micros() as u64,
+            total_us = t0.elapsed().as_micros() as u64,
+            "pod start timing"
+        );
         info!(pod = %id, shim_pid, ips = ?ips, "pod sandbox started");
         Ok(PodHostState {
             shim_pid,

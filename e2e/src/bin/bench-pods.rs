@@ -52,7 +52,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cni = tempfile::tempdir()?;
     let berthd = Berthd::start_with(BerthdOptions {
         config_toml: Some(net.config_toml(cni.path())),
-        args: vec!["--log-level".into(), "warn".into()],
+        args: vec![
+            "--log-level".into(),
+            std::env::var("BERTH_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        ],
         ..Default::default()
     })
     .await?;

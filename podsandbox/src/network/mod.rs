@@ -110,8 +110,9 @@ pub struct BridgeNetwork {
     gateway: Ipv4Addr,
     ipam: Ipam,
     nft: NftTable,
-    /// Serializes host-level setup (bridge, sysctls, base nft rules).
-    host_lock: tokio::sync::Mutex<()>,
+    /// Serializes host-level setup (bridge, sysctls, base nft rules) and remembers that the
+    /// sysctls and base rules are in place, so later pods skip the `nft` process.
+    host_lock: tokio::sync::Mutex<bool>,
 }
 
 /// What [`BridgeNetwork::wire_pod`] connects.
@@ -138,7 +139,7 @@ impl BridgeNetwork {
             gateway,
             ipam,
             nft,
-            host_lock: tokio::sync::Mutex::new(()),
+            host_lock: tokio::sync::Mutex::new(false),
         })
     }
 
@@ -212,7 +213,8 @@ impl BridgeNetwork {
     /// pods still attached lose connectivity but keep their addresses.
     pub async fn teardown_host(&self) -> Result<(), NetworkError> {
         let nl = Netlink::connect(HOST)?;
-        let _guard = self.host_lock.lock().await;
+        let mut base_ready = self.host_lock.lock().await;
+        *base_ready = false;
         netlink::delete_link(&nl.handle, HOST, &self.cfg.bridge).await?;
         self.nft.delete(HOST).await?;
         tracing::info!(bridge = %self.cfg.bridge, table = %self.nft.name, "pod network host setup removed");
@@ -221,11 +223,14 @@ impl BridgeNetwork {
 
     /// Bridge, sysctls and base nft rules; returns the bridge index.
     async fn ensure_host(&self, handle: &Handle, pod_id: &str) -> Result<u32, NetworkError> {
-        let _guard = self.host_lock.lock().await;
+        let mut base_ready = self.host_lock.lock().await;
         let (bridge, prefix) = (&self.cfg.bridge, self.cfg.pod_cidr.prefix_len());
         let index = bridge::ensure_bridge(handle, pod_id, bridge, self.gateway, prefix).await?;
-        bridge::enable_sysctls(pod_id, bridge)?;
-        self.nft.ensure_base(pod_id, self.cfg.pod_cidr).await?;
+        if !*base_ready {
+            bridge::enable_sysctls(pod_id, bridge)?;
+            self.nft.ensure_base(pod_id, self.cfg.pod_cidr).await?;
+            *base_ready = true;
+        }
         Ok(index)
     }
 
@@ -239,8 +244,7 @@ impl BridgeNetwork {
     ) -> Result<(), NetworkError> {
         let pod_id = target.pod_id;
         let (host, peer) = (host_veth_name(pod_id), temp_peer_name(pod_id));
-        veth::create_pair(handle, pod_id, &host, &peer).await?;
-        veth::move_peer(handle, pod_id, &peer, &target.netns).await?;
+        veth::create_pair_in(handle, pod_id, &host, &peer, &target.netns).await?;
         let side = PodSide {
             pod_id: pod_id.to_string(),
             temp_name: peer,

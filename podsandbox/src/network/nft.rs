@@ -52,6 +52,11 @@ impl NftTable {
 
     /// Installs the pod's hostPort rules, replacing any stale ones.
     pub(crate) async fn add_pod(&self, rules: &PodRules<'_>) -> Result<(), NetworkError> {
+        // Pod IDs are fresh and random: a pod without host ports has no rules to replace, so
+        // it costs no `nft` process.
+        if rules.ports.is_empty() {
+            return Ok(());
+        }
         let listing = self.list(rules.pod_id).await?;
         let mut script = self.remove_script(&listing, rules.pod_id, &rules.chain);
         if !rules.ports.is_empty() {
