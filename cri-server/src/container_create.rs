@@ -102,7 +102,7 @@ pub async fn create_container(
         status_path: dir.join("exit.pb"),
         stop_signal,
     };
-    state.containers.reserve(rec.clone()).map_err(|existing| {
+    crate::container_store::reserve(&state.containers, rec.clone()).map_err(|existing| {
         Status::already_exists(format!(
             "container `{name}` (attempt {}) already exists in pod sandbox {} as {existing}",
             rec.metadata().attempt,

@@ -21,7 +21,7 @@ pub async fn list_containers(
 ) -> ListContainersResponse {
     let filter = req.filter.as_ref();
     let candidates = match filter.map(|f| f.id.as_str()) {
-        Some(id) if !id.is_empty() => state.containers.lookup(id).into_iter().collect(),
+        Some(id) if !id.is_empty() => state.containers.find(id).into_iter().collect(),
         _ => state.containers.list(),
     };
     let mut containers = Vec::new();
@@ -39,14 +39,13 @@ fn matches(rec: &ContainerRecord, filter: Option<&ContainerFilter>) -> bool {
     if !f.pod_sandbox_id.is_empty() && !rec.pod_id.starts_with(&f.pod_sandbox_id) {
         return false;
     }
-    if let Some(s) = &f.state
-        && s.state != cri_state(rec) as i32
-    {
-        return false;
-    }
-    f.label_selector
-        .iter()
-        .all(|(k, v)| rec.config.labels.get(k) == Some(v))
+    let state = f.state.as_ref().map(|s| s.state);
+    crate::sandbox_list::state_and_labels_match(
+        state,
+        cri_state(rec) as i32,
+        &f.label_selector,
+        &rec.config.labels,
+    )
 }
 
 fn to_item(rec: &ContainerRecord) -> Container {

@@ -20,7 +20,7 @@ pub async fn remove_container(
     if req.container_id.is_empty() {
         return Err(Status::invalid_argument("container_id is required"));
     }
-    let Some(rec) = state.containers.lookup(&req.container_id) else {
+    let Some(rec) = state.containers.find(&req.container_id) else {
         return Ok(RemoveContainerResponse {});
     };
     let lock = state.containers.lock_for(&rec.id);

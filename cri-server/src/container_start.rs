@@ -283,13 +283,7 @@ fn start_message(
         .as_ref()
         .and_then(|l| l.security_context.clone())
         .unwrap_or_default();
-    let pod_ns = pod
-        .config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-        .and_then(|s| s.namespace_options.clone())
-        .unwrap_or_default();
+    let pod_ns = pod.namespace_options();
     let pid_mode = match NamespaceMode::try_from(
         sc.namespace_options.as_ref().map_or(pod_ns.pid, |n| n.pid),
     ) {

@@ -50,7 +50,7 @@ pub async fn container_status(
 pub fn find(state: &DaemonState, id: &str) -> Result<ContainerRecord, Status> {
     state
         .containers
-        .lookup(id)
+        .find(id)
         .ok_or_else(|| Status::not_found(format!("container {id} not found")))
 }
 

@@ -1,9 +1,7 @@
 //! Container records: in memory for lookups, persisted atomically under
 //! `<root_dir>/containers/<id>/container.json`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use proto::cri::{ContainerConfig, ContainerMetadata};
 use serde::{Deserialize, Serialize};
@@ -56,125 +54,31 @@ impl ContainerRecord {
     }
 }
 
-/// All container records, with a per-container lock serializing operations on one container.
-pub struct ContainerStore {
-    dir: PathBuf,
-    containers: Mutex<BTreeMap<String, ContainerRecord>>,
-    locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+impl crate::record_store::Record for ContainerRecord {
+    fn id(&self) -> &str {
+        &self.id
+    }
 }
 
-impl ContainerStore {
-    /// Loads every record under `<root>/containers`; unreadable ones are logged and skipped.
-    pub fn open(root: &Path) -> std::io::Result<ContainerStore> {
-        let dir = root.join("containers");
-        std::fs::create_dir_all(&dir)?;
-        let mut containers = BTreeMap::new();
-        for entry in std::fs::read_dir(&dir)?.flatten() {
-            let file = entry.path().join("container.json");
-            match std::fs::read(&file).map(|b| serde_json::from_slice::<ContainerRecord>(&b)) {
-                Ok(Ok(rec)) => {
-                    containers.insert(rec.id.clone(), rec);
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(file = %file.display(), error = %e, "skipping unreadable container record")
-                }
-                Err(_) => {}
-            }
-        }
-        Ok(ContainerStore {
-            dir,
-            containers: Mutex::new(containers),
-            locks: Mutex::new(BTreeMap::new()),
-        })
-    }
+/// All container records (`<root_dir>/containers/<id>/container.json`, beside the
+/// container's upper and work dirs).
+pub type ContainerStore = crate::record_store::RecordStore<ContainerRecord>;
 
-    fn map(&self) -> MutexGuard<'_, BTreeMap<String, ContainerRecord>> {
-        self.containers.lock().unwrap_or_else(|p| p.into_inner())
-    }
+/// Opens the container records under `<root>/containers`.
+pub fn open(root: &Path) -> std::io::Result<ContainerStore> {
+    ContainerStore::open(&root.join("containers"), "container.json")
+}
 
-    /// Directory of a container's persistent state.
-    pub fn dir_of(&self, id: &str) -> PathBuf {
-        self.dir.join(id)
-    }
+/// Records a new container unless its pod already has one with the same name and attempt;
+/// `Err(existing id)` otherwise.
+pub fn reserve(store: &ContainerStore, rec: ContainerRecord) -> Result<(), String> {
+    let (pod, m) = (rec.pod_id.clone(), rec.metadata());
+    store.reserve(rec, |c| {
+        c.pod_id == pod && c.metadata().name == m.name && c.metadata().attempt == m.attempt
+    })
+}
 
-    pub fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks.entry(id.to_string()).or_default().clone()
-    }
-
-    /// Records a new container unless its pod already has one with the same name and
-    /// attempt; `Err(existing id)` otherwise.
-    pub fn reserve(&self, rec: ContainerRecord) -> Result<(), String> {
-        let mut map = self.map();
-        let m = rec.metadata();
-        if let Some(existing) = map.values().find(|c| {
-            c.pod_id == rec.pod_id
-                && c.metadata().name == m.name
-                && c.metadata().attempt == m.attempt
-        }) {
-            return Err(existing.id.clone());
-        }
-        map.insert(rec.id.clone(), rec.clone());
-        drop(map);
-        if let Err(e) = self.persist(&rec) {
-            self.map().remove(&rec.id);
-            return Err(format!("<persist failed: {e}>"));
-        }
-        Ok(())
-    }
-
-    pub fn update(&self, rec: ContainerRecord) -> std::io::Result<()> {
-        self.persist(&rec)?;
-        self.map().insert(rec.id.clone(), rec);
-        Ok(())
-    }
-
-    fn persist(&self, rec: &ContainerRecord) -> std::io::Result<()> {
-        let dir = self.dir.join(&rec.id);
-        std::fs::create_dir_all(&dir)?;
-        let bytes = serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?;
-        images::fsutil::write_atomic(&dir.join("container.json"), &bytes)
-    }
-
-    /// Forgets a container and deletes its persistent dir (record, upper and work dirs).
-    pub fn remove(&self, id: &str) -> std::io::Result<()> {
-        self.map().remove(id);
-        self.locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
-        match std::fs::remove_dir_all(self.dir.join(id)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
-    }
-
-    pub fn get(&self, id: &str) -> Option<ContainerRecord> {
-        self.map().get(id).cloned()
-    }
-
-    /// The container with this ID or unique ID prefix.
-    pub fn lookup(&self, id: &str) -> Option<ContainerRecord> {
-        let map = self.map();
-        if let Some(c) = map.get(id) {
-            return Some(c.clone());
-        }
-        let mut hits = map.values().filter(|c| c.id.starts_with(id));
-        match (hits.next(), hits.next()) {
-            (Some(one), None) => Some(one.clone()),
-            _ => None,
-        }
-    }
-
-    pub fn list(&self) -> Vec<ContainerRecord> {
-        self.map().values().cloned().collect()
-    }
-
-    pub fn of_pod(&self, pod_id: &str) -> Vec<ContainerRecord> {
-        self.map()
-            .values()
-            .filter(|c| c.pod_id == pod_id)
-            .cloned()
-            .collect()
-    }
+/// The containers of a pod.
+pub fn of_pod(store: &ContainerStore, pod_id: &str) -> Vec<ContainerRecord> {
+    store.filter(|c| c.pod_id == pod_id)
 }

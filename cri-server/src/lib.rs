@@ -24,6 +24,7 @@ pub mod image_service;
 pub mod image_status;
 pub mod logging;
 pub mod pod_store;
+pub mod record_store;
 pub mod recovery;
 pub mod runtime_config;
 pub mod runtime_service;

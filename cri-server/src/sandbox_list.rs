@@ -1,5 +1,7 @@
 //! `ListPodSandbox`: filters by ID (full or unique prefix), state and labels; all must match.
 
+use std::collections::HashMap;
+
 use proto::cri::{ListPodSandboxRequest, ListPodSandboxResponse, PodSandbox, PodSandboxFilter};
 
 use crate::pod_store::{Lookup, PodRecord};
@@ -27,14 +29,25 @@ pub fn list_pod_sandbox(
 
 fn matches(rec: &PodRecord, filter: Option<&PodSandboxFilter>) -> bool {
     let Some(f) = filter else { return true };
-    if let Some(s) = &f.state
-        && s.state != cri_state(rec) as i32
-    {
-        return false;
-    }
-    f.label_selector
-        .iter()
-        .all(|(k, v)| rec.config.labels.get(k) == Some(v))
+    let state = f.state.as_ref().map(|s| s.state);
+    state_and_labels_match(
+        state,
+        cri_state(rec) as i32,
+        &f.label_selector,
+        &rec.config.labels,
+    )
+}
+
+/// The filter parts pods and containers share: an optional wanted state, and labels that
+/// must all be present with the same values.
+pub fn state_and_labels_match(
+    wanted_state: Option<i32>,
+    state: i32,
+    selector: &HashMap<String, String>,
+    labels: &HashMap<String, String>,
+) -> bool {
+    wanted_state.is_none_or(|w| w == state)
+        && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 fn to_item(rec: &PodRecord) -> PodSandbox {

@@ -24,7 +24,7 @@ pub async fn remove_pod_sandbox(
     let Some(rec) = state.pods.get(id) else {
         return Ok(RemovePodSandboxResponse {});
     };
-    for c in state.containers.of_pod(id) {
+    for c in crate::container_store::of_pod(&state.containers, id) {
         let lock = state.containers.lock_for(&c.id);
         let _g = lock.lock().await;
         crate::container_remove::remove(state, c).await?;

@@ -46,7 +46,7 @@ pub async fn run_pod_sandbox(
     };
     let lock = state.pods.lock_for(&id);
     let _guard = lock.lock().await;
-    state.pods.reserve(record.clone()).map_err(|existing| {
+    crate::pod_store::reserve(&state.pods, record.clone()).map_err(|existing| {
         let m = record.metadata();
         Status::already_exists(format!(
             "pod sandbox {}/{} (uid {}, attempt {}) already exists as {existing}",

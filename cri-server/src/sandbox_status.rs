@@ -65,13 +65,7 @@ pub fn cri_state(rec: &PodRecord) -> PodSandboxState {
 }
 
 fn to_status(rec: &PodRecord) -> PodSandboxStatus {
-    let options = rec
-        .config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-        .and_then(|s| s.namespace_options.clone())
-        .unwrap_or_default();
+    let options = rec.namespace_options();
     let mut ips = rec.host.ips.iter();
     PodSandboxStatus {
         id: rec.id.clone(),

@@ -35,7 +35,7 @@ pub async fn stop(state: &DaemonState, id: &str) -> Result<(), Status> {
         .await
         .map_err(errors::pod_status)?;
     // The pod's processes are dead and its shim recorded their exits: bring records in step.
-    for c in state.containers.of_pod(id) {
+    for c in crate::container_store::of_pod(&state.containers, id) {
         crate::container_status::refresh(state, c).await;
     }
     if rec.phase != PodPhase::NotReady {

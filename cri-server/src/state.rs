@@ -49,12 +49,12 @@ impl DaemonState {
             registry_options(&config.registry),
             config.registry.max_concurrent_downloads,
         )?;
-        let pods = PodStore::open(&config.root_dir).map_err(|source| StateError::Pods {
+        let pods = crate::pod_store::open(&config.root_dir).map_err(|source| StateError::Pods {
             path: config.root_dir.join("pods"),
             source,
         })?;
         let containers =
-            ContainerStore::open(&config.root_dir).map_err(|source| StateError::Pods {
+            crate::container_store::open(&config.root_dir).map_err(|source| StateError::Pods {
                 path: config.root_dir.join("containers"),
                 source,
             })?;

@@ -1,0 +1,204 @@
+//! The persistence both pod and container records use: one JSON file per record under
+//! `<root_dir>/<kind>/<id>/<file>`, written atomically, mirrored in memory, plus a lock per
+//! record that serializes operations on it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A record kept by a [`RecordStore`].
+pub trait Record: Clone + Serialize + DeserializeOwned {
+    /// The record's ID (its directory name).
+    fn id(&self) -> &str;
+}
+
+/// Records of one kind.
+pub struct RecordStore<T> {
+    dir: PathBuf,
+    file: &'static str,
+    records: Mutex<BTreeMap<String, T>>,
+    locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Lookup outcomes for an ID or ID prefix.
+pub enum Lookup<T> {
+    Found(Box<T>),
+    Missing,
+    Ambiguous(usize),
+}
+
+impl<T: Record> RecordStore<T> {
+    /// Loads every `<dir>/<id>/<file>`; unreadable records are logged and skipped.
+    pub fn open(dir: &Path, file: &'static str) -> std::io::Result<RecordStore<T>> {
+        std::fs::create_dir_all(dir)?;
+        let mut records = BTreeMap::new();
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            let path = entry.path().join(file);
+            match std::fs::read(&path).map(|b| serde_json::from_slice::<T>(&b)) {
+                Ok(Ok(rec)) => {
+                    records.insert(rec.id().to_string(), rec);
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(file = %path.display(), error = %e, "skipping unreadable record")
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %entry.path().display(), error = %e, "skipping directory without a record")
+                }
+            }
+        }
+        Ok(RecordStore {
+            dir: dir.to_path_buf(),
+            file,
+            records: Mutex::new(records),
+            locks: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn map(&self) -> MutexGuard<'_, BTreeMap<String, T>> {
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Directory of a record (also holds whatever else belongs to it).
+    pub fn dir_of(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// The lock serializing operations on record `id`.
+    pub fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(id.to_string()).or_default().clone()
+    }
+
+    /// Adds `rec` unless `conflicts` finds an existing record it clashes with; then
+    /// `Err(that record's id)`. Check and insert happen under one lock.
+    pub fn reserve(&self, rec: T, conflicts: impl Fn(&T) -> bool) -> Result<(), String> {
+        let mut map = self.map();
+        if let Some(existing) = map.values().find(|r| conflicts(r)) {
+            return Err(existing.id().to_string());
+        }
+        map.insert(rec.id().to_string(), rec.clone());
+        drop(map);
+        if let Err(e) = self.persist(&rec) {
+            self.map().remove(rec.id());
+            return Err(format!("<persist failed: {e}>"));
+        }
+        Ok(())
+    }
+
+    /// Saves a changed record.
+    pub fn update(&self, rec: T) -> std::io::Result<()> {
+        self.persist(&rec)?;
+        self.map().insert(rec.id().to_string(), rec);
+        Ok(())
+    }
+
+    fn persist(&self, rec: &T) -> std::io::Result<()> {
+        let dir = self.dir.join(rec.id());
+        std::fs::create_dir_all(&dir)?;
+        let bytes = serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?;
+        images::fsutil::write_atomic(&dir.join(self.file), &bytes)
+    }
+
+    /// Forgets a record and deletes its directory.
+    pub fn remove(&self, id: &str) -> std::io::Result<()> {
+        self.map().remove(id);
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        match std::fs::remove_dir_all(self.dir.join(id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<T> {
+        self.map().get(id).cloned()
+    }
+
+    /// Finds a record by full ID or unique ID prefix.
+    pub fn lookup(&self, id_or_prefix: &str) -> Lookup<T> {
+        let map = self.map();
+        if let Some(r) = map.get(id_or_prefix) {
+            return Lookup::Found(Box::new(r.clone()));
+        }
+        let hits: Vec<&T> = map
+            .values()
+            .filter(|r| r.id().starts_with(id_or_prefix))
+            .collect();
+        match hits.as_slice() {
+            [] => Lookup::Missing,
+            [one] => Lookup::Found(Box::new((*one).clone())),
+            many => Lookup::Ambiguous(many.len()),
+        }
+    }
+
+    /// The record with this ID or unique ID prefix.
+    pub fn find(&self, id_or_prefix: &str) -> Option<T> {
+        match self.lookup(id_or_prefix) {
+            Lookup::Found(r) => Some(*r),
+            Lookup::Missing | Lookup::Ambiguous(_) => None,
+        }
+    }
+
+    pub fn list(&self) -> Vec<T> {
+        self.map().values().cloned().collect()
+    }
+
+    /// Records for which `keep` holds.
+    pub fn filter(&self, keep: impl Fn(&T) -> bool) -> Vec<T> {
+        self.map().values().filter(|r| keep(r)).cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Thing {
+        id: String,
+        name: String,
+    }
+
+    impl Record for Thing {
+        fn id(&self) -> &str {
+            &self.id
+        }
+    }
+
+    fn thing(id: &str, name: &str) -> Thing {
+        Thing {
+            id: id.into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn records_persist_conflict_and_resolve_by_prefix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: RecordStore<Thing> = RecordStore::open(dir.path(), "thing.json").expect("open");
+        store
+            .reserve(thing("abc123", "a"), |_| false)
+            .expect("first");
+        let err = store
+            .reserve(thing("def456", "a"), |t| t.name == "a")
+            .expect_err("conflict");
+        assert_eq!(err, "abc123");
+        store
+            .reserve(thing("abd999", "b"), |t| t.name == "b")
+            .expect("second");
+        assert!(matches!(store.lookup("ab"), Lookup::Ambiguous(2)));
+        assert!(matches!(store.lookup("abc"), Lookup::Found(t) if t.id == "abc123"));
+        assert!(matches!(store.lookup("zz"), Lookup::Missing));
+        let reopened: RecordStore<Thing> =
+            RecordStore::open(dir.path(), "thing.json").expect("reopen");
+        assert_eq!(reopened.list().len(), 2);
+        reopened.remove("abc123").expect("remove");
+        reopened.remove("abc123").expect("remove twice");
+        assert!(!dir.path().join("abc123").exists());
+    }
+}
