@@ -27,6 +27,7 @@ mod resources;
 mod stats;
 mod v1;
 mod v2;
+mod v2_devices;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -31,8 +31,7 @@ pub struct CgroupResources {
     /// Raw cgroup v2 files and values (CRI `unified`), written last; ignored on v1.
     pub unified: BTreeMap<String, String>,
     /// Device access rules (`"c 1:3 rwm"`, `"b *:* m"`, `"a"` for all): when set, everything
-    /// else is denied (v1 `devices.deny`/`devices.allow`; v2 would need an eBPF program and
-    /// logs instead).
+    /// else is denied (v1 `devices.deny`/`devices.allow`; v2 an attached eBPF device filter).
     pub device_rules: Option<Vec<String>>,
 }
 

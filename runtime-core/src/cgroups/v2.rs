@@ -168,8 +168,10 @@ impl Cgroup for V2Cgroup {
             cgroup: self.path.clone(),
             reason,
         };
-        if r.device_rules.is_some() {
-            debug!(cgroup = %self.path, "device rules need a cgroup v2 eBPF program: not enforced");
+        if let Some(rules) = &r.device_rules {
+            let rules = super::v2_devices::parse_rules(rules).map_err(invalid)?;
+            super::v2_devices::attach(&self.dir, &rules)
+                .map_err(|e| e.into_cgroup_error(&self.path))?;
         }
         let settings = v2_settings(r).map_err(invalid)?;
         if settings.is_empty() {
