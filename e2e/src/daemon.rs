@@ -280,9 +280,20 @@ impl Drop for Berthd {
                 self.stderr()
             );
         }
+        if self
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        {
+            crate::cleanup::remove_pods_via_daemon(&self.socket);
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        // Only the daemon that owns the directory cleans up (a restarted daemon shares it).
+        if self._tempdir.is_some() {
+            crate::cleanup::force_cleanup(&self.dir, &self.root_dir);
         }
     }
 }

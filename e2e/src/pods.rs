@@ -60,8 +60,32 @@ impl Default for TestNetwork {
     }
 }
 
+/// The cgroup parent of this test process's pods (nextest runs each test in its own
+/// process), so tests never leave cgroups under berth's production default `berth/`.
+pub fn test_cgroup_parent() -> String {
+    format!("berth-e2e-{}", std::process::id())
+}
+
+/// Removes this test process's (empty) cgroup parent from every hierarchy.
+pub fn remove_test_cgroup_parent() {
+    remove_empty_cgroup(&test_cgroup_parent());
+}
+
+/// Removes an empty top-level cgroup from every hierarchy (v1 controllers and v2).
+pub fn remove_empty_cgroup(name: &str) {
+    for entry in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let _ = std::fs::remove_dir(entry.path().join(name));
+    }
+    let _ = std::fs::remove_dir(std::path::Path::new("/sys/fs/cgroup").join(name));
+}
+
 impl Drop for TestNetwork {
     fn drop(&mut self) {
+        remove_test_cgroup_parent();
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
             .output();
@@ -101,7 +125,7 @@ pub fn pod_config(name: &str) -> PodSandboxConfig {
         labels: HashMap::from([("app".to_string(), name.to_string())]),
         annotations: HashMap::new(),
         linux: Some(LinuxPodSandboxConfig {
-            cgroup_parent: String::new(),
+            cgroup_parent: test_cgroup_parent(),
             security_context: Some(LinuxSandboxSecurityContext {
                 namespace_options: Some(NamespaceOption {
                     network: NamespaceMode::Pod as i32,

@@ -310,11 +310,7 @@ async fn pod_cgroup_carries_resources_and_overhead_and_is_removed() {
     assert_eq!(shares.trim(), "612");
     remove(&d, &id).await;
     assert!(!mem.exists(), "pod cgroup removed");
-    for ctl in [
-        "memory", "cpu", "cpuacct", "pids", "cpuset", "devices", "freezer", "blkio",
-    ] {
-        let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(ctl).join(&parent));
-    }
+    e2e::pods::remove_empty_cgroup(&parent);
 
     let mut slice = pod_config("slice");
     if let Some(l) = slice.linux.as_mut() {

@@ -1,0 +1,168 @@
+//! Leaves the host as a test found it: whatever a test's berthd created (pods, containers,
+//! shims, mounts, cgroups) is removed when the test's `Berthd` is dropped, even if the test
+//! failed halfway or killed berthd.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use proto::cri::{ListPodSandboxRequest, RemovePodSandboxRequest};
+
+/// How long the graceful part (RemovePodSandbox through the daemon) may take.
+const GRACEFUL: Duration = Duration::from_secs(20);
+
+/// Removes every pod through the daemon's own RPCs (the normal cleanup path).
+pub fn remove_pods_via_daemon(socket: &Path) {
+    let socket = socket.to_path_buf();
+    let work = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            let _ = tokio::time::timeout(GRACEFUL, remove_all(&socket)).await;
+        });
+    });
+    let _ = work.join();
+}
+
+async fn remove_all(socket: &Path) {
+    let Ok(channel) = crate::daemon::connect(socket).await else {
+        return;
+    };
+    let mut rt = proto::cri::runtime_service_client::RuntimeServiceClient::new(channel);
+    let Ok(pods) = rt
+        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+        .await
+    else {
+        return;
+    };
+    for pod in pods.into_inner().items {
+        let _ = rt
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pod.id,
+            })
+            .await;
+    }
+}
+
+/// The fallback when the daemon is gone or failed: kills the shims it started (found by their
+/// spec file under `dir`) and every process left in the pods' cgroups, unmounts what is
+/// mounted under `dir`, and removes the pods' cgroups.
+pub fn force_cleanup(dir: &Path, root_dir: &Path) {
+    let cgroups = pod_cgroups(root_dir);
+    for pid in shims_under(dir) {
+        kill(pid);
+    }
+    for cg in &cgroups {
+        for pid in cgroup_pids(cg) {
+            kill(pid);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    unmount_under(dir);
+    for cg in &cgroups {
+        remove_cgroup_tree(cg);
+    }
+}
+
+fn kill(pid: i32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// PIDs of `berth-shim` processes whose spec file lies under `dir`.
+fn shims_under(dir: &Path) -> Vec<i32> {
+    let needle = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            cmd.contains("berth-shim") && cmd.contains(&needle)
+        })
+        .collect()
+}
+
+/// Pod cgroup paths recorded in the daemon's pod records.
+fn pod_cgroups(root_dir: &Path) -> Vec<String> {
+    std::fs::read_dir(root_dir.join("pods"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("pod.json")).ok())
+        .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .filter_map(|v| v["host"]["cgroup"].as_str().map(String::from))
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+/// Every hierarchy's directory for a relative cgroup path.
+fn cgroup_dirs(cgroup: &str) -> Vec<PathBuf> {
+    std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|h| h.path().join(cgroup))
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+fn cgroup_pids(cgroup: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for dir in cgroup_dirs(cgroup) {
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+            pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            stack.extend(
+                std::fs::read_dir(&d)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir()),
+            );
+        }
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+fn remove_cgroup_tree(cgroup: &str) {
+    for dir in cgroup_dirs(cgroup) {
+        let mut all = Vec::new();
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            stack.extend(
+                std::fs::read_dir(&d)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir()),
+            );
+            all.push(d);
+        }
+        // Children before parents.
+        for d in all.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// Lazily unmounts every mount point under `dir`, deepest first.
+fn unmount_under(dir: &Path) {
+    let mut mounts = crate::pods::mounts_under(dir);
+    mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for m in mounts {
+        let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
