@@ -288,6 +288,10 @@ async fn exit_codes_users_and_start_errors_are_reported() {
     );
     let st = e.status(&id).await;
     assert_eq!(st.reason, "StartError");
+    assert!(
+        !e.d.state_dir.join("rootfs").join(&id).exists(),
+        "a failed start leaves no root mounted"
+    );
 
     let mut bad_dir = e.container("nodir", &["true"]);
     bad_dir.working_dir = "/does/not/exist".into();

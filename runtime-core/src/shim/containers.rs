@@ -67,7 +67,14 @@ impl Containers {
             2 => Some(AppArmorProfile::Localhost(req.apparmor_profile.clone())),
             _ => None,
         };
-        let pid = executor::spawn(&process).map_err(|e| e.to_string())?;
+        let pid = match executor::spawn(&process) {
+            Ok(pid) => pid,
+            Err(e) => {
+                // A failed start leaves no root mounted (a later start mounts it again).
+                let _ = executor::cleanup_rootfs(Path::new(&req.rootfs));
+                return Err(e.to_string());
+            }
+        };
         drop(process); // closes the shim's copies of the container's ends
         for fd in std::iter::once(&out_r).chain(err_r.as_ref()) {
             set_nonblocking(fd.as_fd()).map_err(|e| format!("output fd: {e}"))?;
