@@ -222,6 +222,46 @@ impl Berthd {
         Ok(ImageServiceClient::new(channel))
     }
 
+    /// RunPodSandbox with the default handler; the pod's ID.
+    pub async fn run_pod(
+        &self,
+        config: proto::cri::PodSandboxConfig,
+    ) -> Result<String, tonic::Status> {
+        let mut rt = self
+            .runtime()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        rt.run_pod_sandbox(proto::cri::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner().pod_sandbox_id)
+    }
+
+    /// RemovePodSandbox, which must succeed.
+    pub async fn remove_pod(&self, id: &str) {
+        let mut rt = self.runtime().await.expect("runtime client");
+        rt.remove_pod_sandbox(proto::cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        })
+        .await
+        .expect("RemovePodSandbox");
+    }
+
+    /// IDs of every pod the daemon lists.
+    pub async fn pod_ids(&self) -> Vec<String> {
+        let mut rt = self.runtime().await.expect("runtime client");
+        rt.list_pod_sandbox(proto::cri::ListPodSandboxRequest { filter: None })
+            .await
+            .expect("ListPodSandbox")
+            .into_inner()
+            .items
+            .into_iter()
+            .map(|p| p.id)
+            .collect()
+    }
+
     /// The daemon's PID while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

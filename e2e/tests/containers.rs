@@ -13,8 +13,8 @@ use proto::cri::{
     self, ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest, ImageSpec,
     Int64Value, KeyValue, LinuxContainerConfig, LinuxContainerResources,
     LinuxContainerSecurityContext, ListContainersRequest, PodSandboxConfig, PullImageRequest,
-    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopContainerRequest, StopPodSandboxRequest,
+    RemoveContainerRequest, RemovePodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    StopPodSandboxRequest,
 };
 use tonic::Code;
 
@@ -79,18 +79,7 @@ impl Env {
     }
 
     async fn run_pod(&self, config: &PodSandboxConfig) -> String {
-        self.d
-            .runtime()
-            .await
-            .expect("client")
-            .run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(config.clone()),
-                runtime_handler: String::new(),
-            })
-            .await
-            .expect("RunPodSandbox")
-            .into_inner()
-            .pod_sandbox_id
+        self.d.run_pod(config.clone()).await.expect("RunPodSandbox")
     }
 
     fn container(&self, name: &str, command: &[&str]) -> ContainerConfig {

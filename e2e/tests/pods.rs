@@ -12,9 +12,8 @@ use e2e::pods::{
 };
 use nix::sys::signal::Signal;
 use proto::cri::{
-    self, ListPodSandboxRequest, NamespaceMode, PodSandboxConfig, PodSandboxFilter,
-    PodSandboxState, PodSandboxStateValue, PodSandboxStatusRequest, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StopPodSandboxRequest,
+    self, ListPodSandboxRequest, NamespaceMode, PodSandboxFilter, PodSandboxState,
+    PodSandboxStateValue, PodSandboxStatusRequest, RunPodSandboxRequest, StopPodSandboxRequest,
 };
 use tonic::Code;
 
@@ -44,18 +43,6 @@ async fn env() -> Option<Env> {
     })
 }
 
-async fn run(d: &Berthd, config: PodSandboxConfig) -> Result<String, tonic::Status> {
-    d.runtime()
-        .await
-        .expect("client")
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
-        .await
-        .map(|r| r.into_inner().pod_sandbox_id)
-}
-
 async fn status(d: &Berthd, id: &str) -> Result<cri::PodSandboxStatusResponse, tonic::Status> {
     d.runtime()
         .await
@@ -77,17 +64,6 @@ async fn stop(d: &Berthd, id: &str) {
         })
         .await
         .expect("StopPodSandbox");
-}
-
-async fn remove(d: &Berthd, id: &str) {
-    d.runtime()
-        .await
-        .expect("client")
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: id.into(),
-        })
-        .await
-        .expect("RemovePodSandbox");
 }
 
 struct Info {
@@ -152,7 +128,7 @@ fn assert_pod_gone(e: &Env, i: &Info) {
 async fn pod_runs_with_its_own_namespaces_ip_and_files_then_leaves_nothing() {
     let Some(e) = env().await else { return };
     let d = &e.berthd;
-    let id = run(d, pod_config("web")).await.expect("RunPodSandbox");
+    let id = d.run_pod(pod_config("web")).await.expect("RunPodSandbox");
     let resp = status(d, &id).await.expect("status");
     let st = resp.status.clone().expect("status");
     assert_eq!(st.state, PodSandboxState::SandboxReady as i32);
@@ -192,8 +168,8 @@ async fn pod_runs_with_its_own_namespaces_ip_and_files_then_leaves_nothing() {
         .expect("status");
     assert_eq!(after_stop.state, PodSandboxState::SandboxNotready as i32);
     stop(d, &id).await; // idempotent
-    remove(d, &id).await;
-    remove(d, &id).await; // idempotent
+    d.remove_pod(&id).await;
+    d.remove_pod(&id).await; // idempotent
     let err = status(d, &id).await.expect_err("removed pod");
     assert_eq!(err.code(), Code::NotFound);
     assert_pod_gone(&e, &i);
@@ -227,8 +203,8 @@ async fn pods_reach_each_other_and_a_host_port_reaches_the_pod() {
         host_port: host_port as i32,
         host_ip: String::new(),
     }];
-    let a = run(d, a_cfg).await.expect("pod a");
-    let b = run(d, pod_config("client")).await.expect("pod b");
+    let a = d.run_pod(a_cfg).await.expect("pod a");
+    let b = d.run_pod(pod_config("client")).await.expect("pod b");
     let a_resp = status(d, &a).await.expect("status a");
     let a_ip: std::net::Ipv4Addr = a_resp
         .status
@@ -257,7 +233,7 @@ async fn pods_reach_each_other_and_a_host_port_reaches_the_pod() {
     assert_eq!(got, b"via host port");
 
     for id in [&a, &b] {
-        remove(d, id).await;
+        d.remove_pod(id).await;
     }
     assert!(bridge_ports(&e.net.bridge).is_empty());
 }
@@ -266,8 +242,8 @@ async fn pods_reach_each_other_and_a_host_port_reaches_the_pod() {
 async fn list_filters_by_id_prefix_state_and_labels() {
     let Some(e) = env().await else { return };
     let d = &e.berthd;
-    let a = run(d, pod_config("alpha")).await.expect("a");
-    let b = run(d, pod_config("beta")).await.expect("b");
+    let a = d.run_pod(pod_config("alpha")).await.expect("a");
+    let b = d.run_pod(pod_config("beta")).await.expect("b");
     stop(d, &b).await;
     let list = |filter: Option<PodSandboxFilter>| async {
         d.runtime()
@@ -313,7 +289,7 @@ async fn list_filters_by_id_prefix_state_and_labels() {
         .is_empty()
     );
     for id in [&a, &b] {
-        remove(d, id).await;
+        d.remove_pod(id).await;
     }
 }
 
@@ -322,11 +298,11 @@ async fn duplicate_metadata_is_already_exists_naming_the_pod() {
     let Some(e) = env().await else { return };
     let d = &e.berthd;
     let cfg = pod_config("dup");
-    let first = run(d, cfg.clone()).await.expect("first");
-    let err = run(d, cfg).await.expect_err("second");
+    let first = d.run_pod(cfg.clone()).await.expect("first");
+    let err = d.run_pod(cfg).await.expect_err("second");
     assert_eq!(err.code(), Code::AlreadyExists);
     assert!(err.message().contains(&first), "{}", err.message());
-    remove(d, &first).await;
+    d.remove_pod(&first).await;
 }
 
 #[tokio::test]
@@ -343,7 +319,7 @@ async fn host_namespace_and_shared_pid_modes() {
     ns.network = NamespaceMode::Node as i32;
     ns.ipc = NamespaceMode::Node as i32;
     ns.pid = NamespaceMode::Node as i32;
-    let h = run(d, host).await.expect("host network pod");
+    let h = d.run_pod(host).await.expect("host network pod");
     let resp = status(d, &h).await.expect("status");
     assert_eq!(
         resp.status.clone().expect("st").network.expect("net").ip,
@@ -372,7 +348,7 @@ async fn host_namespace_and_shared_pid_modes() {
         .and_then(|s| s.namespace_options.as_mut())
         .expect("ns options")
         .pid = NamespaceMode::Pod as i32;
-    let s = run(d, shared).await.expect("shared pid pod");
+    let s = d.run_pod(shared).await.expect("shared pid pod");
     let si = info(&status(d, &s).await.expect("status"));
     let pid_pin = si.netns.expect("netns").with_file_name("pid");
     assert!(
@@ -381,7 +357,7 @@ async fn host_namespace_and_shared_pid_modes() {
         pid_pin.display()
     );
     for id in [&h, &s] {
-        remove(d, id).await;
+        d.remove_pod(id).await;
     }
     assert_pod_gone(&e, &i);
 }
@@ -392,7 +368,7 @@ async fn bad_requests_are_rejected_by_field_and_leave_nothing() {
     let d = &e.berthd;
     let mut no_meta = pod_config("x");
     no_meta.metadata = None;
-    let err = run(d, no_meta).await.expect_err("no metadata");
+    let err = d.run_pod(no_meta).await.expect_err("no metadata");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(
         err.message().contains("config.metadata"),
@@ -404,7 +380,7 @@ async fn bad_requests_are_rejected_by_field_and_leave_nothing() {
     if let Some(m) = no_name.metadata.as_mut() {
         m.name.clear();
     }
-    let err = run(d, no_name).await.expect_err("no name");
+    let err = d.run_pod(no_name).await.expect_err("no name");
     assert!(
         err.message().contains("config.metadata.name"),
         "{}",
@@ -415,7 +391,7 @@ async fn bad_requests_are_rejected_by_field_and_leave_nothing() {
     if let Some(l) = unsafe_sysctl.linux.as_mut() {
         l.sysctls.insert("kernel.panic".into(), "1".into());
     }
-    let err = run(d, unsafe_sysctl).await.expect_err("unsafe sysctl");
+    let err = d.run_pod(unsafe_sysctl).await.expect_err("unsafe sysctl");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("kernel.panic"), "{}", err.message());
 
@@ -439,7 +415,7 @@ async fn bad_requests_are_rejected_by_field_and_leave_nothing() {
         host_port: 8080,
         host_ip: String::new(),
     }];
-    let err = run(d, bad_port).await.expect_err("bad port");
+    let err = d.run_pod(bad_port).await.expect_err("bad port");
     assert!(
         err.message().contains("port_mappings[0].container_port"),
         "{}",
@@ -452,7 +428,8 @@ async fn bad_requests_are_rejected_by_field_and_leave_nothing() {
         l.sysctls
             .insert("net.ipv4.no_such_sysctl".into(), "1".into());
     }
-    let err = run(d, kernel_rejects)
+    let err = d
+        .run_pod(kernel_rejects)
         .await
         .expect_err("kernel rejects sysctl");
     assert!(
@@ -461,15 +438,7 @@ async fn bad_requests_are_rejected_by_field_and_leave_nothing() {
         err.message()
     );
 
-    let list = d
-        .runtime()
-        .await
-        .expect("client")
-        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
-        .await
-        .expect("list")
-        .into_inner()
-        .items;
+    let list = d.pod_ids().await;
     assert!(list.is_empty(), "no pod recorded: {list:?}");
     assert!(mounts_under(d.dir()).is_empty());
     assert!(bridge_ports(&e.net.bridge).is_empty(), "no veth left");
@@ -483,7 +452,7 @@ async fn bad_requests_are_rejected_by_field_and_leave_nothing() {
 #[tokio::test]
 async fn pods_survive_kill_9_of_berthd_and_are_found_again() {
     let Some(mut e) = env().await else { return };
-    let id = run(&e.berthd, pod_config("survivor")).await.expect("run");
+    let id = e.berthd.run_pod(pod_config("survivor")).await.expect("run");
     let i = info(&status(&e.berthd, &id).await.expect("status"));
     e.berthd
         .stop_with(Signal::SIGKILL, Duration::from_secs(10))
@@ -502,7 +471,7 @@ async fn pods_survive_kill_9_of_berthd_and_are_found_again() {
         st.status.expect("st").state,
         PodSandboxState::SandboxReady as i32
     );
-    remove(&again, &id).await;
+    again.remove_pod(&id).await;
     assert!(!process_alive(i.pid));
     assert!(!link_exists("definitely-not-a-link"));
 }

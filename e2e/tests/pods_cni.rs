@@ -7,10 +7,7 @@ use std::process::Command;
 
 use e2e::daemon::{Berthd, BerthdOptions};
 use e2e::pods::{TestNetwork, listen_once_in, mounts_under, pod_config, process_alive, read_from};
-use proto::cri::{
-    self, LinuxContainerResources, ListPodSandboxRequest, PodSandboxStatusRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest,
-};
+use proto::cri::{self, LinuxContainerResources, PodSandboxStatusRequest};
 use tonic::Code;
 
 const CNI_BIN: &str = "/usr/lib/cni";
@@ -93,18 +90,6 @@ async fn start(env: &CniEnv, bin_dir: &Path) -> Berthd {
     .expect("start berthd")
 }
 
-async fn run(d: &Berthd, config: cri::PodSandboxConfig) -> Result<String, tonic::Status> {
-    d.runtime()
-        .await
-        .expect("client")
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
-        .await
-        .map(|r| r.into_inner().pod_sandbox_id)
-}
-
 async fn info(d: &Berthd, id: &str) -> (String, serde_json::Value) {
     let resp = d
         .runtime()
@@ -122,17 +107,6 @@ async fn info(d: &Berthd, id: &str) -> (String, serde_json::Value) {
         ip,
         serde_json::from_str(&resp.info["info"]).expect("info JSON"),
     )
-}
-
-async fn remove(d: &Berthd, id: &str) {
-    d.runtime()
-        .await
-        .expect("client")
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: id.into(),
-        })
-        .await
-        .expect("RemovePodSandbox");
 }
 
 fn host_local_entries(dir: &Path) -> Vec<PathBuf> {
@@ -168,7 +142,7 @@ async fn cni_pod_gets_an_address_a_host_port_and_is_cleaned_up() {
         host_port: host_port as i32,
         host_ip: String::new(),
     }];
-    let id = run(&d, cfg).await.expect("RunPodSandbox on CNI");
+    let id = d.run_pod(cfg).await.expect("RunPodSandbox on CNI");
     let (ip, v) = info(&d, &id).await;
     assert!(
         env.net.contains(&ip),
@@ -198,7 +172,7 @@ async fn cni_pod_gets_an_address_a_host_port_and_is_cleaned_up() {
     );
 
     let shim = v["pid"].as_u64().expect("pid") as u32;
-    remove(&d, &id).await;
+    d.remove_pod(&id).await;
     assert!(!process_alive(shim));
     assert!(
         host_local_entries(env.ipam.path()).is_empty(),
@@ -231,7 +205,8 @@ async fn failing_cni_plugin_is_a_clear_error_and_leaves_nothing() {
         .expect("chmod plugin");
     let env = CniEnv::new(Some(serde_json::json!({"type": "berth-e2e-fail"})));
     let d = start(&env, bins.path()).await;
-    let err = run(&d, pod_config("cni-fail"))
+    let err = d
+        .run_pod(pod_config("cni-fail"))
         .await
         .expect_err("plugin fails");
     assert_eq!(err.code(), Code::Internal, "{}", err.message());
@@ -240,15 +215,7 @@ async fn failing_cni_plugin_is_a_clear_error_and_leaves_nothing() {
         "{}",
         err.message()
     );
-    let pods = d
-        .runtime()
-        .await
-        .expect("client")
-        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
-        .await
-        .expect("list")
-        .into_inner()
-        .items;
+    let pods = d.pod_ids().await;
     assert!(pods.is_empty(), "no pod recorded");
     assert!(mounts_under(d.dir()).is_empty(), "no namespace pins left");
     assert!(
@@ -290,7 +257,7 @@ async fn pod_cgroup_carries_resources_and_overhead_and_is_removed() {
             ..Default::default()
         });
     }
-    let id = run(&d, cfg).await.expect("run");
+    let id = d.run_pod(cfg).await.expect("run");
     let (_, v) = info(&d, &id).await;
     let cgroup = v["cgroup"].as_str().expect("cgroup").to_string();
     assert!(cgroup.starts_with(&parent), "{cgroup}");
@@ -308,7 +275,7 @@ async fn pod_cgroup_carries_resources_and_overhead_and_is_removed() {
     )
     .expect("cpu.shares");
     assert_eq!(shares.trim(), "612");
-    remove(&d, &id).await;
+    d.remove_pod(&id).await;
     assert!(!mem.exists(), "pod cgroup removed");
     e2e::pods::remove_empty_cgroup(&parent);
 
@@ -316,7 +283,7 @@ async fn pod_cgroup_carries_resources_and_overhead_and_is_removed() {
     if let Some(l) = slice.linux.as_mut() {
         l.cgroup_parent = "kubepods-besteffort.slice".into();
     }
-    let err = run(&d, slice).await.expect_err("systemd slice");
+    let err = d.run_pod(slice).await.expect_err("systemd slice");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("systemd"), "{}", err.message());
 }
