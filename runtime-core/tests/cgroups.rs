@@ -2,14 +2,15 @@
 //! cgroups under its own parent `berth-test-<pid>-<n>-<nanos>`, which a drop guard kills and
 //! removes; the cgroups this test process lives in are never touched.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use runtime_core::cgroups::{
     CGROUP_ROOT, Cgroup, CgroupError, CgroupLayout, CgroupResources, Cgroups,
@@ -34,12 +35,7 @@ struct TestParent {
 
 impl TestParent {
     fn new(cgroups: &Cgroups) -> TestParent {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("berth-test-{}-{n}-{nanos}", std::process::id());
+        let name = common::unique_cgroup_name();
         TestParent {
             cgroups: cgroups.clone(),
             name,

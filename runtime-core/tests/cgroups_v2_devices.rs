@@ -6,11 +6,11 @@
 //! everything, so only the filter under test can refuse it. The cgroups this test process lives
 //! in are never touched.
 
+mod common;
+
 use std::ffi::{CStr, CString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, statfs};
 use runtime_core::cgroups::{Cgroup, CgroupError, CgroupResources, Cgroups};
@@ -47,12 +47,7 @@ struct ScratchRoot {
 
 impl ScratchRoot {
     fn new(cgroup2: &Path) -> ScratchRoot {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("berth-test-{}-{n}-{nanos}", std::process::id());
+        let name = common::unique_cgroup_name();
         let dir = cgroup2.join(&name);
         std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
         ScratchRoot {

@@ -5,6 +5,8 @@
 //! Tests hold one lock: they compare process-wide state (fds, children, mounts) before and
 //! after spawning, which concurrent tests in the same process would disturb.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -12,14 +14,13 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio as ProcessStdio};
-use std::sync::{Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::mount::MsFlags;
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{Pid, geteuid};
+use nix::unistd::Pid;
 use runtime_core::executor::{
     self, ContainerProcess, ExecError, Mount, MountKind, PidNamespace, Propagation, Rlimit, Rootfs,
     Stdio, User,
@@ -32,25 +33,10 @@ const APPLETS: &str = "sh cat ls id mount sleep echo hostname grep ps touch mkdi
 /// containerd's default capabilities as a mask (CapEff of a default root container).
 const DEFAULT_CAPS_MASK: u64 = 0xa80425fb;
 
-static SERIAL: Mutex<()> = Mutex::new(());
+use common::serial;
 
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// True if the test can run; prints why not otherwise (never skips in CI).
 fn runnable(test: &str) -> bool {
-    if geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test}: CI must run the executor tests as root"
-    );
-    eprintln!("skipped {test}: needs root");
-    false
+    common::runnable("executor", test)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -6,34 +6,19 @@
 //! The children only make raw syscalls (no allocation), as after any fork of a threaded
 //! process; one lock keeps children of concurrent tests from holding each other's pipes.
 
+mod common;
+
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 
-use nix::unistd::geteuid;
 use runtime_core::seccomp::{self, SeccompError, SeccompFilter, SeccompProfile};
 
-static SERIAL: Mutex<()> = Mutex::new(());
+use common::serial;
 
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// True if the test can run; prints why not otherwise (never skips in CI).
 fn runnable(test: &str) -> bool {
-    if geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test}: CI must run the seccomp tests as root"
-    );
-    eprintln!("skipped {test}: needs root");
-    false
+    common::runnable("seccomp", test)
 }
 
 /// A syscall made in the child; returns 0 on success or the errno.
