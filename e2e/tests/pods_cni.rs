@@ -287,3 +287,27 @@ async fn pod_cgroup_carries_resources_and_overhead_and_is_removed() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("systemd"), "{}", err.message());
 }
+
+#[tokio::test]
+async fn cni_pods_reach_each_other() {
+    if !ready() {
+        return;
+    }
+    let env = CniEnv::new(None);
+    let bins = tempfile::tempdir().expect("bin dir");
+    let d = start(&env, bins.path()).await;
+    let a = d.run_pod(pod_config("cni-a")).await.expect("pod a");
+    let b = d.run_pod(pod_config("cni-b")).await.expect("pod b");
+    let (a_ip, a_info) = info(&d, &a).await;
+    let (_, b_info) = info(&d, &b).await;
+    let a_ns = PathBuf::from(a_info["netnsPath"].as_str().expect("netns a"));
+    let b_ns = PathBuf::from(b_info["netnsPath"].as_str().expect("netns b"));
+    listen_once_in(&a_ns, 9090, b"cni pod a").expect("listen in a");
+    let target = SocketAddr::from((a_ip.parse::<Ipv4Addr>().expect("ip"), 9090));
+    let got = e2e::pods::in_netns(&b_ns, move || read_from(target)).expect("b reaches a");
+    assert_eq!(got, b"cni pod a");
+    for id in [&a, &b] {
+        d.remove_pod(id).await;
+    }
+    assert!(host_local_entries(env.ipam.path()).is_empty());
+}
