@@ -114,47 +114,44 @@ fn cgroup_dirs(cgroup: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-fn cgroup_pids(cgroup: &str) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for dir in cgroup_dirs(cgroup) {
-        let mut stack = vec![dir];
-        while let Some(d) = stack.pop() {
-            let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
-            pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-            stack.extend(
-                std::fs::read_dir(&d)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.is_dir()),
-            );
-        }
+/// Every directory of a cgroup's tree in every hierarchy, each parent before its children.
+fn cgroup_tree(cgroup: &str) -> Vec<PathBuf> {
+    let mut all = Vec::new();
+    let mut stack = cgroup_dirs(cgroup);
+    while let Some(d) = stack.pop() {
+        stack.extend(
+            std::fs::read_dir(&d)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir()),
+        );
+        all.push(d);
     }
+    all
+}
+
+fn cgroup_pids(cgroup: &str) -> Vec<i32> {
+    let mut pids: Vec<i32> = cgroup_tree(cgroup)
+        .iter()
+        .flat_map(|d| {
+            let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+            procs
+                .lines()
+                .filter_map(|l| l.trim().parse::<i32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect();
     pids.sort_unstable();
     pids.dedup();
     pids
 }
 
 fn remove_cgroup_tree(cgroup: &str) {
-    for dir in cgroup_dirs(cgroup) {
-        let mut all = Vec::new();
-        let mut stack = vec![dir];
-        while let Some(d) = stack.pop() {
-            stack.extend(
-                std::fs::read_dir(&d)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.is_dir()),
-            );
-            all.push(d);
-        }
-        // Children before parents.
-        for d in all.iter().rev() {
-            let _ = std::fs::remove_dir(d);
-        }
+    // Children before parents.
+    for d in cgroup_tree(cgroup).iter().rev() {
+        let _ = std::fs::remove_dir(d);
     }
 }
 
