@@ -5,17 +5,24 @@
 //! become gRPC statuses. [`config`] and [`cli`] make the effective configuration, [`socket`]
 //! claims the CRI socket and [`server`] runs the daemon.
 
+pub mod attach;
 pub mod cli;
 pub mod config;
+pub mod container_checkpoint;
 pub mod container_create;
+pub mod container_events;
 pub mod container_list;
 pub mod container_remove;
 pub mod container_spec;
 pub mod container_start;
+pub mod container_stats;
 pub mod container_status;
 pub mod container_stop;
 pub mod container_store;
+pub mod container_update;
 pub mod errors;
+pub mod exec;
+pub mod exec_sync;
 pub mod image_fs_info;
 pub mod image_list;
 pub mod image_pull;
@@ -23,7 +30,9 @@ pub mod image_remove;
 pub mod image_service;
 pub mod image_status;
 pub mod logging;
+pub mod pod_metrics;
 pub mod pod_store;
+pub mod port_forward;
 pub mod record_store;
 pub mod recovery;
 pub mod runtime_config;
@@ -31,6 +40,7 @@ pub mod runtime_service;
 pub mod sandbox_list;
 pub mod sandbox_remove;
 pub mod sandbox_run;
+pub mod sandbox_stats;
 pub mod sandbox_status;
 pub mod sandbox_stop;
 pub mod server;

@@ -1,19 +1,18 @@
-//! `runtime.v1.RuntimeService`: routes each RPC to its module. RPCs whose feature has not
-//! landed answer `Unimplemented` naming the RPC and the feature.
+//! `runtime.v1.RuntimeService`: routes each RPC to its module (one file per RPC or tight RPC
+//! family). RPCs whose feature has not landed answer `Unimplemented` from their module, naming
+//! the RPC and the feature.
 
-use std::pin::Pin;
 use std::sync::Arc;
 
 use proto::cri::{self, runtime_service_server::RuntimeService};
-use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::errors::{area, not_implemented};
 use crate::state::DaemonState;
 use crate::{
-    container_create, container_list, container_remove, container_start, container_status,
-    container_stop, runtime_config, sandbox_list, sandbox_remove, sandbox_run, sandbox_status,
-    sandbox_stop, status, version,
+    attach, container_checkpoint, container_create, container_events, container_list,
+    container_remove, container_start, container_stats, container_status, container_stop,
+    container_update, exec, exec_sync, pod_metrics, port_forward, runtime_config, sandbox_list,
+    sandbox_remove, sandbox_run, sandbox_stats, sandbox_status, sandbox_stop, status, version,
 };
 
 type Rpc<T> = Result<Response<T>, Status>;
@@ -28,10 +27,6 @@ impl Runtime {
     pub fn new(state: Arc<DaemonState>) -> Runtime {
         Runtime { state }
     }
-}
-
-fn todo<T>(rpc: &str, feature: &str) -> Rpc<T> {
-    Err(not_implemented(rpc, feature))
 }
 
 #[tonic::async_trait]
@@ -153,9 +148,11 @@ impl RuntimeService for Runtime {
 
     async fn update_container_resources(
         &self,
-        _: Request<cri::UpdateContainerResourcesRequest>,
+        r: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Rpc<cri::UpdateContainerResourcesResponse> {
-        todo("UpdateContainerResources", area::UPDATES)
+        container_update::update_container_resources(&self.state, r.get_ref())
+            .await
+            .map(Response::new)
     }
 
     async fn reopen_container_log(
@@ -167,88 +164,113 @@ impl RuntimeService for Runtime {
             .map(Response::new)
     }
 
-    async fn exec_sync(&self, _: Request<cri::ExecSyncRequest>) -> Rpc<cri::ExecSyncResponse> {
-        todo("ExecSync", area::STREAMING)
+    async fn exec_sync(&self, r: Request<cri::ExecSyncRequest>) -> Rpc<cri::ExecSyncResponse> {
+        exec_sync::exec_sync(&self.state, r.get_ref())
+            .await
+            .map(Response::new)
     }
 
-    async fn exec(&self, _: Request<cri::ExecRequest>) -> Rpc<cri::ExecResponse> {
-        todo("Exec", area::STREAMING)
+    async fn exec(&self, r: Request<cri::ExecRequest>) -> Rpc<cri::ExecResponse> {
+        exec::exec(&self.state, r.get_ref())
+            .await
+            .map(Response::new)
     }
 
-    async fn attach(&self, _: Request<cri::AttachRequest>) -> Rpc<cri::AttachResponse> {
-        todo("Attach", area::STREAMING)
+    async fn attach(&self, r: Request<cri::AttachRequest>) -> Rpc<cri::AttachResponse> {
+        attach::attach(&self.state, r.get_ref())
+            .await
+            .map(Response::new)
     }
 
     async fn port_forward(
         &self,
-        _: Request<cri::PortForwardRequest>,
+        r: Request<cri::PortForwardRequest>,
     ) -> Rpc<cri::PortForwardResponse> {
-        todo("PortForward", area::STREAMING)
+        port_forward::port_forward(&self.state, r.get_ref())
+            .await
+            .map(Response::new)
     }
 
     async fn container_stats(
         &self,
-        _: Request<cri::ContainerStatsRequest>,
+        r: Request<cri::ContainerStatsRequest>,
     ) -> Rpc<cri::ContainerStatsResponse> {
-        todo("ContainerStats", area::STATS)
+        container_stats::container_stats(&self.state, r.get_ref())
+            .await
+            .map(Response::new)
     }
 
     async fn list_container_stats(
         &self,
-        _: Request<cri::ListContainerStatsRequest>,
+        r: Request<cri::ListContainerStatsRequest>,
     ) -> Rpc<cri::ListContainerStatsResponse> {
-        todo("ListContainerStats", area::STATS)
+        container_stats::list_container_stats(&self.state, r.get_ref())
+            .await
+            .map(Response::new)
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _: Request<cri::PodSandboxStatsRequest>,
+        r: Request<cri::PodSandboxStatsRequest>,
     ) -> Rpc<cri::PodSandboxStatsResponse> {
-        todo("PodSandboxStats", area::STATS)
+        sandbox_stats::pod_sandbox_stats(&self.state, r.get_ref())
+            .await
+            .map(Response::new)
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<cri::ListPodSandboxStatsRequest>,
+        r: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Rpc<cri::ListPodSandboxStatsResponse> {
-        todo("ListPodSandboxStats", area::STATS)
+        sandbox_stats::list_pod_sandbox_stats(&self.state, r.get_ref())
+            .await
+            .map(Response::new)
     }
 
     async fn update_runtime_config(
         &self,
-        _: Request<cri::UpdateRuntimeConfigRequest>,
+        r: Request<cri::UpdateRuntimeConfigRequest>,
     ) -> Rpc<cri::UpdateRuntimeConfigResponse> {
-        todo("UpdateRuntimeConfig", area::UPDATES)
+        runtime_config::update_runtime_config(&self.state, r.get_ref())
+            .await
+            .map(Response::new)
     }
 
     async fn checkpoint_container(
         &self,
-        _: Request<cri::CheckpointContainerRequest>,
+        r: Request<cri::CheckpointContainerRequest>,
     ) -> Rpc<cri::CheckpointContainerResponse> {
-        todo("CheckpointContainer", area::CHECKPOINT)
+        container_checkpoint::checkpoint_container(&self.state, r.get_ref())
+            .await
+            .map(Response::new)
     }
 
-    type GetContainerEventsStream =
-        Pin<Box<dyn Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
+    type GetContainerEventsStream = container_events::EventStream;
 
     async fn get_container_events(
         &self,
-        _: Request<cri::GetEventsRequest>,
+        r: Request<cri::GetEventsRequest>,
     ) -> Rpc<Self::GetContainerEventsStream> {
-        todo("GetContainerEvents", area::EVENTS)
+        container_events::get_container_events(&self.state, r.get_ref())
+            .await
+            .map(Response::new)
     }
 
     async fn list_metric_descriptors(
         &self,
-        _: Request<cri::ListMetricDescriptorsRequest>,
+        r: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Rpc<cri::ListMetricDescriptorsResponse> {
-        todo("ListMetricDescriptors", area::STATS)
+        pod_metrics::list_metric_descriptors(&self.state, r.get_ref())
+            .await
+            .map(Response::new)
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
-        _: Request<cri::ListPodSandboxMetricsRequest>,
+        r: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Rpc<cri::ListPodSandboxMetricsResponse> {
-        todo("ListPodSandboxMetrics", area::STATS)
+        pod_metrics::list_pod_sandbox_metrics(&self.state, r.get_ref())
+            .await
+            .map(Response::new)
     }
 }
