@@ -22,13 +22,20 @@ pub struct TestNetwork {
 }
 
 impl TestNetwork {
-    /// Random names and a random /24 in 10.88.100.0–10.88.249.0.
+    /// Random names and a random free /24 in 10.88.100.0–10.88.249.0. The /24 is claimed
+    /// with a lease file under [`LEASE_DIR`] holding this process's pid, so concurrent test
+    /// processes (and several checkouts running suites at once) never share a subnet.
     pub fn new() -> TestNetwork {
-        let r: u32 = rand_u32();
-        TestNetwork {
-            bridge: format!("bte{:08x}", r)[..11].to_string(),
-            third_octet: 100 + (r % 150) as u8,
-            nft_table: format!("berth_e2e_{:08x}", r),
+        loop {
+            let r: u32 = rand_u32();
+            let third_octet = 100 + (r % 150) as u8;
+            if claim_subnet(third_octet) {
+                return TestNetwork {
+                    bridge: format!("bte{:08x}", r)[..11].to_string(),
+                    third_octet,
+                    nft_table: format!("berth_e2e_{:08x}", r),
+                };
+            }
         }
     }
 
@@ -83,8 +90,47 @@ pub fn remove_empty_cgroup(name: &str) {
     let _ = std::fs::remove_dir(std::path::Path::new("/sys/fs/cgroup").join(name));
 }
 
+/// Where test processes lease their /24s.
+pub const LEASE_DIR: &str = "/run/berth-e2e-subnets";
+
+/// Claims 10.88.`octet`.0/24 for this process: a new lease file, or a lease whose holder
+/// process is gone.
+fn claim_subnet(octet: u8) -> bool {
+    let _ = std::fs::create_dir_all(LEASE_DIR);
+    let path = Path::new(LEASE_DIR).join(octet.to_string());
+    let me = std::process::id().to_string();
+    if claim_subnet_once(&path, &me) {
+        return true;
+    }
+    let holder = std::fs::read_to_string(&path).unwrap_or_default();
+    let alive = holder
+        .trim()
+        .parse::<u32>()
+        .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+    if alive || holder.is_empty() {
+        return false;
+    }
+    // A dead holder's lease: take it over only if nobody else did first.
+    let _ = std::fs::remove_file(&path);
+    claim_subnet_once(&path, &me)
+}
+
+fn claim_subnet_once(path: &Path, me: &str) -> bool {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, me.as_bytes()))
+        .is_ok()
+}
+
 impl Drop for TestNetwork {
     fn drop(&mut self) {
+        let lease = Path::new(LEASE_DIR).join(self.third_octet.to_string());
+        if std::fs::read_to_string(&lease).is_ok_and(|h| h.trim() == std::process::id().to_string())
+        {
+            let _ = std::fs::remove_file(lease);
+        }
         remove_test_cgroup_parent();
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
