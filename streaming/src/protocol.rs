@@ -20,6 +20,20 @@ pub const PORT_FORWARD: &str = "portforward.k8s.io";
 /// a WebSocket matter: SPDY closes stdin with a FIN).
 pub const SPDY_REMOTE_COMMAND: &[&str] = &[V4, V3, V2, V1];
 
+/// The `base64.` variants of the channel protocol: text messages, an ASCII channel digit and a
+/// base64 payload (for clients that cannot send binary WebSocket messages).
+pub const BASE64_V1: &str = "base64.channel.k8s.io";
+pub const BASE64_V4: &str = "v4.base64.channel.k8s.io";
+
+/// Remotecommand versions served over WebSocket, most capable first: kubelet's own set
+/// (`v4`, `channel.k8s.io` and their `base64.` variants), the apiserver's `v5` (stdin close
+/// signal) and `v3`/`v2`, which client-go's WebSocket executor also understands.
+pub const WEBSOCKET_REMOTE_COMMAND: &[&str] = &[V5, V4, BASE64_V4, V3, V2, V1, BASE64_V1];
+
+/// Port-forward protocols served over WebSocket: kubelet's `v4.channel.k8s.io` and its base64
+/// variant, plus `portforward.k8s.io` (binary channels) named in berth's design.
+pub const WEBSOCKET_PORT_FORWARD: &[&str] = &[V4, BASE64_V4, PORT_FORWARD];
+
 /// The first of the client's offered protocols that the server supports, kubelet's rule
 /// (the client lists in order of preference). `None` when there is no overlap.
 pub fn negotiate<'a>(offered: &[&str], supported: &[&'a str]) -> Option<&'a str> {
@@ -30,10 +44,10 @@ pub fn negotiate<'a>(offered: &[&str], supported: &[&'a str]) -> Option<&'a str>
         .find_map(|o| supported.iter().copied().find(|s| *s == o))
 }
 
-/// Whether `protocol` carries the exit status as a JSON `Status` (v4 and later) rather than
-/// a bare error message (v1–v3).
+/// Whether `protocol` carries the exit status as a JSON `Status` (v4 and later, including
+/// WebSocket's `v4.base64.channel.k8s.io`) rather than a bare error message (v1–v3).
 pub fn has_json_status(protocol: &str) -> bool {
-    matches!(protocol, V4 | V5)
+    matches!(protocol, V4 | V5 | BASE64_V4)
 }
 
 /// Whether `protocol` has a resize stream (v3 and later).
