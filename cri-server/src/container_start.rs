@@ -272,7 +272,7 @@ fn resources(config: &cri::ContainerConfig) -> CgroupResources {
     }
 }
 
-fn start_message(
+pub(crate) fn start_message(
     rec: &ContainerRecord,
     pod: &PodRecord,
     cgroup_procs: Vec<PathBuf>,
@@ -353,6 +353,8 @@ fn start_message(
         seccomp_profile: seccomp.1,
         apparmor: apparmor.0,
         apparmor_profile: apparmor.1,
+        stdin: rec.config.stdin,
+        stdin_once: rec.config.stdin_once,
     })
 }
 

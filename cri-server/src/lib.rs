@@ -22,6 +22,7 @@ pub mod container_store;
 pub mod container_update;
 pub mod errors;
 pub mod exec;
+pub mod exec_process;
 pub mod exec_sync;
 pub mod image_fs_info;
 pub mod image_list;

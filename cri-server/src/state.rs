@@ -117,7 +117,7 @@ fn networking(config: &Config) -> Result<Networking, StateError> {
 }
 
 /// The configured shim, or `berth-shim` beside the running berthd.
-fn shim_binary(config: &Config) -> PathBuf {
+pub fn shim_binary(config: &Config) -> PathBuf {
     if !config.shim_path.as_os_str().is_empty() {
         return config.shim_path.clone();
     }

@@ -213,13 +213,18 @@ impl Berthd {
     /// A RuntimeService client on this daemon's socket.
     pub async fn runtime(&self) -> io::Result<RuntimeServiceClient<Channel>> {
         let channel = connect(&self.socket).await.map_err(io::Error::other)?;
-        Ok(RuntimeServiceClient::new(channel))
+        // kubelet's and crictl's message limit.
+        Ok(RuntimeServiceClient::new(channel)
+            .max_decoding_message_size(16 << 20)
+            .max_encoding_message_size(16 << 20))
     }
 
     /// An ImageService client on this daemon's socket.
     pub async fn images(&self) -> io::Result<ImageServiceClient<Channel>> {
         let channel = connect(&self.socket).await.map_err(io::Error::other)?;
-        Ok(ImageServiceClient::new(channel))
+        Ok(ImageServiceClient::new(channel)
+            .max_decoding_message_size(16 << 20)
+            .max_encoding_message_size(16 << 20))
     }
 
     /// RunPodSandbox with the default handler; the pod's ID.

@@ -5,6 +5,7 @@
 //! small static programs compiled by this crate's build script.
 
 pub mod cleanup;
+pub mod containers;
 pub mod daemon;
 pub mod http;
 pub mod images;

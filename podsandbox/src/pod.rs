@@ -454,6 +454,20 @@ impl PodRuntime {
         Ok(Some((path, c.procs_files())))
     }
 
+    /// The `cgroup.procs` files of an existing container cgroup (what an exec joins); empty
+    /// without cgroups or if the cgroup is gone.
+    pub fn container_cgroup_procs(&self, path: &str) -> Vec<PathBuf> {
+        match (&self.cgroups, path.is_empty()) {
+            (Some(cg), false) => cg
+                .open(path)
+                .ok()
+                .flatten()
+                .map(|c| c.procs_files())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Kills what is left in a container's cgroup and removes it; absent is fine.
     pub fn remove_container_cgroup(&self, path: &str) {
         if let (Some(cg), false) = (&self.cgroups, path.is_empty()) {

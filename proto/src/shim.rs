@@ -98,7 +98,7 @@ pub struct ShimSpec {
 /// A request from berthd to a shim.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ShimRequest {
-    #[prost(oneof = "shim_request::Kind", tags = "1, 2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "shim_request::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
     pub kind: Option<shim_request::Kind>,
 }
 
@@ -129,6 +129,10 @@ pub mod shim_request {
         /// Reopen a container's log file (after kubelet rotated it).
         #[prost(message, tag = "7")]
         ReopenLog(super::ContainerRef),
+        /// Attach to a running container's stdio: after a successful answer the connection
+        /// carries [`AttachFrame`](super::AttachFrame)s both ways until either side closes.
+        #[prost(message, tag = "8")]
+        Attach(super::AttachContainer),
     }
 }
 
@@ -245,6 +249,12 @@ pub struct StartContainer {
     pub apparmor: i32,
     #[prost(string, tag = "33")]
     pub apparmor_profile: String,
+    /// Give the container a stdin the shim holds open for attachers (CRI `stdin`).
+    #[prost(bool, tag = "34")]
+    pub stdin: bool,
+    /// Close that stdin when the first attach session that used it ends (CRI `stdin_once`).
+    #[prost(bool, tag = "35")]
+    pub stdin_once: bool,
 }
 
 /// One mount of a container.
@@ -284,6 +294,106 @@ pub struct ContainerInfo {
     pub started_at: i64,
     #[prost(int64, tag = "7")]
     pub finished_at: i64,
+}
+
+/// Which of a container's streams an attacher wants.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AttachContainer {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    #[prost(bool, tag = "2")]
+    pub stdin: bool,
+    #[prost(bool, tag = "3")]
+    pub stdout: bool,
+    #[prost(bool, tag = "4")]
+    pub stderr: bool,
+}
+
+/// One message of an attach session.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AttachFrame {
+    /// One of the `ATTACH_*` constants.
+    #[prost(uint32, tag = "1")]
+    pub kind: u32,
+    #[prost(bytes = "vec", tag = "2")]
+    pub data: Vec<u8>,
+    #[prost(uint32, tag = "3")]
+    pub width: u32,
+    #[prost(uint32, tag = "4")]
+    pub height: u32,
+}
+
+/// Attacher → shim: bytes for the container's stdin.
+pub const ATTACH_STDIN: u32 = 0;
+/// Shim → attacher: the container's stdout (all output for a tty container).
+pub const ATTACH_STDOUT: u32 = 1;
+/// Shim → attacher: the container's stderr.
+pub const ATTACH_STDERR: u32 = 2;
+/// Attacher → shim: resize the container's terminal to `width` x `height`.
+pub const ATTACH_RESIZE: u32 = 3;
+/// Attacher → shim: the client closed stdin (closes the container's stdin if `stdin_once`).
+pub const ATTACH_STDIN_CLOSE: u32 = 4;
+/// Shim → attacher: the container exited; no more output follows.
+pub const ATTACH_EXITED: u32 = 5;
+
+/// berthd → `berth-shim exec`: start a process inside a running container.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExecSpec {
+    /// The container's own start spec (security settings, cgroup, user, env, cwd) with `args`
+    /// (and `env`, `tty`) replaced by the exec request's.
+    #[prost(message, optional, tag = "1")]
+    pub container: Option<StartContainer>,
+    /// The container's process in the host PID namespace.
+    #[prost(uint32, tag = "2")]
+    pub target_pid: u32,
+    /// The container's cgroup path, checked against the target's.
+    #[prost(string, tag = "3")]
+    pub cgroup: String,
+}
+
+/// `berth-shim exec` → berthd: progress of the exec'd process.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExecReport {
+    #[prost(oneof = "exec_report::Kind", tags = "1, 2, 3")]
+    pub kind: Option<exec_report::Kind>,
+}
+
+/// Exec report kinds.
+pub mod exec_report {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Kind {
+        /// The process runs (host PID).
+        #[prost(uint32, tag = "1")]
+        Started(u32),
+        /// It could not be started: why.
+        #[prost(message, tag = "2")]
+        Failed(super::ExecFailure),
+        /// It ended.
+        #[prost(message, tag = "3")]
+        Exited(super::ExitStatus),
+    }
+}
+
+/// Why an exec did not start.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExecFailure {
+    #[prost(string, tag = "1")]
+    pub message: String,
+    /// The error number behind it, 0 if none; `ESRCH` means the container is not running.
+    #[prost(int32, tag = "2")]
+    pub errno: i32,
+    /// The process itself failed before exec (e.g. command not found), not the runtime.
+    #[prost(bool, tag = "3")]
+    pub in_container: bool,
+}
+
+/// How a process ended: `signal` non-zero if a signal killed it, else `code`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExitStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(int32, tag = "2")]
+    pub signal: i32,
 }
 
 /// Who the shim is.

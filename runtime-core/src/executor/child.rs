@@ -50,7 +50,7 @@ fn become_container(spec: &ContainerProcess, plan: &Plan) -> Result<Infallible, 
     // Without no_new_privs a filter needs CAP_SYS_ADMIN: install it while the child still
     // has it (everything done after it is allowed by the default profile).
     if !spec.no_new_privs {
-        install_seccomp(spec)?;
+        install_seccomp(spec.seccomp.as_ref())?;
     }
     caps::drop_bounding(&plan.caps)?;
     user::switch(&spec.user)?;
@@ -59,7 +59,7 @@ fn become_container(spec: &ContainerProcess, plan: &Plan) -> Result<Infallible, 
     umask(Mode::from_bits_truncate(0o022));
     if spec.no_new_privs {
         set_no_new_privs()?;
-        install_seccomp(spec)?;
+        install_seccomp(spec.seccomp.as_ref())?;
     }
     if let Some(profile) = &spec.apparmor {
         crate::apparmor::apply_on_exec(profile)
@@ -68,8 +68,10 @@ fn become_container(spec: &ContainerProcess, plan: &Plan) -> Result<Infallible, 
     exec::exec(plan)
 }
 
-fn install_seccomp(spec: &ContainerProcess) -> Result<(), Failure> {
-    match &spec.seccomp {
+pub(super) fn install_seccomp(
+    filter: Option<&crate::seccomp::SeccompFilter>,
+) -> Result<(), Failure> {
+    match filter {
         Some(filter) => crate::seccomp::install(filter)
             .map_err(|e| Failure::plain(format!("seccomp: {e}"), None)),
         None => Ok(()),
@@ -77,7 +79,7 @@ fn install_seccomp(spec: &ContainerProcess) -> Result<(), Failure> {
 }
 
 /// Moves the error pipe off fds 0-2, which stdio is about to take.
-fn above_stdio(fd: OwnedFd) -> OwnedFd {
+pub(super) fn above_stdio(fd: OwnedFd) -> OwnedFd {
     if fd.as_raw_fd() > 2 {
         return fd;
     }
@@ -88,7 +90,7 @@ fn above_stdio(fd: OwnedFd) -> OwnedFd {
     }
 }
 
-fn join_cgroups(cgroup_procs: &[PathBuf]) -> Result<(), Failure> {
+pub(super) fn join_cgroups(cgroup_procs: &[PathBuf]) -> Result<(), Failure> {
     for procs in cgroup_procs {
         fs::write(procs, "0").context(|| format!("join cgroup {}", procs.display()))?;
     }
@@ -97,7 +99,7 @@ fn join_cgroups(cgroup_procs: &[PathBuf]) -> Result<(), Failure> {
 
 /// Default dispositions and an empty mask: the shim blocks signals it reads from a signalfd,
 /// and ignored signals and the mask would otherwise survive `execve`.
-fn reset_signals() -> Result<(), Failure> {
+pub(super) fn reset_signals() -> Result<(), Failure> {
     // An all-zero kernel `sigaction` is SIG_DFL with no flags, whatever the architecture's
     // field order; 64 bytes cover every layout.
     let default_action = [0u64; 8];
@@ -126,7 +128,7 @@ fn reset_signals() -> Result<(), Failure> {
         .context(|| "unblock signals")
 }
 
-fn attach_stdio(stdio: &Stdio) -> Result<(), Failure> {
+pub(super) fn attach_stdio(stdio: &Stdio) -> Result<(), Failure> {
     // Copies above 2 first, so that no target fd clobbers a source.
     let stdin = match &stdio.stdin {
         Some(fd) => dup_above_stdio(fd, "stdin")?,
@@ -152,7 +154,7 @@ fn dup_above_stdio(fd: &OwnedFd, what: &str) -> Result<OwnedFd, Failure> {
 
 /// Marks every fd above 2 close-on-exec: the container inherits only its stdio. Done before
 /// any namespace or mount change, while `/proc` is still the shim's (for the fallback).
-fn close_inherited_fds() -> Result<(), Failure> {
+pub(super) fn close_inherited_fds() -> Result<(), Failure> {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on this process's fds.
     let rc = unsafe {
         libc::syscall(
@@ -182,7 +184,7 @@ fn close_inherited_fds() -> Result<(), Failure> {
 
 /// A terminal on stdin (a CRI `tty` container) becomes the new session's controlling
 /// terminal, so job control and ^C work.
-fn take_controlling_terminal() -> Result<(), Failure> {
+pub(super) fn take_controlling_terminal() -> Result<(), Failure> {
     // SAFETY: isatty on fd 0, which attach_stdio just set up.
     if unsafe { libc::isatty(0) } != 1 {
         return Ok(());
@@ -209,7 +211,7 @@ fn join_namespaces(spec: &ContainerProcess) -> Result<(), Failure> {
     Ok(())
 }
 
-fn set_oom_score_adj(value: Option<i32>) -> Result<(), Failure> {
+pub(super) fn set_oom_score_adj(value: Option<i32>) -> Result<(), Failure> {
     let Some(value) = value else { return Ok(()) };
     fs::write("/proc/self/oom_score_adj", value.to_string())
         .context(|| format!("set oom_score_adj {value}"))
@@ -221,7 +223,7 @@ struct Rlimit64 {
     max: u64,
 }
 
-fn set_rlimits(limits: &[ResourceLimit]) -> Result<(), Failure> {
+pub(super) fn set_rlimits(limits: &[ResourceLimit]) -> Result<(), Failure> {
     for limit in limits {
         let new = Rlimit64 {
             cur: limit.soft,
@@ -246,7 +248,7 @@ fn set_rlimits(limits: &[ResourceLimit]) -> Result<(), Failure> {
     Ok(())
 }
 
-fn set_no_new_privs() -> Result<(), Failure> {
+pub(super) fn set_no_new_privs() -> Result<(), Failure> {
     // SAFETY: prctl with integer arguments only.
     let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
     if rc != 0 {

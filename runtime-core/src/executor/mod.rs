@@ -30,6 +30,7 @@ mod child;
 mod devices;
 mod error;
 mod exec;
+mod exec_in;
 mod mounts;
 mod overlay;
 mod pidns;
@@ -42,6 +43,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 pub use error::ExecError;
+pub use exec_in::exec_in_container;
 pub use overlay::cleanup_rootfs;
 pub use spawn::spawn;
 
@@ -96,6 +98,41 @@ pub struct ContainerProcess {
     /// AppArmor profile applied on exec; None: unconfined.
     pub apparmor: Option<crate::apparmor::AppArmorProfile>,
     /// The process's stdio; the caller keeps its own ends and closes these after `spawn`.
+    pub stdio: Stdio,
+}
+
+/// A process to start inside a running container (CRI `Exec`/`ExecSync`): it joins the
+/// container's namespaces, cgroup and root and runs with the container's security settings.
+#[derive(Debug)]
+pub struct ExecProcess {
+    /// Container ID, used in messages and logs.
+    pub id: String,
+    /// The container's process (PID in the caller's PID namespace) whose namespaces are joined.
+    pub target_pid: i32,
+    /// The container's cgroup path relative to the hierarchy roots (e.g. `pod/ctr`): the
+    /// target must be in it, so a recycled PID is never joined. Empty skips the check.
+    pub expected_cgroup: String,
+    /// `argv`; `args[0]` without a `/` is looked up in the container's `PATH`.
+    pub args: Vec<String>,
+    /// The environment, `NAME=value`.
+    pub env: Vec<String>,
+    /// Absolute working directory in the container.
+    pub cwd: String,
+    /// Credentials the process runs with.
+    pub user: User,
+    /// As [`ContainerProcess::capabilities`].
+    pub capabilities: Option<Vec<String>>,
+    /// Set `PR_SET_NO_NEW_PRIVS` just before `execve`.
+    pub no_new_privs: bool,
+    /// Written to `/proc/self/oom_score_adj` when set.
+    pub oom_score_adj: Option<i32>,
+    /// `cgroup.procs` files the process writes itself to before anything else.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Seccomp filter installed right before exec; None: unconfined.
+    pub seccomp: Option<crate::seccomp::SeccompFilter>,
+    /// AppArmor profile applied on exec; None: unconfined.
+    pub apparmor: Option<crate::apparmor::AppArmorProfile>,
+    /// The process's stdio.
     pub stdio: Stdio,
 }
 

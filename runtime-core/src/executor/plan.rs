@@ -7,7 +7,7 @@ use nix::mount::MsFlags;
 
 use super::caps::{self, CapPlan};
 use super::error::{ExecError, Failure};
-use super::{ContainerProcess, MountKind, Propagation, Rlimit, Rootfs};
+use super::{ContainerProcess, ExecProcess, MountKind, Propagation, Rlimit, Rootfs};
 
 /// `PATH` used to find `args[0]` when the container's environment has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -62,6 +62,36 @@ impl Plan {
                 .collect::<Result<_, _>>()
                 .map_err(invalid)?,
             root_propagation: root_propagation(spec),
+        })
+    }
+}
+
+impl Plan {
+    /// Checks an exec request and prepares what its child needs.
+    pub fn for_exec(spec: &ExecProcess) -> Result<Plan, ExecError> {
+        let invalid = |reason: String| ExecError::InvalidSpec {
+            id: spec.id.clone(),
+            reason,
+        };
+        if spec.args.is_empty() {
+            return Err(invalid("no command (cmd is empty)".into()));
+        }
+        check_absolute("cwd", &spec.cwd).map_err(invalid)?;
+        let last_cap = caps::last_cap().map_err(Failure::host)?;
+        let all_caps = caps::permitted().map_err(Failure::host)?;
+        Ok(Plan {
+            argv: c_strings("cmd", &spec.args).map_err(invalid)?,
+            envp: c_strings("env", &spec.env).map_err(invalid)?,
+            search_path: search_path(&spec.env),
+            caps: CapPlan::new(
+                spec.capabilities.as_deref(),
+                spec.user.uid,
+                last_cap,
+                all_caps,
+            )
+            .map_err(invalid)?,
+            rlimits: Vec::new(),
+            root_propagation: MsFlags::MS_REC | MsFlags::MS_SLAVE,
         })
     }
 }

@@ -80,7 +80,7 @@ fn fork_container(
 }
 
 /// Reads the child's error report until EOF (empty = it exec'd).
-fn read_report(report_rx: &OwnedFd) -> Result<Vec<u8>, Failure> {
+pub(super) fn read_report(report_rx: &OwnedFd) -> Result<Vec<u8>, Failure> {
     let mut report = Vec::new();
     let mut buf = [0u8; 512];
     loop {
@@ -94,7 +94,7 @@ fn read_report(report_rx: &OwnedFd) -> Result<Vec<u8>, Failure> {
 }
 
 /// Waits for a child that has reported failure and is exiting.
-fn reap(pid: Pid) {
+pub(super) fn reap(pid: Pid) {
     loop {
         match waitpid(pid, None) {
             Err(Errno::EINTR) => continue,
@@ -107,7 +107,7 @@ fn reap(pid: Pid) {
     }
 }
 
-fn kill_and_reap(pid: Pid) {
+pub(super) fn kill_and_reap(pid: Pid) {
     let _ = kill(pid, Signal::SIGKILL);
     reap(pid);
 }

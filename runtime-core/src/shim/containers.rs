@@ -3,18 +3,21 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::poll::PollFlags;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Pid, pipe2};
-use proto::shim::{ContainerInfo, MountSpec, StartContainer};
+use proto::shim::{ATTACH_EXITED, AttachContainer, ContainerInfo, MountSpec, StartContainer};
 
 use super::NS_PID;
+use super::attach::{Attacher, Input};
 use crate::apparmor::AppArmorProfile;
 use crate::executor::{
     self, ContainerProcess, Mount, MountKind, PidNamespace, Propagation, Rootfs, Stdio, User,
@@ -30,6 +33,37 @@ pub struct Container {
     log: Option<LogWriter>,
     stdout: Option<File>,
     stderr: Option<File>,
+    /// The container's stdin as the shim writes it (CRI `stdin`), non-blocking.
+    stdin: Option<File>,
+    stdin_once: bool,
+    /// Attacher input the container has not read yet.
+    pending_stdin: Vec<u8>,
+    /// Close `stdin` once `pending_stdin` is written (`stdin_once` session ended).
+    close_stdin_when_flushed: bool,
+    /// The PTY's primary side, for resizes.
+    pty: Option<OwnedFd>,
+    attachers: Vec<Attacher>,
+}
+
+/// A container's stdio as the shim keeps it.
+struct ContainerIo {
+    out_r: OwnedFd,
+    err_r: Option<OwnedFd>,
+    stdin_w: Option<OwnedFd>,
+    pty: Option<OwnedFd>,
+    stdio: Stdio,
+}
+
+/// Attacher input taken per loop turn while the container's stdin is backed up.
+const MAX_PENDING_STDIN: usize = 256 * 1024;
+
+/// What the shim loop polls for a container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Io {
+    /// An output pipe has data (or hit EOF).
+    Output(Stream),
+    /// An attacher or the container's stdin can make progress.
+    Pump,
 }
 
 /// All containers of the pod.
@@ -59,14 +93,21 @@ impl Containers {
             ),
         };
         let seccomp = seccomp_filter(req)?;
-        let (out_r, err_r, stdio) = if req.tty { tty_stdio()? } else { pipe_stdio()? };
+        let io = if req.tty {
+            tty_stdio(req.stdin)?
+        } else {
+            pipe_stdio(req.stdin)?
+        };
+        let ContainerIo {
+            out_r,
+            err_r,
+            stdin_w,
+            pty,
+            stdio,
+        } = io;
         let mut process = to_process(req, ns_dir, stdio);
         process.seccomp = seccomp;
-        process.apparmor = match req.apparmor {
-            1 => Some(AppArmorProfile::RuntimeDefault),
-            2 => Some(AppArmorProfile::Localhost(req.apparmor_profile.clone())),
-            _ => None,
-        };
+        process.apparmor = apparmor_profile(req);
         let pid = match executor::spawn(&process) {
             Ok(pid) => pid,
             Err(e) => {
@@ -76,7 +117,10 @@ impl Containers {
             }
         };
         drop(process); // closes the shim's copies of the container's ends
-        for fd in std::iter::once(&out_r).chain(err_r.as_ref()) {
+        for fd in std::iter::once(&out_r)
+            .chain(err_r.as_ref())
+            .chain(stdin_w.as_ref())
+        {
             set_nonblocking(fd.as_fd()).map_err(|e| format!("output fd: {e}"))?;
         }
         let info = ContainerInfo {
@@ -94,9 +138,50 @@ impl Containers {
                 log,
                 stdout: Some(File::from(out_r)),
                 stderr: err_r.map(File::from),
+                stdin: stdin_w.map(File::from),
+                stdin_once: req.stdin_once,
+                pending_stdin: Vec::new(),
+                close_stdin_when_flushed: false,
+                pty,
+                attachers: Vec::new(),
             },
         );
         Ok(info)
+    }
+
+    /// Adds an attach session to a running container.
+    pub fn attach(&mut self, stream: UnixStream, req: &AttachContainer) -> Result<(), String> {
+        let c = self
+            .by_id
+            .get_mut(&req.id)
+            .ok_or_else(|| format!("container {} not found in this pod", req.id))?;
+        if c.info.exited {
+            return Err(format!("container {} is not running", req.id));
+        }
+        let mut attacher = Attacher::new(stream, req, c.stdin.is_some())
+            .map_err(|e| format!("attach to {}: {e}", req.id))?;
+        if c.stdout.is_none() && c.stderr.is_none() {
+            attacher.queue(ATTACH_EXITED, &[]);
+            attacher.closing = true;
+        }
+        c.attachers.push(attacher);
+        Ok(())
+    }
+
+    /// Moves attacher input to the container and queued output to attachers, as far as each
+    /// can go without blocking; drops attachers that hung up or fell behind.
+    pub fn pump(&mut self, id: &str) {
+        let Some(c) = self.by_id.get_mut(id) else {
+            return;
+        };
+        let mut kept = Vec::with_capacity(c.attachers.len());
+        for mut a in std::mem::take(&mut c.attachers) {
+            if c.service(&mut a) {
+                kept.push(a);
+            }
+        }
+        c.attachers = kept;
+        c.flush_stdin();
     }
 
     pub fn info(&self, id: &str) -> Option<ContainerInfo> {
@@ -158,6 +243,9 @@ impl Containers {
             return false;
         };
         c.info.exited = true;
+        // Nobody can read the container's stdin any more.
+        c.stdin = None;
+        c.pending_stdin.clear();
         c.info.exit_code = code;
         c.info.signal = signal;
         c.info.finished_at = now_ns();
@@ -167,32 +255,58 @@ impl Containers {
         true
     }
 
-    /// The open output pipes, for polling: (container id, stream, fd).
-    pub fn pipes(&self) -> Vec<(String, Stream, BorrowedFd<'_>)> {
+    /// What to poll: (container id, what it is for, fd, events).
+    pub fn poll_set(&self) -> Vec<(String, Io, BorrowedFd<'_>, PollFlags)> {
         let mut out = Vec::new();
         for (id, c) in &self.by_id {
             if let Some(f) = &c.stdout {
-                out.push((id.clone(), Stream::Stdout, f.as_fd()));
+                out.push((
+                    id.clone(),
+                    Io::Output(Stream::Stdout),
+                    f.as_fd(),
+                    PollFlags::POLLIN,
+                ));
             }
             if let Some(f) = &c.stderr {
-                out.push((id.clone(), Stream::Stderr, f.as_fd()));
+                out.push((
+                    id.clone(),
+                    Io::Output(Stream::Stderr),
+                    f.as_fd(),
+                    PollFlags::POLLIN,
+                ));
+            }
+            if let Some(f) = &c.stdin
+                && !c.pending_stdin.is_empty()
+            {
+                out.push((id.clone(), Io::Pump, f.as_fd(), PollFlags::POLLOUT));
+            }
+            for a in &c.attachers {
+                // Stop reading input while the container's stdin is backed up.
+                let mut events = PollFlags::empty();
+                if c.pending_stdin.len() < MAX_PENDING_STDIN {
+                    events |= PollFlags::POLLIN;
+                }
+                if a.wants_write() {
+                    events |= PollFlags::POLLOUT;
+                }
+                out.push((id.clone(), Io::Pump, a.fd(), events));
             }
         }
         out
     }
 
-    /// Moves what is readable on one pipe to the log; closes the pipe at EOF.
+    /// Moves what is readable on one pipe to the log and attachers; closes it at EOF.
     pub fn drain(&mut self, id: &str, stream: Stream) {
         let Some(c) = self.by_id.get_mut(id) else {
             return;
         };
-        let pipe = match stream {
-            Stream::Stdout => &mut c.stdout,
-            Stream::Stderr => &mut c.stderr,
-        };
-        let Some(file) = pipe.as_mut() else { return };
         let mut buf = [0u8; 64 * 1024];
         loop {
+            let pipe = match stream {
+                Stream::Stdout => &mut c.stdout,
+                Stream::Stderr => &mut c.stderr,
+            };
+            let Some(file) = pipe.as_mut() else { return };
             // A PTY's primary side reports EIO once the container side is closed: that is EOF.
             let read = match file.read(&mut buf) {
                 Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(0),
@@ -204,6 +318,9 @@ impl Containers {
                     if let Some(log) = c.log.as_mut() {
                         let _ = log.close_stream(stream);
                     }
+                    if c.stdout.is_none() && c.stderr.is_none() {
+                        c.output_ended();
+                    }
                     return;
                 }
                 Ok(n) => {
@@ -212,6 +329,7 @@ impl Containers {
                     {
                         eprintln!("berth-shim: log of {id}: {e}");
                     }
+                    c.fan_out(stream, &buf[..n]);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -253,8 +371,137 @@ impl Containers {
     }
 }
 
+impl Container {
+    /// Queues output for every attacher that wants it; drops those too far behind.
+    fn fan_out(&mut self, stream: Stream, data: &[u8]) {
+        self.attachers.retain_mut(|a| {
+            let keep = a.queue_output(stream, data) && a.flush().is_ok();
+            if !keep {
+                eprintln!(
+                    "berth-shim: attacher of {} fell behind; disconnected",
+                    self.info.id
+                );
+            }
+            keep
+        });
+    }
+
+    /// Tells attachers the output is over; they hang up once it is delivered.
+    fn output_ended(&mut self) {
+        for a in &mut self.attachers {
+            a.queue(ATTACH_EXITED, &[]);
+            a.closing = true;
+        }
+        self.attachers
+            .retain_mut(|a| !matches!(a.flush(), Ok(true) | Err(_)));
+    }
+
+    /// One attacher's turn; false when it is done and must be dropped.
+    fn service(&mut self, a: &mut Attacher) -> bool {
+        if !a.closing {
+            let budget = MAX_PENDING_STDIN.saturating_sub(self.pending_stdin.len());
+            match a.read_input(budget.max(1)) {
+                Ok((inputs, eof)) => {
+                    for input in inputs {
+                        self.on_input(a.stdin, input);
+                    }
+                    if eof {
+                        self.attach_ended(a.stdin);
+                        return false;
+                    }
+                }
+                Err(_) => {
+                    self.attach_ended(a.stdin);
+                    return false;
+                }
+            }
+        }
+        match a.flush() {
+            Ok(true) => !a.closing,
+            Ok(false) => true,
+            Err(_) => false,
+        }
+    }
+
+    fn on_input(&mut self, uses_stdin: bool, input: Input) {
+        match input {
+            Input::Stdin(data) if uses_stdin && self.stdin.is_some() => {
+                self.pending_stdin.extend_from_slice(&data);
+            }
+            Input::StdinClose if uses_stdin => self.attach_ended(true),
+            Input::Resize { width, height } => {
+                if let Some(pty) = &self.pty {
+                    resize(pty, width, height);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A session that used stdin ended (or closed it): with `stdin_once` the container's
+    /// stdin closes once what was sent is written.
+    fn attach_ended(&mut self, used_stdin: bool) {
+        if used_stdin && self.stdin_once {
+            self.close_stdin_when_flushed = true;
+        }
+    }
+
+    /// Writes pending stdin without blocking.
+    fn flush_stdin(&mut self) {
+        let Some(stdin) = self.stdin.as_mut() else {
+            self.pending_stdin.clear();
+            return;
+        };
+        while !self.pending_stdin.is_empty() {
+            match stdin.write(&self.pending_stdin) {
+                Ok(n) if n > 0 => {
+                    self.pending_stdin.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The container closed its stdin: drop what it will never read.
+                _ => {
+                    self.pending_stdin.clear();
+                    self.stdin = None;
+                    return;
+                }
+            }
+        }
+        if self.close_stdin_when_flushed {
+            self.stdin = None;
+        }
+    }
+}
+
+/// Sets a terminal's size.
+fn resize(pty: &OwnedFd, width: u16, height: u16) {
+    let size = libc::winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ on a PTY fd with a valid winsize.
+    unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(pty),
+            libc::TIOCSWINSZ,
+            &size,
+        )
+    };
+}
+
+/// The container's AppArmor profile, if it has one.
+pub(crate) fn apparmor_profile(req: &StartContainer) -> Option<AppArmorProfile> {
+    match req.apparmor {
+        1 => Some(AppArmorProfile::RuntimeDefault),
+        2 => Some(AppArmorProfile::Localhost(req.apparmor_profile.clone())),
+        _ => None,
+    }
+}
+
 /// The container's compiled seccomp filter, if it has one.
-fn seccomp_filter(req: &StartContainer) -> Result<Option<SeccompFilter>, String> {
+pub(crate) fn seccomp_filter(req: &StartContainer) -> Result<Option<SeccompFilter>, String> {
     let profile = match req.seccomp {
         1 => SeccompProfile::RuntimeDefault,
         2 => SeccompProfile::Localhost(PathBuf::from(&req.seccomp_profile)),
@@ -263,21 +510,35 @@ fn seccomp_filter(req: &StartContainer) -> Result<Option<SeccompFilter>, String>
     seccomp::compile(&profile).map_err(|e| e.to_string())
 }
 
-/// Separate pipes for stdout and stderr; stdin is /dev/null.
-fn pipe_stdio() -> Result<(OwnedFd, Option<OwnedFd>, Stdio), String> {
+/// Separate pipes for stdout and stderr; stdin is a pipe the shim writes if the container
+/// has one, else /dev/null.
+fn pipe_stdio(with_stdin: bool) -> Result<ContainerIo, String> {
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("stdout pipe: {e}"))?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("stderr pipe: {e}"))?;
+    let (stdin_r, stdin_w) = match with_stdin {
+        true => {
+            let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("stdin pipe: {e}"))?;
+            (Some(r), Some(w))
+        }
+        false => (None, None),
+    };
     let stdio = Stdio {
-        stdin: None,
+        stdin: stdin_r,
         stdout: out_w,
         stderr: err_w,
     };
-    Ok((out_r, Some(err_r), stdio))
+    Ok(ContainerIo {
+        out_r,
+        err_r: Some(err_r),
+        stdin_w,
+        pty: None,
+        stdio,
+    })
 }
 
 /// A pseudo-terminal: the container gets the replica as stdin, stdout and stderr (it becomes
 /// its controlling terminal); the shim reads the combined output from the primary side.
-fn tty_stdio() -> Result<(OwnedFd, Option<OwnedFd>, Stdio), String> {
+fn tty_stdio(with_stdin: bool) -> Result<ContainerIo, String> {
     let pty = nix::pty::openpty(None, None).map_err(|e| format!("open pty: {e}"))?;
     let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| format!("dup pty: {e}"));
     let stdio = Stdio {
@@ -285,7 +546,17 @@ fn tty_stdio() -> Result<(OwnedFd, Option<OwnedFd>, Stdio), String> {
         stdout: dup(&pty.slave)?,
         stderr: pty.slave,
     };
-    Ok((pty.master, None, stdio))
+    Ok(ContainerIo {
+        stdin_w: if with_stdin {
+            Some(dup(&pty.master)?)
+        } else {
+            None
+        },
+        pty: Some(dup(&pty.master)?),
+        out_r: pty.master,
+        err_r: None,
+        stdio,
+    })
 }
 
 fn set_nonblocking(fd: BorrowedFd) -> nix::Result<()> {

@@ -3,10 +3,13 @@
 //! shares PIDs, and answers berthd on a unix socket. Single-threaded and blocking: no async
 //! runtime, no threads, so `fork` is safe and the memory footprint stays tiny.
 //!
-//! [`client`] is berthd's side: spawning a shim and talking to it.
+//! [`client`] is berthd's side: spawning a shim and talking to it. [`exec`] is the
+//! short-lived `berth-shim exec` mode that runs one CRI exec inside a container.
 
+mod attach;
 pub mod client;
 pub mod containers;
+pub mod exec;
 mod server;
 
 pub use server::main;

@@ -17,19 +17,22 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, dup2_stdout, fork, sethostname, setsid};
 use proto::shim::{
-    Pong, ShimRequest, ShimResponse, ShimSpec, read_frame, shim_request::Kind, write_frame,
+    AttachContainer, Pong, ShimRequest, ShimResponse, ShimSpec, read_frame, shim_request::Kind,
+    write_frame,
 };
 
-use super::containers::Containers;
+use super::containers::{Containers, Io};
 use super::{ERROR_PREFIX, NS_IPC, NS_NET, NS_PID, NS_UTS, READY_PREFIX};
-use crate::logs::Stream;
 
 /// Entry point of the `berth-shim` binary: `berth-shim <spec-file>`.
 pub fn main() -> ExitCode {
     let Some(spec_path) = std::env::args_os().nth(1) else {
-        eprintln!("usage: berth-shim <spec-file>");
+        eprintln!("usage: berth-shim <spec-file> | berth-shim exec");
         return ExitCode::from(2);
     };
+    if spec_path == super::exec::EXEC_ARG {
+        return super::exec::main();
+    }
     let spec = match read_spec(Path::new(&spec_path)) {
         Ok(s) => s,
         Err(e) => {
@@ -260,8 +263,11 @@ impl Pod {
                     break;
                 }
             };
-            for (id, stream) in readable {
-                self.containers.drain(&id, stream);
+            for (id, io) in readable {
+                match io {
+                    Io::Output(stream) => self.containers.drain(&id, stream),
+                    Io::Pump => self.containers.pump(&id),
+                }
             }
             if sig_ready && self.on_signal(&sigfd) {
                 break;
@@ -283,8 +289,8 @@ impl Pod {
         &self,
         listener: &UnixListener,
         sigfd: &SignalFd,
-    ) -> nix::Result<(bool, bool, Vec<(String, Stream)>)> {
-        let pipes = self.containers.pipes();
+    ) -> nix::Result<(bool, bool, Vec<(String, Io)>)> {
+        let pipes = self.containers.poll_set();
         let mut fds = vec![
             PollFd::new(listener.as_fd(), PollFlags::POLLIN),
             PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
@@ -292,7 +298,7 @@ impl Pod {
         fds.extend(
             pipes
                 .iter()
-                .map(|(_, _, fd)| PollFd::new(*fd, PollFlags::POLLIN)),
+                .map(|(_, _, fd, events)| PollFd::new(*fd, *events)),
         );
         loop {
             match poll(&mut fds, PollTimeout::NONE) {
@@ -305,7 +311,7 @@ impl Pod {
             .iter()
             .zip(&fds[2..])
             .filter(|(_, fd)| ready(fd))
-            .map(|((id, stream, _), _)| (id.clone(), *stream))
+            .map(|((id, io, _, _), _)| (id.clone(), *io))
             .collect();
         Ok((ready(&fds[0]), ready(&fds[1]), readable))
     }
@@ -350,6 +356,10 @@ impl Pod {
                 return false;
             }
         };
+        if let Some(Kind::Attach(req)) = &request.kind {
+            self.on_attach(stream, req);
+            return false;
+        }
         let (response, stop) = match request.kind {
             Some(Kind::Ping(_)) => (self.pong(), false),
             Some(Kind::Shutdown(_)) => (ShimResponse::default(), true),
@@ -381,7 +391,7 @@ impl Pod {
                 .ok_or_else(|| format!("container {} not found in this pod", req.id)),
             Kind::RemoveContainer(req) => self.containers.remove(&req.id).map(|()| None),
             Kind::ReopenLog(req) => self.containers.reopen_log(&req.id).map(|()| None),
-            Kind::Ping(_) | Kind::Shutdown(_) => Err("unexpected request".into()),
+            Kind::Ping(_) | Kind::Shutdown(_) | Kind::Attach(_) => Err("unexpected request".into()),
         };
         match result {
             Ok(container) => ShimResponse {
@@ -389,6 +399,24 @@ impl Pod {
                 ..Default::default()
             },
             Err(e) => error_response(&e),
+        }
+    }
+
+    /// Grants an attach: answers, then keeps the connection as one of the container's
+    /// attachers.
+    fn on_attach(&mut self, mut stream: UnixStream, req: &AttachContainer) {
+        let granted = match stream.try_clone() {
+            Ok(clone) => self.containers.attach(clone, req),
+            Err(e) => Err(format!("attach: {e}")),
+        };
+        let response = match &granted {
+            Ok(()) => ShimResponse::default(),
+            Err(e) => error_response(e),
+        };
+        // The answer goes out before any output frame: the attacher is only polled (and
+        // written to without blocking) from the next loop turn on.
+        if let Err(e) = write_frame(&mut stream, &response) {
+            log(&format!("write attach response: {e}"));
         }
     }
 

@@ -1,0 +1,202 @@
+//! A ready environment for container tests: a berthd with the busybox test image pulled
+//! from a real registry, a private pod network and a log directory, plus the calls tests make
+//! on containers.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use proto::cri::{
+    self, ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest, ImageSpec,
+    LinuxContainerConfig, LinuxContainerSecurityContext, PodSandboxConfig, PullImageRequest,
+    StartContainerRequest,
+};
+
+use crate::daemon::{Berthd, BerthdOptions};
+use crate::images::push_test_images;
+use crate::pods::{TestNetwork, pod_config};
+use crate::registry::Registry;
+
+/// A berthd with the busybox test image pulled, on a private network, with a log dir.
+pub struct Env {
+    pub d: Berthd,
+    pub registry: Registry,
+    pub net: TestNetwork,
+    pub cni: tempfile::TempDir,
+    pub logs: tempfile::TempDir,
+    pub image: String,
+}
+
+/// The environment, or None (with a message) when not root.
+pub async fn env() -> Option<Env> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: containers need root");
+        return None;
+    }
+    let registry = Registry::start().expect("registry");
+    let images = push_test_images(&registry).await.expect("push images");
+    let image = images.get("oci").expect("oci").reference.clone();
+    let net = TestNetwork::new();
+    let cni = tempfile::tempdir().expect("cni dir");
+    let config = format!(
+        "{}[registry]\ninsecure = [\"{}\"]\n",
+        net.config_toml(cni.path()),
+        registry.host()
+    );
+    let d = Berthd::start_with(BerthdOptions {
+        config_toml: Some(config),
+        ..Default::default()
+    })
+    .await
+    .expect("berthd");
+    d.images()
+        .await
+        .expect("client")
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            auth: None,
+            sandbox_config: None,
+        })
+        .await
+        .expect("pull busybox");
+    Some(Env {
+        d,
+        registry,
+        net,
+        cni,
+        logs: tempfile::tempdir().expect("log dir"),
+        image,
+    })
+}
+
+impl Env {
+    pub fn pod(&self, name: &str) -> PodSandboxConfig {
+        let mut c = pod_config(name);
+        c.log_directory = self.logs.path().join(name).display().to_string();
+        c
+    }
+
+    pub async fn run_pod(&self, config: &PodSandboxConfig) -> String {
+        self.d.run_pod(config.clone()).await.expect("RunPodSandbox")
+    }
+
+    pub fn container(&self, name: &str, command: &[&str]) -> ContainerConfig {
+        ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: self.image.clone(),
+                ..Default::default()
+            }),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            log_path: format!("{name}/0.log"),
+            linux: Some(LinuxContainerConfig::default()),
+            ..Default::default()
+        }
+    }
+
+    pub async fn create(
+        &self,
+        pod: &str,
+        pod_config: &PodSandboxConfig,
+        c: ContainerConfig,
+    ) -> Result<String, tonic::Status> {
+        self.d
+            .runtime()
+            .await
+            .expect("client")
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.into(),
+                config: Some(c),
+                sandbox_config: Some(pod_config.clone()),
+            })
+            .await
+            .map(|r| r.into_inner().container_id)
+    }
+
+    pub async fn start(&self, id: &str) -> Result<(), tonic::Status> {
+        self.d
+            .runtime()
+            .await
+            .expect("client")
+            .start_container(StartContainerRequest {
+                container_id: id.into(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn status(&self, id: &str) -> cri::ContainerStatus {
+        self.d
+            .runtime()
+            .await
+            .expect("client")
+            .container_status(ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await
+            .expect("ContainerStatus")
+            .into_inner()
+            .status
+            .expect("status")
+    }
+
+    pub async fn wait_exited(&self, id: &str) -> cri::ContainerStatus {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let st = self.status(id).await;
+            if st.state == ContainerState::ContainerExited as i32 {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "container {id} still {:?}",
+                st.state
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Runs a container to completion and returns its status and log lines (content only).
+    pub async fn run_to_end(
+        &self,
+        pod: &str,
+        pc: &PodSandboxConfig,
+        c: ContainerConfig,
+    ) -> (cri::ContainerStatus, Vec<String>) {
+        let log = PathBuf::from(&pc.log_directory).join(&c.log_path);
+        let id = self.create(pod, pc, c).await.expect("CreateContainer");
+        self.start(&id).await.expect("StartContainer");
+        let st = self.wait_exited(&id).await;
+        (st, read_log(&log))
+    }
+}
+
+/// Content of each CRI log line (`<time> <stream> <F|P> <content>`).
+pub fn read_log(path: &Path) -> Vec<String> {
+    // The shim may still be draining the pipe right after the exit: give it a moment (a
+    // container that prints nothing costs this wait).
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if !text.is_empty() || Instant::now() > deadline {
+            return text
+                .lines()
+                .map(|l| l.splitn(4, ' ').nth(3).unwrap_or_default().to_string())
+                .collect();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn security(c: &mut ContainerConfig) -> &mut LinuxContainerSecurityContext {
+    c.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+}
