@@ -82,11 +82,22 @@ impl Session {
     pub async fn close(self) {
         self.inner.close().await
     }
+
+    /// Resolves once the client is gone (connection closed or broken), so a server waiting
+    /// on something else (an attach with no output) can give up its resources.
+    pub async fn closed(&self) {
+        self.inner.closed().await
+    }
 }
 
 /// What a transport implements behind [`Session`].
-pub trait SessionControl: Send {
+pub trait SessionControl: Send + Sync {
     fn close(self: Box<Self>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+    /// Resolves once the client is gone; transports that cannot tell never resolve.
+    fn closed(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::pending())
+    }
 }
 
 /// Why a session could not be set up.
