@@ -344,7 +344,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>
     }
     let head = Head::parse(head);
     head.check()?;
-    let mut payload = Vec::new();
+    let mut payload = Vec::with_capacity(head.length.min(64 * 1024));
     let n = r.take(head.length as u64).read_to_end(&mut payload).await?;
     if n != head.length {
         return Err(FrameError::Truncated);

@@ -26,7 +26,7 @@ pub use client::{dial, upgrade};
 pub use headers::Headers;
 pub use port_forward::accept_port_forward;
 pub use remote_command::{accept_remote_command, expected_streams};
-pub use session::{Connection, Role};
+pub use session::{Connection, MAX_DATA_CHUNK, Role, SESSION_WINDOW, STREAM_WINDOW};
 pub use stream::{Stream, StreamReader, StreamWriter};
 
 /// The header naming a stream's channel.

@@ -24,8 +24,9 @@ pub fn expected_streams(protocol: &str, opts: StreamOptions) -> usize {
 ///
 /// Like kubelet, every stream with a known `streamtype` counts toward the expected number (a
 /// repeated type replaces the earlier stream) and unknown types are ignored. Streams the
-/// server only reads from have their sending half kept open until the session closes; under
-/// `channel.k8s.io` (v1) stdin's sending half is closed at once, as v1 kubelets do.
+/// server only reads from keep their sending half open until the session closes, except
+/// stdin under `channel.k8s.io` (v1, also what a client that negotiated nothing gets), which
+/// is closed at once as v1 kubelets do.
 pub async fn accept_remote_command<IO>(
     io: IO,
     protocol: &str,
@@ -108,7 +109,8 @@ impl Collected {
         let mut keep = Vec::new();
         let stdin = self.stdin.map(|s| {
             let (reader, writer) = s.into_split();
-            if protocol != protocol::V1 {
+            // kubelet serves a client that negotiated nothing as v1.
+            if protocol != protocol::V1 && !protocol.is_empty() {
                 keep.push(writer);
             }
             Box::new(reader) as Reader

@@ -407,12 +407,30 @@ pub(super) struct Shared {
     pub writer_wake: Notify,
     /// A stream buffer or the outgoing queue has room again (the reader task waits on it).
     pub driver_wake: Notify,
+    /// The peer's bytes ended or writing to it failed.
+    gone: Notify,
 }
 
 impl Shared {
     /// The state; a panic elsewhere while holding the lock does not take the session down.
     pub fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Resolves once the peer is gone: its bytes ended, or writing to it failed.
+    async fn gone(&self) {
+        loop {
+            let notified = self.gone.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let st = self.lock();
+                if st.read_closed || st.write_closed {
+                    return;
+                }
+            }
+            notified.await;
+        }
     }
 }
 
@@ -459,6 +477,7 @@ impl Connection {
             state: Mutex::new(state),
             writer_wake: Notify::new(),
             driver_wake: Notify::new(),
+            gone: Notify::new(),
         });
         let (read, write) = tokio::io::split(io);
         let (tx, incoming) = mpsc::channel(INCOMING_BACKLOG);
@@ -564,6 +583,8 @@ impl Drop for Tasks {
         st.closing = true;
         st.read_ended();
         st.writer_ended();
+        drop(st);
+        self.shared.gone.notify_waiters();
     }
 }
 
@@ -586,6 +607,10 @@ impl SessionControl for Control {
     fn close(self: Box<Self>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
         let Control { tasks, keep } = *self;
         Box::pin(close_session(tasks, keep))
+    }
+
+    fn closed(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(self.tasks.shared.gone())
     }
 }
 
@@ -652,6 +677,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(shared: Arc<Shared>, mut io: W) {
     }
     shared.lock().writer_ended();
     shared.driver_wake.notify_one();
+    shared.gone.notify_waiters();
 }
 
 async fn write_out<W: AsyncWrite + Unpin>(io: &mut W, buf: &[u8]) -> std::io::Result<()> {
@@ -711,6 +737,7 @@ async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, io: R, tx: mpsc::S
         }
     }
     driver.shared.lock().read_ended();
+    driver.shared.gone.notify_waiters();
 }
 
 struct Driver {
