@@ -101,6 +101,12 @@ pub struct StreamingConfig {
     pub address: SocketAddr,
     /// Seconds a streaming URL stays valid before it is used.
     pub token_ttl_seconds: u64,
+    /// PEM certificate chain for https; with `tls_key_file`, the server speaks TLS only.
+    pub tls_cert_file: PathBuf,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: PathBuf,
+    /// Seconds a session may go without any data either way before it is closed.
+    pub idle_timeout_seconds: u64,
 }
 
 impl Default for StreamingConfig {
@@ -108,6 +114,9 @@ impl Default for StreamingConfig {
         StreamingConfig {
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
             token_ttl_seconds: 60,
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
+            idle_timeout_seconds: 4 * 60 * 60,
         }
     }
 }
@@ -319,6 +328,25 @@ impl Config {
                 );
             }
         }
+        let (cert, key) = (&self.streaming.tls_cert_file, &self.streaming.tls_key_file);
+        if cert.as_os_str().is_empty() != key.as_os_str().is_empty() {
+            return bad(
+                "streaming.tls_cert_file",
+                "tls_cert_file and tls_key_file must be set together".into(),
+            );
+        }
+        if self.streaming.token_ttl_seconds == 0 {
+            return bad(
+                "streaming.token_ttl_seconds",
+                "must be at least 1 second".into(),
+            );
+        }
+        if self.streaming.idle_timeout_seconds == 0 {
+            return bad(
+                "streaming.idle_timeout_seconds",
+                "must be at least 1 second".into(),
+            );
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return bad(
                 "log.level",
@@ -447,6 +475,11 @@ format = "{format}"
 address = "{saddr}"
 # Seconds a streaming URL handed to kubelet stays valid before it is used.
 token_ttl_seconds = {ttl}
+# TLS: a PEM certificate chain and its key; both empty means plain http (keep it on loopback).
+tls_cert_file = ""
+tls_key_file = ""
+# Seconds an exec/attach/port-forward session may go without data before it is closed.
+idle_timeout_seconds = {idle}
 
 [metrics]
 # Listen address of the Prometheus /metrics endpoint.
@@ -490,6 +523,7 @@ nft_table = {nft_table}
         format = d.log.format,
         saddr = d.streaming.address,
         ttl = d.streaming.token_ttl_seconds,
+        idle = d.streaming.idle_timeout_seconds,
         maddr = d.metrics.address,
         downloads = d.registry.max_concurrent_downloads,
         cni_conf = q(&d.cni.conf_dir),

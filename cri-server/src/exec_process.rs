@@ -11,13 +11,13 @@ use std::process::Stdio;
 
 use nix::errno::Errno;
 use proto::shim::{ExecFailure, ExecReport, ExecSpec, ExitStatus, exec_report};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tonic::Status;
 
 use crate::container_store::{ContainerPhase, ContainerRecord};
 use crate::pod_store::PodRecord;
+use crate::shim_frames::{read_message, write_message};
 use crate::state::DaemonState;
 use crate::{container_start, container_status, sandbox_status};
 
@@ -163,11 +163,7 @@ pub async fn start(shim: &Path, spec: ExecSpec, io: ExecIo) -> Result<RunningExe
         .map_err(|e| StartError::Runtime(format!("exec control socket: {e}")))?;
     let mut control = UnixStream::from_std(ours)
         .map_err(|e| StartError::Runtime(format!("exec control socket: {e}")))?;
-    let body = prost::Message::encode_to_vec(&spec);
-    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-    frame.extend(body);
-    control
-        .write_all(&frame)
+    write_message(&mut control, &spec)
         .await
         .map_err(|e| StartError::Runtime(format!("send exec spec: {e}")))?;
     match read_report(&mut control).await {
@@ -228,14 +224,6 @@ impl RunningExec {
 }
 
 async fn read_report(control: &mut UnixStream) -> Option<exec_report::Kind> {
-    let mut len = [0u8; 4];
-    control.read_exact(&mut len).await.ok()?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_REPORT {
-        return None;
-    }
-    let mut body = vec![0u8; len];
-    control.read_exact(&mut body).await.ok()?;
-    let report: ExecReport = prost::Message::decode(body.as_slice()).ok()?;
+    let report: ExecReport = read_message(control, MAX_REPORT).await.ok()?;
     report.kind
 }

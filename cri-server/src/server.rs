@@ -44,6 +44,8 @@ pub enum DaemonError {
     State(#[from] crate::state::StateError),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Streaming(#[from] crate::stream_server::StreamServerError),
 }
 
 /// Serves the CRI on `config.socket` until SIGTERM or SIGINT.
@@ -53,7 +55,10 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let mut shutdown = ShutdownSignals::install()?;
     let mut claimed = ClaimedSocket::claim(&config.socket)?;
     let listener = tokio_listener(&mut claimed)?;
+    let streaming = crate::stream_server::StreamServer::bind(&config.streaming).await?;
     let state = Arc::new(DaemonState::new(config)?);
+    state.streams.set_base_url(streaming.base_url().to_string());
+    let stream_task = tokio::spawn(streaming.serve(state.clone()));
     crate::recovery::reconcile_pods(&state).await;
     crate::recovery::hold_container_images(&state);
 
@@ -91,6 +96,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
             }
         }
     }
+    stream_task.abort();
     drop(claimed);
     info!("berthd stopped");
     Ok(())

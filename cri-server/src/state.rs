@@ -22,6 +22,8 @@ pub struct DaemonState {
     pub pods: PodStore,
     pub containers: ContainerStore,
     pub pod_runtime: PodRuntime,
+    /// Pending streaming URLs (Exec, Attach, PortForward).
+    pub streams: crate::stream_tokens::StreamTokens,
 }
 
 /// Why the daemon state could not be built.
@@ -59,7 +61,11 @@ impl DaemonState {
                 source,
             })?;
         let pod_runtime = pod_runtime(&config)?;
+        let streams = crate::stream_tokens::StreamTokens::new(Duration::from_secs(
+            config.streaming.token_ttl_seconds,
+        ));
         Ok(DaemonState {
+            streams,
             config,
             cgroup_layout,
             images,

@@ -48,7 +48,7 @@ const APPLETS: &str = "\
     nc wget chmod chown pwd readlink printf tr cut sort uniq tee xargs dd df du free \
     nproc timeout sync basename dirname expr seq yes vi less mkfifo mknod ip ifconfig \
     ping netstat nslookup nsenter unshare setsid top watch which groups md5sum \
-    sha256sum tar gzip gunzip zcat hexdump od sysctl usleep";
+    sha256sum tar gzip gunzip zcat hexdump od sysctl usleep httpd stty";
 
 // ---------------------------------------------------------------------------------------
 // Layers

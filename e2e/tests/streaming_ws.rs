@@ -1,0 +1,363 @@
+//! Streaming over WebSocket end to end: `Exec`, `Attach` and `PortForward` URLs from a real
+//! berthd, driven with the `v4`/`v5.channel.k8s.io` and `portforward.k8s.io` protocols the
+//! way kubectl's WebSocket client speaks them. Needs root (CI runs as root).
+
+use std::time::Duration;
+
+use e2e::containers::{Env, env};
+use proto::cri::{AttachRequest, ExecRequest, PortForwardRequest};
+use streaming::TermSize;
+use streaming::protocol::{self, Outcome, V4, V5};
+use streaming::websocket::client::{self, ClientSession};
+use streaming::websocket::frame::{ERROR, STDERR, STDIN, STDOUT};
+use tonic::Code;
+
+/// A running container: (pod id, container id).
+async fn running(e: &Env, name: &str, cmd: &[&str], stdin: bool, tty: bool) -> (String, String) {
+    let pc = e.pod(name);
+    let pod = e.run_pod(&pc).await;
+    let mut c = e.container(name, cmd);
+    c.stdin = stdin;
+    c.tty = tty;
+    let id = e.create(&pod, &pc, c).await.expect("CreateContainer");
+    e.start(&id).await.expect("StartContainer");
+    (pod, id)
+}
+
+fn ws(url: &str) -> String {
+    url.replacen("http://", "ws://", 1)
+}
+
+async fn exec_url(e: &Env, id: &str, cmd: &[&str], stdin: bool, tty: bool) -> String {
+    e.d.runtime()
+        .await
+        .expect("client")
+        .exec(ExecRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            tty,
+            stdin,
+            stdout: true,
+            stderr: !tty,
+        })
+        .await
+        .expect("Exec")
+        .into_inner()
+        .url
+}
+
+async fn connect(url: &str, protocols: &[&str]) -> ClientSession {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        client::connect(&ws(url), protocols),
+    )
+    .await
+    .expect("connect in time")
+    .expect("websocket connect")
+}
+
+#[tokio::test]
+async fn websocket_exec_pipes_stdin_and_reports_exit_codes() {
+    let Some(e) = env().await else { return };
+    let (_, id) = running(
+        &e,
+        "wsexec",
+        &["/bin/sh", "-c", "exec sleep 3600"],
+        false,
+        false,
+    )
+    .await;
+
+    // stdin piped to cat, closed with v5's close signal.
+    let url = exec_url(&e, &id, &["cat"], true, false).await;
+    let mut s = connect(&url, &[V5, V4]).await;
+    assert_eq!(s.protocol(), V5);
+    s.send(STDIN, b"hello\nworld\n").await.expect("stdin");
+    s.send_close_signal(STDIN).await.expect("close stdin");
+    let out = tokio::time::timeout(Duration::from_secs(10), s.read_to_close())
+        .await
+        .expect("session ends")
+        .expect("read");
+    assert_eq!(out.channel(STDOUT), b"hello\nworld\n");
+    assert_eq!(
+        out.channel(ERROR),
+        protocol::status_bytes(V5, &Outcome::Success)
+    );
+
+    // A non-zero exit is a Failure Status with the exit code, byte for byte as kubelet sends it.
+    let cmd = ["sh", "-c", "echo out; echo err >&2; exit 7"];
+    let url = exec_url(&e, &id, &cmd, false, false).await;
+    let mut s = connect(&url, &[V4]).await;
+    let out = s.read_to_close().await.expect("read");
+    assert_eq!(out.channel(STDOUT), b"out\n");
+    assert_eq!(out.channel(STDERR), b"err\n");
+    let want = protocol::status_bytes(
+        V4,
+        &Outcome::ExitCode {
+            code: 7,
+            command: cmd.iter().map(|s| s.to_string()).collect(),
+        },
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.channel(ERROR)),
+        String::from_utf8_lossy(&want)
+    );
+}
+
+#[tokio::test]
+async fn websocket_exec_tty_gets_a_terminal_and_resizes() {
+    let Some(e) = env().await else { return };
+    let (_, id) = running(
+        &e,
+        "wstty",
+        &["/bin/sh", "-c", "exec sleep 3600"],
+        false,
+        false,
+    )
+    .await;
+    let url = exec_url(
+        &e,
+        &id,
+        &["sh", "-c", "read go; stty size; exit 3"],
+        true,
+        true,
+    )
+    .await;
+    let mut s = connect(&url, &[V5]).await;
+    s.send_resize(TermSize {
+        width: 100,
+        height: 30,
+    })
+    .await
+    .expect("resize");
+    s.send(STDIN, b"go\r").await.expect("stdin");
+    let out = tokio::time::timeout(Duration::from_secs(10), s.read_to_close())
+        .await
+        .expect("session ends")
+        .expect("read");
+    let stdout = String::from_utf8_lossy(&out.channel(STDOUT)).into_owned();
+    assert!(stdout.contains("30 100"), "{stdout:?}");
+    assert!(
+        out.channel(STDERR).is_empty(),
+        "a terminal has no separate stderr"
+    );
+    let error = String::from_utf8_lossy(&out.channel(ERROR)).into_owned();
+    assert!(error.contains("\"ExitCode\",\"message\":\"3\""), "{error}");
+}
+
+#[tokio::test]
+async fn websocket_attach_fans_out_to_several_clients_and_feeds_stdin() {
+    let Some(e) = env().await else { return };
+    let script = "while read l; do echo \"got $l\"; done";
+    let (_, id) = running(&e, "wsatt", &["/bin/sh", "-c", script], true, false).await;
+    let attach_url = |stdin: bool| {
+        let e = &e;
+        let id = id.clone();
+        async move {
+            e.d.runtime()
+                .await
+                .expect("client")
+                .attach(AttachRequest {
+                    container_id: id,
+                    stdin,
+                    tty: false,
+                    stdout: true,
+                    stderr: true,
+                })
+                .await
+                .expect("Attach")
+                .into_inner()
+                .url
+        }
+    };
+    let mut watcher = connect(&attach_url(false).await, &[V5]).await;
+    let mut writer = connect(&attach_url(true).await, &[V5]).await;
+    // Give both sessions a moment to be registered by the shim before writing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    writer.send(STDIN, b"ping\n").await.expect("stdin");
+    for s in [&mut watcher, &mut writer] {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !String::from_utf8_lossy(&seen).contains("got ping") {
+            let msg = tokio::time::timeout_at(deadline, s.recv())
+                .await
+                .expect("output in time")
+                .expect("recv")
+                .expect("open");
+            if msg.0 == STDOUT {
+                seen.extend_from_slice(&msg.1);
+            }
+        }
+    }
+    // The log got it too.
+    let log = std::path::Path::new(&e.pod("wsatt").log_directory).join("wsatt/0.log");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("got ping"), "{text}");
+
+    // Attaching with stdin to a container created without stdin is refused clearly.
+    let (_, plain) = running(
+        &e,
+        "wsplain",
+        &["/bin/sh", "-c", "exec sleep 3600"],
+        false,
+        false,
+    )
+    .await;
+    let err =
+        e.d.runtime()
+            .await
+            .expect("client")
+            .attach(AttachRequest {
+                container_id: plain,
+                stdin: true,
+                tty: false,
+                stdout: true,
+                stderr: false,
+            })
+            .await
+            .expect_err("no stdin");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+}
+
+#[tokio::test]
+async fn websocket_port_forward_reaches_the_pod_and_reports_refused_ports() {
+    let Some(e) = env().await else { return };
+    let script =
+        "mkdir -p /www; echo hello-from-pod > /www/index.html; exec httpd -f -p 8080 -h /www";
+    let (pod, id) = running(&e, "wspf", &["/bin/sh", "-c", script], false, false).await;
+    // Wait for the server to listen (inside the pod's network namespace only).
+    let probe = [
+        "sh",
+        "-c",
+        "until wget -q -O /dev/null http://127.0.0.1:8080/index.html; do usleep 50000; done",
+    ];
+    e.d.runtime()
+        .await
+        .expect("client")
+        .exec_sync(proto::cri::ExecSyncRequest {
+            container_id: id,
+            cmd: probe.iter().map(|s| s.to_string()).collect(),
+            timeout: 10,
+        })
+        .await
+        .expect("server up");
+    let url =
+        e.d.runtime()
+            .await
+            .expect("client")
+            .port_forward(PortForwardRequest {
+                pod_sandbox_id: pod.clone(),
+                port: vec![8080, 8081],
+            })
+            .await
+            .expect("PortForward")
+            .into_inner()
+            .url;
+    let mut s = connect(&format!("{url}?ports=8080,8081"), &[protocol::PORT_FORWARD]).await;
+    s.send(0, b"GET /index.html HTTP/1.0\r\n\r\n")
+        .await
+        .expect("request");
+    let mut data = Vec::new();
+    let mut refused = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !(String::from_utf8_lossy(&data).contains("hello-from-pod") && refused.len() > 2) {
+        let Ok(Ok(Some((channel, bytes)))) = tokio::time::timeout_at(deadline, s.recv()).await
+        else {
+            break;
+        };
+        match channel {
+            0 => data.extend_from_slice(&bytes),
+            3 => refused.extend_from_slice(&bytes),
+            _ => {}
+        }
+    }
+    // Each channel starts with its port, little endian.
+    assert_eq!(&data[..2], &8080u16.to_le_bytes(), "{data:?}");
+    let body = String::from_utf8_lossy(&data[2..]).into_owned();
+    assert!(
+        body.contains("200 OK") && body.contains("hello-from-pod"),
+        "{body}"
+    );
+    let refused = String::from_utf8_lossy(&refused[2.min(refused.len())..]).into_owned();
+    assert!(
+        refused.contains("8081") && refused.contains("refused"),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn streaming_urls_are_single_use_and_requests_are_validated() {
+    let Some(e) = env().await else { return };
+    let (_, id) = running(
+        &e,
+        "wstok",
+        &["/bin/sh", "-c", "exec sleep 3600"],
+        false,
+        false,
+    )
+    .await;
+    let url = exec_url(&e, &id, &["true"], false, false).await;
+    let mut s = connect(&url, &[V5]).await;
+    let out = s.read_to_close().await.expect("read");
+    assert_eq!(
+        out.channel(ERROR),
+        protocol::status_bytes(V5, &Outcome::Success)
+    );
+    let again = client::connect(&ws(&url), &[V5]).await;
+    assert!(again.is_err(), "a used token must be refused");
+    let (host, path) = url
+        .strip_prefix("http://")
+        .and_then(|r| r.split_once('/'))
+        .expect("http URL");
+    let resp = e2e::http::get(host, &format!("/{path}"))
+        .await
+        .expect("GET");
+    assert_eq!(resp.status, 404, "reused token: {}", resp.body_text());
+    let resp = e2e::http::get(host, "/exec/not-a-token")
+        .await
+        .expect("GET");
+    assert_eq!(resp.status, 404);
+
+    let mut rt = e.d.runtime().await.expect("client");
+    let base = ExecRequest {
+        container_id: id.clone(),
+        cmd: vec!["true".into()],
+        stdout: true,
+        ..Default::default()
+    };
+    let bad = [
+        ExecRequest {
+            cmd: vec![],
+            ..base.clone()
+        },
+        ExecRequest {
+            stdout: false,
+            ..base.clone()
+        },
+        ExecRequest {
+            tty: true,
+            stderr: true,
+            ..base.clone()
+        },
+    ];
+    for req in bad {
+        let err = rt.exec(req.clone()).await.expect_err("invalid");
+        assert_eq!(err.code(), Code::InvalidArgument, "{req:?}: {err:?}");
+    }
+    let err = rt
+        .exec(ExecRequest {
+            container_id: "nope".into(),
+            ..base.clone()
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(err.code(), Code::NotFound);
+    let err = rt
+        .port_forward(PortForwardRequest {
+            pod_sandbox_id: "nope".into(),
+            port: vec![],
+        })
+        .await
+        .expect_err("unknown pod");
+    assert_eq!(err.code(), Code::NotFound);
+}
