@@ -78,16 +78,16 @@ async fn forward(pod_id: String, netns: Option<PathBuf>, s: PortForwardStream) {
         }
     };
     let (mut pod_r, mut pod_w) = conn.into_split();
-    let upstream = async {
+    // Client → pod in the background; the connection is over once the pod side ends (as with
+    // kubelet and containerd), whether or not the client half-closed.
+    let upstream = tokio::spawn(async move {
         let _ = tokio::io::copy(&mut data_in, &mut pod_w).await;
         let _ = pod_w.shutdown().await;
-    };
-    let downstream = async {
-        let _ = tokio::io::copy(&mut pod_r, &mut data_out).await;
-        let _ = data_out.shutdown().await;
-    };
-    tokio::join!(upstream, downstream);
+    });
+    let _ = tokio::io::copy(&mut pod_r, &mut data_out).await;
+    let _ = data_out.shutdown().await;
     let _ = error.shutdown().await;
+    upstream.abort();
 }
 
 /// Connects to localhost:`port` (IPv4, then IPv6) in `netns` (the host's if None). The socket
