@@ -420,6 +420,36 @@ mod tests {
     }
 
     #[test]
+    fn random_and_corrupted_blocks_never_panic() {
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let mut noise = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let valid = HeaderEncoder::new()
+            .encode(
+                &Headers::new()
+                    .with("streamtype", "stdout")
+                    .with("port", "80"),
+            )
+            .unwrap();
+        for round in 0..5_000 {
+            let mut block: Vec<u8> = if round % 2 == 0 {
+                valid.to_vec()
+            } else {
+                (0..noise() % 64).map(|_| noise() as u8).collect()
+            };
+            if let Some(b) = block.get_mut((noise() as usize) % (valid.len() + 1)) {
+                *b ^= noise() as u8 | 1;
+            }
+            let _ = HeaderDecoder::new().decode(&block);
+            let _ = Headers::from_block(&block);
+        }
+    }
+
+    #[test]
     fn malformed_blocks_are_errors_not_panics() {
         for bad in [
             &[][..],

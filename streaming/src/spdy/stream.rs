@@ -75,6 +75,8 @@ impl Stream {
         }
         drop(st);
         self.reader.shared.writer_wake.notify_one();
+        // The reader task may be waiting for room in this stream's buffer.
+        self.reader.shared.driver_wake.notify_one();
     }
 
     /// Aborts the stream as a server does when it refuses one (RST_STREAM CANCEL).
