@@ -23,7 +23,7 @@ pub const MAX_PAYLOAD: usize = (1 << 24) - 1;
 /// may inflate to at most [`super::headers::MAX_HEADER_BLOCK`]) or a few fixed fields.
 pub const MAX_CONTROL_PAYLOAD: usize = 512 * 1024;
 
-/// Control frame types.
+/// Control frame types (SPDY/3.1 section 2.6; 5, NOOP, was dropped after SPDY/2).
 pub const TYPE_SYN_STREAM: u16 = 1;
 pub const TYPE_SYN_REPLY: u16 = 2;
 pub const TYPE_RST_STREAM: u16 = 3;

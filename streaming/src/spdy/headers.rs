@@ -149,6 +149,7 @@ pub enum HeaderError {
 pub struct Headers(Vec<(String, String)>);
 
 impl Headers {
+    /// No headers (what a SYN_REPLY carries).
     pub fn new() -> Headers {
         Headers::default()
     }
@@ -189,10 +190,12 @@ impl Headers {
         self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
+    /// How many distinct names.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// Whether there are no headers at all.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -265,6 +268,7 @@ impl Default for HeaderEncoder {
 }
 
 impl HeaderEncoder {
+    /// A fresh context, for the first block a side sends on a connection.
     pub fn new() -> HeaderEncoder {
         HeaderEncoder {
             z: Compress::new(Compression::best(), true),
@@ -309,6 +313,7 @@ impl Default for HeaderDecoder {
 }
 
 impl HeaderDecoder {
+    /// A fresh context, for the first block a side receives on a connection.
     pub fn new() -> HeaderDecoder {
         HeaderDecoder {
             z: Decompress::new(true),

@@ -121,6 +121,7 @@ pub struct StreamReader {
 }
 
 impl StreamReader {
+    /// The stream id, for logs.
     pub fn id(&self) -> u32 {
         self.id
     }
@@ -202,6 +203,7 @@ pub struct StreamWriter {
 }
 
 impl StreamWriter {
+    /// The stream id, for logs.
     pub fn id(&self) -> u32 {
         self.id
     }
