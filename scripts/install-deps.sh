@@ -5,12 +5,13 @@
 #   build:  protoc (k8s-cri's build script), a C compiler and static libc (test programs)
 #   tests:  docker-registry (the e2e registry), apache2-utils (htpasswd for its auth),
 #           busybox (dynamic; the test images' userland), nftables + iproute2 (pod network),
-#           containernetworking-plugins (CNI bridge/host-local/portmap for CNI tests)
+#           containernetworking-plugins (CNI bridge/host-local/portmap for CNI tests),
+#           openssl (a throwaway certificate for the streaming server's TLS test)
 set -euo pipefail
 
 packages=(protobuf-compiler gcc libc6-dev ca-certificates)
 if [[ ${1:-test} == test ]]; then
-    packages+=(docker-registry apache2-utils busybox nftables iproute2 containernetworking-plugins)
+    packages+=(docker-registry apache2-utils busybox nftables iproute2 containernetworking-plugins openssl)
 fi
 
 missing=()

@@ -28,6 +28,11 @@ pub struct Env {
 
 /// The environment, or None (with a message) when not root.
 pub async fn env() -> Option<Env> {
+    env_with("").await
+}
+
+/// [`env`] with `extra` appended to berthd's config (TOML tables after the network's).
+pub async fn env_with(extra: &str) -> Option<Env> {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("skipped: containers need root");
         return None;
@@ -38,7 +43,7 @@ pub async fn env() -> Option<Env> {
     let net = TestNetwork::new();
     let cni = tempfile::tempdir().expect("cni dir");
     let config = format!(
-        "{}[registry]\ninsecure = [\"{}\"]\n",
+        "{}[registry]\ninsecure = [\"{}\"]\n{extra}",
         net.config_toml(cni.path()),
         registry.host()
     );

@@ -361,3 +361,178 @@ async fn streaming_urls_are_single_use_and_requests_are_validated() {
         .expect_err("unknown pod");
     assert_eq!(err.code(), Code::NotFound);
 }
+
+/// A throwaway CA and a server certificate for 127.0.0.1 it signed:
+/// (dir, CA cert, server cert, server key).
+fn test_certificates() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    let dir = tempfile::tempdir().expect("tls dir");
+    let p = |name: &str| dir.path().join(name);
+    let openssl = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .current_dir(dir.path())
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run openssl (scripts/install-deps.sh installs it)");
+        assert!(status.success(), "openssl {args:?} failed");
+    };
+    std::fs::write(
+        p("leaf.ext"),
+        "basicConstraints = critical,CA:FALSE\nsubjectAltName = IP:127.0.0.1\nextendedKeyUsage = serverAuth\n",
+    )
+    .expect("extensions");
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=berth-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "leaf.csr",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "cert.pem",
+    ]);
+    let (ca, cert, key) = (p("ca.pem"), p("cert.pem"), p("key.pem"));
+    (dir, ca, cert, key)
+}
+
+#[tokio::test]
+async fn streaming_server_speaks_tls_when_configured() {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, ServerName};
+    use tokio_rustls::rustls::{self, RootCertStore};
+
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: containers need root");
+        return;
+    }
+    let (_tls_dir, ca, cert, key) = test_certificates();
+    let extra = format!(
+        "[streaming]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let Some(e) = e2e::containers::env_with(&extra).await else {
+        return;
+    };
+    let (_, id) = running(
+        &e,
+        "wstls",
+        &["/bin/sh", "-c", "exec sleep 3600"],
+        false,
+        false,
+    )
+    .await;
+    let url = exec_url(&e, &id, &["echo", "over-tls"], false, false).await;
+    let rest = url.strip_prefix("https://").expect("an https URL");
+    let (authority, path) = rest.split_once('/').expect("path");
+
+    // Plain http on the TLS port gets nowhere.
+    let plain = e2e::http::get(authority, "/exec/x").await;
+    assert!(plain.is_err() || plain.is_ok_and(|r| r.status != 404));
+
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&ca).expect("ca") {
+        roots.add(c.expect("cert")).expect("root");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(authority)
+        .await
+        .expect("connect");
+    let name = ServerName::try_from("127.0.0.1").expect("name");
+    let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    let request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("wss://{authority}/{path}"),
+    )
+    .map(|mut r| {
+        r.headers_mut()
+            .insert("Sec-WebSocket-Protocol", V5.parse().expect("header"));
+        r
+    })
+    .expect("request");
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tls)
+        .await
+        .expect("websocket over TLS");
+    let mut stdout = Vec::new();
+    use futures_util::StreamExt;
+    while let Some(Ok(msg)) = ws.next().await {
+        let data = msg.into_data();
+        if data.first() == Some(&STDOUT) {
+            stdout.extend_from_slice(&data[1..]);
+        }
+    }
+    assert_eq!(stdout, b"over-tls\n");
+}
+
+#[tokio::test]
+async fn streaming_server_drops_clients_that_never_send_a_request() {
+    use tokio::io::AsyncReadExt;
+    let Some(e) = env().await else { return };
+    let (_, id) = running(
+        &e,
+        "wsslow",
+        &["/bin/sh", "-c", "exec sleep 3600"],
+        false,
+        false,
+    )
+    .await;
+    let url = exec_url(&e, &id, &["true"], false, false).await;
+    let authority = url
+        .strip_prefix("http://")
+        .and_then(|r| r.split('/').next())
+        .expect("authority")
+        .to_string();
+    let mut idle = tokio::net::TcpStream::connect(&authority)
+        .await
+        .expect("connect");
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(20), idle.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(_)) | Ok(Err(_))),
+        "the server must hang up on a client that sends nothing"
+    );
+}
