@@ -15,6 +15,8 @@ use crate::exec_process::{self, ExecIo, StartError};
 use crate::pty::Pty;
 use crate::state::{DaemonState, shim_binary};
 
+/// How long a tty exec waits for the client's first terminal size before starting.
+const INITIAL_SIZE_WAIT: Duration = Duration::from_millis(200);
 /// How long output is still forwarded after the process exited (its children may hold it).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
@@ -115,8 +117,16 @@ async fn run_tty(
 ) -> Result<i32, StartError> {
     let (pty, secondary) =
         Pty::open().map_err(|e| StartError::Runtime(format!("open terminal: {e}")))?;
+    let mut sizes = s.resize;
+    // Clients send the terminal's size right after opening the session: give it a moment
+    // so the command starts on a terminal of the right size, not 0x0.
+    if let Some(rx) = sizes.as_mut()
+        && let Ok(Some(size)) = tokio::time::timeout(INITIAL_SIZE_WAIT, rx.recv()).await
+    {
+        pty.resize(size.width, size.height);
+    }
     let mut running = exec_process::start(shim, spec, ExecIo::Tty(secondary)).await?;
-    let resizer = s.resize.map(|mut sizes| {
+    let resizer = sizes.map(|mut sizes| {
         let pty = pty.clone();
         tokio::spawn(async move {
             while let Some(size) = sizes.recv().await {

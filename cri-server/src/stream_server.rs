@@ -148,6 +148,8 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(MAX_HEADER_BYTES)
+        // Header names as Go servers (kubelet, containerd) write them: `X-Stream-Protocol-Version`.
+        .title_case_headers(true)
         .serve_connection(TokioIo::new(conn), service)
         .with_upgrades()
         .await;

@@ -9,6 +9,7 @@
 //! what both share: subprotocol negotiation, the exit `Status` object, resize events.
 //! No CRI knowledge lives here.
 
+pub mod capture;
 pub mod protocol;
 pub mod spdy;
 pub mod websocket;

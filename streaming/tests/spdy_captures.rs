@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use streaming::capture::{Capture, read_pcap, split_http};
 use streaming::protocol::{self, Outcome, V4};
 use streaming::spdy::frame::{self, FLAG_FIN, Frame, rst};
 use streaming::spdy::headers::{HeaderDecoder, HeaderEncoder, Headers};
@@ -16,114 +17,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 // ---------------------------------------------------------------------------------------------
 // pcap reading
 
-/// The two directions of the recorded streaming connection, HTTP upgrade included.
-struct Capture {
-    client: Vec<u8>,
-    server: Vec<u8>,
-}
-
+/// The recorded sessions, copied into the repository from the project's shared fixtures
+/// (`shared/fixtures/streaming/`, README included) so every checkout can replay them.
 fn fixtures() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/streaming");
-    if dir.join("README.md").exists() {
-        return Some(dir);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("streaming fixtures missing at {}", dir.display());
-    }
-    eprintln!(
-        "skipping: streaming fixtures not found at {}",
-        dir.display()
-    );
-    None
+    Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"))
 }
 
 fn load(name: &str) -> Option<Capture> {
     let path = fixtures()?.join(format!("{name}.pcap"));
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    Some(split_connection(&bytes))
-}
-
-fn u16_be(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-fn u32_at(b: &[u8], at: usize, little: bool) -> u32 {
-    let w = [b[at], b[at + 1], b[at + 2], b[at + 3]];
-    if little {
-        u32::from_le_bytes(w)
-    } else {
-        u32::from_be_bytes(w)
-    }
-}
-
-/// TCP payloads by (source port, destination port), each keyed by sequence number (which
-/// drops retransmissions).
-type Flows = BTreeMap<(u16, u16), BTreeMap<u32, Vec<u8>>>;
-
-fn tcp_flows(pcap: &[u8]) -> Flows {
-    // Microsecond or nanosecond magic, written little-endian (else the file is big-endian).
-    let little = matches!(u32_at(pcap, 0, true), 0xa1b2_c3d4 | 0xa1b2_3c4d);
-    let link = u32_at(pcap, 20, little);
-    let link_header = match link {
-        0 => 4,    // BSD loopback
-        1 => 14,   // Ethernet
-        113 => 16, // Linux cooked
-        276 => 20, // Linux cooked v2
-        other => panic!("unsupported pcap link type {other}"),
-    };
-    let mut flows = Flows::new();
-    let mut at = 24;
-    while at + 16 <= pcap.len() {
-        let len = u32_at(pcap, at + 8, little) as usize;
-        let packet = &pcap[at + 16..at + 16 + len];
-        at += 16 + len;
-        let ip = &packet[link_header..];
-        if ip[0] >> 4 != 4 || ip[9] != 6 {
-            continue; // Only IPv4/TCP.
-        }
-        let ihl = usize::from(ip[0] & 0x0f) * 4;
-        let total = usize::from(u16_be(ip, 2));
-        let tcp = &ip[ihl..total];
-        let data_offset = usize::from(tcp[12] >> 4) * 4;
-        let payload = &tcp[data_offset..];
-        if payload.is_empty() {
-            continue;
-        }
-        let key = (u16_be(tcp, 0), u16_be(tcp, 2));
-        let seq = u32_at(tcp, 4, false);
-        flows.entry(key).or_default().insert(seq, payload.to_vec());
-    }
-    flows
-}
-
-/// The direction starting with the upgrade `POST` and its reverse, reassembled.
-fn split_connection(pcap: &[u8]) -> Capture {
-    let flows = tcp_flows(pcap);
-    let join = |segments: &BTreeMap<u32, Vec<u8>>| -> Vec<u8> {
-        // Order by offset from the first sequence number (robust to wrap-around).
-        let first = *segments.keys().next().unwrap();
-        let mut ordered: Vec<_> = segments.iter().collect();
-        ordered.sort_by_key(|(seq, _)| seq.wrapping_sub(first));
-        ordered.into_iter().flat_map(|(_, p)| p.clone()).collect()
-    };
-    let (&(sport, dport), segments) = flows
-        .iter()
-        .find(|(_, s)| join(s).starts_with(b"POST "))
-        .expect("a POST upgrade request in the capture");
-    Capture {
-        client: join(segments),
-        server: join(&flows[&(dport, sport)]),
-    }
+    Some(read_pcap(&bytes).expect("a streaming session in the capture"))
 }
 
 /// Splits the HTTP head from the SPDY bytes behind it.
 fn after_http(bytes: &[u8]) -> (&str, &[u8]) {
-    let end = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("end of HTTP head")
-        + 4;
-    (std::str::from_utf8(&bytes[..end]).unwrap(), &bytes[end..])
+    split_http(bytes).expect("end of HTTP head")
 }
 
 // ---------------------------------------------------------------------------------------------
