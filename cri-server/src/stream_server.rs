@@ -333,7 +333,10 @@ async fn run_spdy(
             match streaming::spdy::accept_remote_command(io, chosen, opts, STREAM_CREATION_TIMEOUT)
                 .await
             {
-                Ok((rc, session)) => stream_exec::serve(state, r, rc, session).await,
+                Ok((rc, mut session)) => {
+                    session.set_idle_timeout(shared.idle_timeout);
+                    stream_exec::serve(state, r, rc, session).await
+                }
                 Err(e) => debug!(error = %e, "SPDY exec session"),
             }
         }
@@ -341,7 +344,10 @@ async fn run_spdy(
             match streaming::spdy::accept_remote_command(io, chosen, opts, STREAM_CREATION_TIMEOUT)
                 .await
             {
-                Ok((rc, session)) => stream_attach::serve(state, r, rc, session).await,
+                Ok((rc, mut session)) => {
+                    session.set_idle_timeout(shared.idle_timeout);
+                    stream_attach::serve(state, r, rc, session).await
+                }
                 Err(e) => debug!(error = %e, "SPDY attach session"),
             }
         }

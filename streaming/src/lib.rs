@@ -89,6 +89,12 @@ impl Session {
     pub async fn closed(&self) {
         self.inner.closed().await
     }
+
+    /// Ends the session (as if the client left: [`Session::closed`] resolves) once no data
+    /// has gone either way for `idle`, like kubelet's stream idle timeout.
+    pub fn set_idle_timeout(&mut self, idle: std::time::Duration) {
+        self.inner.set_idle_timeout(idle)
+    }
 }
 
 /// What a transport implements behind [`Session`].
@@ -99,6 +105,9 @@ pub trait SessionControl: Send + Sync {
     fn closed(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(std::future::pending())
     }
+
+    /// See [`Session::set_idle_timeout`]; transports with their own idle limit ignore it.
+    fn set_idle_timeout(&mut self, _idle: std::time::Duration) {}
 }
 
 /// Why a session could not be set up.

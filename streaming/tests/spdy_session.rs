@@ -731,3 +731,30 @@ async fn upgrade_negotiates_over_tcp_like_client_go() {
     );
     within(server).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_session_counts_as_gone_and_traffic_keeps_it_alive() {
+    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    let server = tokio::spawn(accept_remote_command(server_io, V4, all_stdio(), LONG));
+    let client = Connection::new(client_io, Role::Client);
+    let (_error, mut stdin, _stdout, _stderr) = within(open_exec_streams(&client)).await;
+    let (mut cmd, mut session) = within(server).await.unwrap().unwrap();
+    session.set_idle_timeout(Duration::from_millis(300));
+    // Traffic every 100 ms for 600 ms: still alive.
+    let mut input = cmd.stdin.take().unwrap();
+    for _ in 0..6 {
+        stdin.write_all(b"x").await.unwrap();
+        let mut b = [0u8; 1];
+        within(input.read_exact(&mut b)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), session.closed())
+            .await
+            .is_err(),
+        "a busy session must not count as idle"
+    );
+    // Silence: gone within the timeout (plus slack).
+    within(session.closed()).await;
+    session.close().await;
+}

@@ -409,6 +409,33 @@ pub(super) struct Shared {
     pub driver_wake: Notify,
     /// The peer's bytes ended or writing to it failed.
     gone: Notify,
+    /// When a frame last went either way, for the idle timeout.
+    activity: Activity,
+}
+
+/// Milliseconds since the connection started at which a frame last went either way.
+struct Activity {
+    origin: tokio::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            origin: tokio::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.origin.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn last(&self) -> tokio::time::Instant {
+        let ms = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
+        self.origin + Duration::from_millis(ms)
+    }
 }
 
 impl Shared {
@@ -478,6 +505,7 @@ impl Connection {
             writer_wake: Notify::new(),
             driver_wake: Notify::new(),
             gone: Notify::new(),
+            activity: Activity::new(),
         });
         let (read, write) = tokio::io::split(io);
         let (tx, incoming) = mpsc::channel(INCOMING_BACKLOG);
@@ -491,6 +519,7 @@ impl Connection {
                 shared,
                 reader: Some(reader),
                 writer: Some(writer),
+                watchdog: None,
             },
         }
     }
@@ -564,16 +593,41 @@ impl Connection {
     }
 }
 
-/// The two tasks of a connection: aborted when dropped unless a close took them.
+/// The tasks of a connection: aborted when dropped unless a close took them.
 struct Tasks {
     shared: Arc<Shared>,
     reader: Option<JoinHandle<()>>,
     writer: Option<JoinHandle<()>>,
+    /// Ends an idle session, when an idle timeout is set.
+    watchdog: Option<JoinHandle<()>>,
+}
+
+impl Tasks {
+    /// Watches for `idle` without a frame either way; then the session counts as gone.
+    fn watch_idle(&mut self, idle: Duration) {
+        if let Some(old) = self.watchdog.take() {
+            old.abort();
+        }
+        let shared = self.shared.clone();
+        shared.activity.touch();
+        self.watchdog = Some(tokio::spawn(async move {
+            loop {
+                let deadline = shared.activity.last() + idle;
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep_until(deadline).await;
+            }
+            tracing::debug!(?idle, "SPDY session idle: closing it");
+            shared.lock().read_ended();
+            shared.gone.notify_waiters();
+        }));
+    }
 }
 
 impl Drop for Tasks {
     fn drop(&mut self) {
-        for task in [self.reader.take(), self.writer.take()]
+        for task in [self.reader.take(), self.writer.take(), self.watchdog.take()]
             .into_iter()
             .flatten()
         {
@@ -612,10 +666,17 @@ impl SessionControl for Control {
     fn closed(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(self.tasks.shared.gone())
     }
+
+    fn set_idle_timeout(&mut self, idle: Duration) {
+        self.tasks.watch_idle(idle);
+    }
 }
 
 async fn close_session(mut tasks: Tasks, keep: Vec<super::stream::StreamWriter>) {
     drop(keep);
+    if let Some(watchdog) = tasks.watchdog.take() {
+        watchdog.abort();
+    }
     tasks.shared.lock().begin_close();
     tasks.shared.writer_wake.notify_one();
     tasks.shared.driver_wake.notify_one();
@@ -664,6 +725,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(shared: Arc<Shared>, mut io: W) {
         if let Err(e) = write_out(&mut io, &buf).await {
             break Err(e.to_string());
         }
+        shared.activity.touch();
         buf.clear();
         {
             let mut st = shared.lock();
@@ -722,7 +784,10 @@ async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, io: R, tx: mpsc::S
     };
     loop {
         let result = match read_frame(&mut reader).await {
-            Ok(Some(frame)) => driver.dispatch(frame).await,
+            Ok(Some(frame)) => {
+                driver.shared.activity.touch();
+                driver.dispatch(frame).await
+            }
             Ok(None) => break,
             Err(FrameError::Io(e)) => {
                 tracing::debug!(error = %e, "SPDY connection read failed");
