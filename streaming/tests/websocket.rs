@@ -544,3 +544,29 @@ async fn pings_are_answered_with_pongs() {
     while let Some(Ok(_)) = guarded(ws.next()).await {}
     guarded(server).await.unwrap();
 }
+
+#[tokio::test]
+async fn session_closed_resolves_when_the_client_leaves() {
+    let (url, upgraded) = server(websocket::negotiate_remote_command, "/attach/token").await;
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let server = tokio::spawn(async move {
+        let up = upgraded.await.unwrap();
+        let opts = StreamOptions {
+            stdout: true,
+            ..StreamOptions::default()
+        };
+        let (_cmd, session) = websocket::accept_remote_command(up.io, up.protocol, opts)
+            .await
+            .unwrap();
+        let _ = ready_tx.send(());
+        // An attach with no output and no stdin notices the client leaving only this way.
+        session.closed().await;
+        session.close().await;
+    });
+
+    let mut client = client::connect(&url, &[V5]).await.unwrap();
+    assert_eq!(client.recv().await.unwrap(), Some((STDOUT, Bytes::new())));
+    ready_rx.await.unwrap();
+    drop(client);
+    guarded(server).await.unwrap();
+}

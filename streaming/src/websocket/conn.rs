@@ -85,12 +85,13 @@ where
     let writer = Writer {
         sink,
         queue,
-        cancel,
+        cancel: cancel.clone(),
         activity,
         idle: config.idle_timeout,
     };
     let session = WsSession {
         outbound: outbound.clone(),
+        ended: cancel,
         reader: AbortOnDrop(tokio::spawn(reader.run())),
         writer: AbortOnDrop(tokio::spawn(writer.run())),
         close_timeout: config.close_timeout,
@@ -321,6 +322,9 @@ impl Drop for AbortOnDrop {
 /// The [`SessionControl`] of a WebSocket connection.
 pub(crate) struct WsSession {
     outbound: mpsc::Sender<Outbound>,
+    /// Fired when the connection is over: the client closed, vanished or idled out, or a
+    /// write failed.
+    ended: CancellationToken,
     reader: AbortOnDrop,
     writer: AbortOnDrop,
     close_timeout: std::time::Duration,
@@ -335,6 +339,7 @@ impl SessionControl for WsSession {
         Box::pin(async move {
             let WsSession {
                 outbound,
+                ended: _,
                 mut reader,
                 writer,
                 close_timeout,
@@ -350,6 +355,11 @@ impl SessionControl for WsSession {
             drop(writer);
             drop(reader);
         })
+    }
+
+    /// Resolves once the connection is over (client gone, idle timeout, failed write).
+    fn closed(&self) -> Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(self.ended.cancelled())
     }
 }
 
