@@ -9,7 +9,7 @@ use proto::shim::{
     ATTACH_EXITED, ATTACH_RESIZE, ATTACH_STDERR, ATTACH_STDIN, ATTACH_STDIN_CLOSE, ATTACH_STDOUT,
     AttachContainer, AttachFrame, ShimRequest, ShimResponse, shim_request::Kind,
 };
-use streaming::protocol::{self, Outcome};
+use streaming::protocol::Outcome;
 use streaming::{RemoteCommand, Session};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -19,6 +19,7 @@ use tracing::debug;
 use crate::exec_process;
 use crate::shim_frames::{read_message, write_message};
 use crate::state::DaemonState;
+use crate::stream_exec::{Streams, serve_remote_command};
 
 /// Largest frame berthd accepts from a shim.
 const MAX_FRAME: usize = 1 << 20;
@@ -30,32 +31,20 @@ pub async fn serve(
     rc: RemoteCommand,
     session: Session,
 ) {
-    let RemoteCommand {
-        protocol,
-        stdin,
-        stdout,
-        stderr,
-        resize,
-        mut error,
-    } = rc;
-    let outcome = tokio::select! {
-        outcome = run(&state, &req, stdin, stdout, stderr, resize) => outcome,
-        () = session.closed() => Outcome::Error("client disconnected".into()),
-    };
-    debug!(container_id = %req.container_id, ?outcome, "attach session ended");
-    let _ = protocol::write_status(&mut error, &protocol, &outcome).await;
-    drop(error);
-    session.close().await;
+    let id = req.container_id.clone();
+    serve_remote_command(rc, session, "attach", &id, |s| async move {
+        run(&state, &req, s).await
+    })
+    .await
 }
 
-async fn run(
-    state: &DaemonState,
-    req: &AttachRequest,
-    stdin: Option<streaming::Reader>,
-    mut stdout: Option<streaming::Writer>,
-    mut stderr: Option<streaming::Writer>,
-    resize: Option<tokio::sync::mpsc::Receiver<streaming::TermSize>>,
-) -> Outcome {
+async fn run(state: &DaemonState, req: &AttachRequest, streams: Streams) -> Outcome {
+    let Streams {
+        stdin,
+        mut stdout,
+        mut stderr,
+        resize,
+    } = streams;
     let (rec, pod) = match exec_process::running_container(state, &req.container_id).await {
         Ok(found) => found,
         Err(status) => return Outcome::Error(status.message().to_string()),

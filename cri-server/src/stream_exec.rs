@@ -22,6 +22,34 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
 /// Runs the exec and ends the session.
 pub async fn serve(state: Arc<DaemonState>, req: ExecRequest, rc: RemoteCommand, session: Session) {
+    let id = req.container_id.clone();
+    // If the client leaves first, dropping the exec kills the process.
+    serve_remote_command(rc, session, "exec", &id, |s| async move {
+        run(&state, &req, s).await
+    })
+    .await
+}
+
+/// The client's streams of an exec or attach session, without the error stream.
+pub struct Streams {
+    pub stdin: Option<streaming::Reader>,
+    pub stdout: Option<streaming::Writer>,
+    pub stderr: Option<streaming::Writer>,
+    pub resize: Option<tokio::sync::mpsc::Receiver<streaming::TermSize>>,
+}
+
+/// Runs `work` on the session's streams until it is done or the client leaves, writes the
+/// outcome on the error stream and closes the session.
+pub async fn serve_remote_command<F, Fut>(
+    rc: RemoteCommand,
+    session: Session,
+    what: &str,
+    container_id: &str,
+    work: F,
+) where
+    F: FnOnce(Streams) -> Fut,
+    Fut: std::future::Future<Output = Outcome>,
+{
     let RemoteCommand {
         protocol,
         stdin,
@@ -37,23 +65,15 @@ pub async fn serve(state: Arc<DaemonState>, req: ExecRequest, rc: RemoteCommand,
         resize,
     };
     let outcome = tokio::select! {
-        outcome = run(&state, &req, streams) => outcome,
-        // The client left: dropping the exec kills the process.
+        outcome = work(streams) => outcome,
         () = session.closed() => Outcome::Error("client disconnected".into()),
     };
-    debug!(container_id = %req.container_id, ?outcome, "exec session ended");
+    debug!(container_id, ?outcome, "{what} session ended");
     if let Err(e) = protocol::write_status(&mut error, &protocol, &outcome).await {
-        debug!(error = %e, "write exec status");
+        debug!(error = %e, "write {what} status");
     }
     drop(error);
     session.close().await;
-}
-
-struct Streams {
-    stdin: Option<streaming::Reader>,
-    stdout: Option<streaming::Writer>,
-    stderr: Option<streaming::Writer>,
-    resize: Option<tokio::sync::mpsc::Receiver<streaming::TermSize>>,
 }
 
 async fn run(state: &DaemonState, req: &ExecRequest, s: Streams) -> Outcome {

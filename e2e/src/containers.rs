@@ -77,6 +77,63 @@ pub async fn env_with(extra: &str) -> Option<Env> {
 }
 
 impl Env {
+    /// Runs a pod with one container running `cmd` (adjusted by `tune`) and starts it:
+    /// (pod ID, container ID).
+    pub async fn run_container(
+        &self,
+        name: &str,
+        cmd: &[&str],
+        tune: impl FnOnce(&mut ContainerConfig),
+    ) -> (String, String) {
+        let pc = self.pod(name);
+        let pod = self.run_pod(&pc).await;
+        let mut c = self.container(name, cmd);
+        tune(&mut c);
+        let id = self.create(&pod, &pc, c).await.expect("CreateContainer");
+        self.start(&id).await.expect("StartContainer");
+        (pod, id)
+    }
+
+    /// A streaming exec URL for `cmd` with stdout, and stderr unless `tty` (as crictl asks).
+    pub async fn exec_url(&self, id: &str, cmd: &[&str], stdin: bool, tty: bool) -> String {
+        self.d
+            .runtime()
+            .await
+            .expect("client")
+            .exec(cri::ExecRequest {
+                container_id: id.into(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                tty,
+                stdin,
+                stdout: true,
+                stderr: !tty,
+            })
+            .await
+            .expect("Exec")
+            .into_inner()
+            .url
+    }
+
+    /// ExecSync of `cmd` with `timeout` seconds (0: none).
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: &[&str],
+        timeout: i64,
+    ) -> Result<cri::ExecSyncResponse, tonic::Status> {
+        self.d
+            .runtime()
+            .await
+            .expect("client")
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: id.into(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
     pub fn pod(&self, name: &str) -> PodSandboxConfig {
         let mut c = pod_config(name);
         c.log_directory = self.logs.path().join(name).display().to_string();

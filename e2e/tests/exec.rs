@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use e2e::containers::{Env, env, security};
-use proto::cri::{self, ExecSyncRequest, ExecSyncResponse, Int64Value, StopContainerRequest};
+use proto::cri::{self, Int64Value, StopContainerRequest};
 use tonic::Code;
 
 /// Starts a pod with one container running `script` (then sleeping) and returns its ID.
@@ -15,36 +15,15 @@ async fn running(
     script: &str,
     tune: impl FnOnce(&mut cri::ContainerConfig),
 ) -> String {
-    let pc = e.pod(name);
-    let pod = e.run_pod(&pc).await;
     let full = format!("{script}; exec sleep 3600");
-    let mut c = e.container(name, &["/bin/sh", "-c", &full]);
-    tune(&mut c);
-    let id = e.create(&pod, &pc, c).await.expect("CreateContainer");
-    e.start(&id).await.expect("StartContainer");
-    id
-}
-
-async fn exec(
-    e: &Env,
-    id: &str,
-    cmd: &[&str],
-    timeout: i64,
-) -> Result<ExecSyncResponse, tonic::Status> {
-    e.d.runtime()
+    e.run_container(name, &["/bin/sh", "-c", &full], tune)
         .await
-        .expect("client")
-        .exec_sync(ExecSyncRequest {
-            container_id: id.into(),
-            cmd: cmd.iter().map(|s| s.to_string()).collect(),
-            timeout,
-        })
-        .await
-        .map(|r| r.into_inner())
+        .1
 }
 
 async fn sh(e: &Env, id: &str, script: &str) -> String {
-    let r = exec(e, id, &["/bin/sh", "-c", script], 10)
+    let r = e
+        .exec_sync(id, &["/bin/sh", "-c", script], 10)
         .await
         .expect("ExecSync");
     assert_eq!(
@@ -115,24 +94,22 @@ async fn exec_runs_with_exactly_the_containers_namespaces_cgroup_and_security() 
 async fn exec_sync_reports_output_exit_codes_and_missing_commands() {
     let Some(e) = env().await else { return };
     let id = running(&e, "codes", "true", |_| {}).await;
-    let r = exec(
-        &e,
-        &id,
-        &["/bin/sh", "-c", "echo out; echo err >&2; exit 7"],
-        0,
-    )
-    .await
-    .expect("ExecSync");
+    let r = e
+        .exec_sync(&id, &["/bin/sh", "-c", "echo out; echo err >&2; exit 7"], 0)
+        .await
+        .expect("ExecSync");
     assert_eq!(r.exit_code, 7);
     assert_eq!(r.stdout, b"out\n");
     assert_eq!(r.stderr, b"err\n");
     // Killed by a signal: 128 + signal, as a shell reports it.
-    let r = exec(&e, &id, &["/bin/sh", "-c", "kill -9 $$"], 0)
+    let r = e
+        .exec_sync(&id, &["/bin/sh", "-c", "kill -9 $$"], 0)
         .await
         .expect("ExecSync");
     assert_eq!(r.exit_code, 137);
     // A command that does not exist answers like a shell would.
-    let r = exec(&e, &id, &["no-such-command"], 0)
+    let r = e
+        .exec_sync(&id, &["no-such-command"], 0)
         .await
         .expect("ExecSync");
     assert_eq!(r.exit_code, 127);
@@ -141,10 +118,14 @@ async fn exec_sync_reports_output_exit_codes_and_missing_commands() {
         stderr.contains("no-such-command") && stderr.contains("not found"),
         "{stderr}"
     );
-    let r = exec(&e, &id, &["/etc/passwd"], 0).await.expect("ExecSync");
+    let r = e
+        .exec_sync(&id, &["/etc/passwd"], 0)
+        .await
+        .expect("ExecSync");
     assert_eq!(r.exit_code, 126, "{}", String::from_utf8_lossy(&r.stderr));
     // The environment and working directory are the container's.
-    let r = exec(&e, &id, &["/bin/sh", "-c", "echo $PATH; pwd"], 0)
+    let r = e
+        .exec_sync(&id, &["/bin/sh", "-c", "echo $PATH; pwd"], 0)
         .await
         .expect("ExecSync");
     assert!(String::from_utf8_lossy(&r.stdout).contains("/bin"), "{r:?}");
@@ -154,14 +135,14 @@ async fn exec_sync_reports_output_exit_codes_and_missing_commands() {
 async fn exec_sync_caps_output_and_kills_on_timeout() {
     let Some(e) = env().await else { return };
     let id = running(&e, "limits", "true", |_| {}).await;
-    let r = exec(
-        &e,
-        &id,
-        &["/bin/sh", "-c", "head -c 20000000 /dev/zero; echo done >&2"],
-        30,
-    )
-    .await
-    .expect("ExecSync");
+    let r = e
+        .exec_sync(
+            &id,
+            &["/bin/sh", "-c", "head -c 20000000 /dev/zero; echo done >&2"],
+            30,
+        )
+        .await
+        .expect("ExecSync");
     assert_eq!(r.exit_code, 0);
     assert_eq!(
         r.stdout.len() + r.stderr.len(),
@@ -171,14 +152,14 @@ async fn exec_sync_caps_output_and_kills_on_timeout() {
     assert_eq!(r.stderr, b"done\n", "the smaller stream is kept whole");
 
     let started = Instant::now();
-    let err = exec(
-        &e,
-        &id,
-        &["/bin/sh", "-c", "echo $$ > /tmp/victim; exec sleep 60"],
-        1,
-    )
-    .await
-    .expect_err("timeout");
+    let err = e
+        .exec_sync(
+            &id,
+            &["/bin/sh", "-c", "echo $$ > /tmp/victim; exec sleep 60"],
+            1,
+        )
+        .await
+        .expect_err("timeout");
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     assert!(err.message().contains("timed out"), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -197,16 +178,18 @@ async fn exec_sync_caps_output_and_kills_on_timeout() {
 async fn exec_sync_rejects_bad_requests_and_stopped_containers() {
     let Some(e) = env().await else { return };
     let id = running(&e, "bad", "true", |_| {}).await;
-    let err = exec(&e, &id, &[], 0).await.expect_err("empty cmd");
+    let err = e.exec_sync(&id, &[], 0).await.expect_err("empty cmd");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("cmd"), "{err:?}");
-    let err = exec(&e, &id, &["true"], -1)
+    let err = e
+        .exec_sync(&id, &["true"], -1)
         .await
         .expect_err("negative timeout");
     assert_eq!(err.code(), Code::InvalidArgument);
-    let err = exec(&e, "", &["true"], 0).await.expect_err("no id");
+    let err = e.exec_sync("", &["true"], 0).await.expect_err("no id");
     assert_eq!(err.code(), Code::InvalidArgument);
-    let err = exec(&e, "0123456789abcdef", &["true"], 0)
+    let err = e
+        .exec_sync("0123456789abcdef", &["true"], 0)
         .await
         .expect_err("unknown");
     assert_eq!(err.code(), Code::NotFound);
@@ -219,7 +202,7 @@ async fn exec_sync_rejects_bad_requests_and_stopped_containers() {
         })
         .await
         .expect("stop");
-    let err = exec(&e, &id, &["true"], 0).await.expect_err("stopped");
+    let err = e.exec_sync(&id, &["true"], 0).await.expect_err("stopped");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("not running"), "{err:?}");
 }

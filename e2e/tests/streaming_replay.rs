@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use e2e::containers::{Env, env};
-use proto::cri::{AttachRequest, ExecRequest, ExecSyncRequest, PortForwardRequest};
+use e2e::containers::env;
+use proto::cri::{AttachRequest, ExecSyncRequest, PortForwardRequest};
 use streaming::capture::{read_pcap, split_http};
 use streaming::spdy::frame::{self, FLAG_FIN, Frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -153,35 +153,6 @@ async fn replay(
     ours
 }
 
-async fn running(e: &Env, name: &str, script: &str, stdin: bool) -> (String, String) {
-    let pc = e.pod(name);
-    let pod = e.run_pod(&pc).await;
-    let mut c = e.container(name, &["/bin/sh", "-c", script]);
-    c.stdin = stdin;
-    let id = e.create(&pod, &pc, c).await.expect("CreateContainer");
-    e.start(&id).await.expect("StartContainer");
-    (pod, id)
-}
-
-async fn exec_url(e: &Env, id: &str, cmd: &[&str], stdin: bool, tty: bool) -> String {
-    e.d.runtime()
-        .await
-        .expect("client")
-        .exec(ExecRequest {
-            container_id: id.into(),
-            cmd: cmd.iter().map(|s| s.to_string()).collect(),
-            tty,
-            stdin,
-            stdout: true,
-            // crictl asks for stderr on every non-tty exec.
-            stderr: !tty,
-        })
-        .await
-        .expect("Exec")
-        .into_inner()
-        .url
-}
-
 /// Same protocol, a reply for every stream containerd replied to, same data on `streams`.
 fn assert_same(ours: &Transcript, theirs: &Transcript, streams: &[u32]) {
     assert_eq!(ours.protocol, theirs.protocol);
@@ -199,11 +170,15 @@ fn assert_same(ours: &Transcript, theirs: &Transcript, streams: &[u32]) {
 #[tokio::test]
 async fn recorded_exec_sessions_get_the_answers_containerd_gave() {
     let Some(e) = env().await else { return };
-    let (_, id) = running(&e, "replay", "exec sleep 3600", false).await;
+    let (_, id) = e
+        .run_container("replay", &["/bin/sh", "-c", "exec sleep 3600"], |c| {
+            c.stdin = false
+        })
+        .await;
 
     // printf 'hello\nworld\n' | crictl exec -i <web> cat
     let (head, frames, theirs) = recorded("exec-spdy-stdin");
-    let url = exec_url(&e, &id, &["cat"], true, false).await;
+    let url = e.exec_url(&id, &["cat"], true, false).await;
     let ours = replay(&url, &head, &frames, |t| t.finished.contains(&1)).await;
     assert_same(&ours, &theirs, &[1, 5, 7]);
     assert_eq!(ours.text(5), "hello\nworld\n");
@@ -211,14 +186,16 @@ async fn recorded_exec_sessions_get_the_answers_containerd_gave() {
     // crictl exec <web> sh -c 'echo out; echo err >&2; exit 7'
     let (head, frames, theirs) = recorded("exec-spdy-exitcode");
     let cmd = ["sh", "-c", "echo out; echo err >&2; exit 7"];
-    let url = exec_url(&e, &id, &cmd, false, false).await;
+    let url = e.exec_url(&id, &cmd, false, false).await;
     let ours = replay(&url, &head, &frames, |t| t.finished.contains(&1)).await;
     assert_same(&ours, &theirs, &[1, 3, 5]);
     assert!(ours.text(1).contains("NonZeroExitCode"), "{}", ours.text(1));
 
     // crictl exec -it <web> sh -c 'stty size; exit 3' from a 30x100 terminal
     let (head, frames, theirs) = recorded("exec-spdy-tty");
-    let url = exec_url(&e, &id, &["sh", "-c", "stty size; exit 3"], true, true).await;
+    let url = e
+        .exec_url(&id, &["sh", "-c", "stty size; exit 3"], true, true)
+        .await;
     let ours = replay(&url, &head, &frames, |t| t.finished.contains(&1)).await;
     assert_same(&ours, &theirs, &[1, 5]);
     assert_eq!(ours.text(5), "30 100\r\n");
@@ -228,7 +205,13 @@ async fn recorded_exec_sessions_get_the_answers_containerd_gave() {
 async fn recorded_attach_and_port_forward_sessions_get_the_answers_containerd_gave() {
     let Some(e) = env().await else { return };
     // (echo ping; sleep 1) | crictl attach -i <att>
-    let (_, att) = running(&e, "att", "while read l; do echo \"got $l\"; done", true).await;
+    let (_, att) = e
+        .run_container(
+            "att",
+            &["/bin/sh", "-c", "while read l; do echo \"got $l\"; done"],
+            |c| c.stdin = true,
+        )
+        .await;
     let (head, frames, theirs) = recorded("attach-spdy");
     let url =
         e.d.runtime()
@@ -252,7 +235,9 @@ async fn recorded_attach_and_port_forward_sessions_get_the_answers_containerd_ga
     // crictl port-forward <pod> 18080:80, then curl 127.0.0.1:18080/index.html
     let script =
         "mkdir -p /www; echo hello-from-pod > /www/index.html; exec httpd -f -p 80 -h /www";
-    let (pod, web) = running(&e, "web", script, false).await;
+    let (pod, web) = e
+        .run_container("web", &["/bin/sh", "-c", script], |c| c.stdin = false)
+        .await;
     let probe = "until wget -q -O /dev/null http://127.0.0.1/index.html; do usleep 50000; done";
     e.d.runtime()
         .await

@@ -5,42 +5,14 @@
 
 use std::time::Duration;
 
-use e2e::containers::{Env, env};
-use proto::cri::{AttachRequest, ExecRequest, ExecSyncRequest, PortForwardRequest};
+use e2e::containers::env;
+use proto::cri::{AttachRequest, ExecSyncRequest, PortForwardRequest};
 use streaming::protocol::{self, Outcome, PORT_FORWARD, V1, V2, V3, V4, V5};
 use streaming::spdy::{self, Connection, Headers, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What client-go offers, newest first.
 const CLIENT_PROTOCOLS: [&str; 5] = [V5, V4, V3, V2, V1];
-
-async fn running(e: &Env, name: &str, script: &str, stdin: bool) -> (String, String) {
-    let pc = e.pod(name);
-    let pod = e.run_pod(&pc).await;
-    let mut c = e.container(name, &["/bin/sh", "-c", script]);
-    c.stdin = stdin;
-    let id = e.create(&pod, &pc, c).await.expect("CreateContainer");
-    e.start(&id).await.expect("StartContainer");
-    (pod, id)
-}
-
-async fn exec_url(e: &Env, id: &str, cmd: &[&str], stdin: bool, tty: bool) -> String {
-    e.d.runtime()
-        .await
-        .expect("client")
-        .exec(ExecRequest {
-            container_id: id.into(),
-            cmd: cmd.iter().map(|s| s.to_string()).collect(),
-            tty,
-            stdin,
-            stdout: true,
-            stderr: !tty,
-        })
-        .await
-        .expect("Exec")
-        .into_inner()
-        .url
-}
 
 async fn dial(url: &str, protocols: &[&str]) -> (String, Connection) {
     tokio::time::timeout(Duration::from_secs(10), spdy::dial(url, protocols))
@@ -69,10 +41,14 @@ async fn read_all(s: &mut Stream) -> Vec<u8> {
 #[tokio::test]
 async fn spdy_exec_negotiates_v4_pipes_stdin_and_reports_exit_codes() {
     let Some(e) = env().await else { return };
-    let (_, id) = running(&e, "spexec", "exec sleep 3600", false).await;
+    let (_, id) = e
+        .run_container("spexec", &["/bin/sh", "-c", "exec sleep 3600"], |c| {
+            c.stdin = false
+        })
+        .await;
 
     // printf 'hello\nworld\n' | kubectl exec -i <pod> -- cat
-    let url = exec_url(&e, &id, &["cat"], true, false).await;
+    let url = e.exec_url(&id, &["cat"], true, false).await;
     let (chosen, conn) = dial(&url, &CLIENT_PROTOCOLS).await;
     assert_eq!(chosen, V4, "kubelet's choice for a client offering v5..v1");
     // client-go opens the error stream first, then stdin, stdout, stderr.
@@ -92,7 +68,7 @@ async fn spdy_exec_negotiates_v4_pipes_stdin_and_reports_exit_codes() {
 
     // A non-zero exit: the error stream carries kubelet's Status, byte for byte.
     let cmd = ["sh", "-c", "echo out; echo err >&2; exit 7"];
-    let url = exec_url(&e, &id, &cmd, false, false).await;
+    let url = e.exec_url(&id, &cmd, false, false).await;
     let (_, conn) = dial(&url, &CLIENT_PROTOCOLS).await;
     let mut error = open(&conn, &[("streamtype", "error")]).await;
     let mut stdout = open(&conn, &[("streamtype", "stdout")]).await;
@@ -116,16 +92,15 @@ async fn spdy_exec_negotiates_v4_pipes_stdin_and_reports_exit_codes() {
 #[tokio::test]
 async fn spdy_exec_tty_resizes_the_terminal() {
     let Some(e) = env().await else { return };
-    let (_, id) = running(&e, "sptty", "exec sleep 3600", false).await;
+    let (_, id) = e
+        .run_container("sptty", &["/bin/sh", "-c", "exec sleep 3600"], |c| {
+            c.stdin = false
+        })
+        .await;
     // kubectl exec -it <pod> -- sh -c 'read go; stty size; exit 3' from a 30x100 terminal
-    let url = exec_url(
-        &e,
-        &id,
-        &["sh", "-c", "read go; stty size; exit 3"],
-        true,
-        true,
-    )
-    .await;
+    let url = e
+        .exec_url(&id, &["sh", "-c", "read go; stty size; exit 3"], true, true)
+        .await;
     let (_, conn) = dial(&url, &CLIENT_PROTOCOLS).await;
     let mut error = open(&conn, &[("streamtype", "error")]).await;
     let mut stdin = open(&conn, &[("streamtype", "stdin")]).await;
@@ -152,7 +127,13 @@ async fn spdy_exec_tty_resizes_the_terminal() {
 #[tokio::test]
 async fn spdy_attach_feeds_stdin_and_reads_output() {
     let Some(e) = env().await else { return };
-    let (_, id) = running(&e, "spatt", "while read l; do echo \"got $l\"; done", true).await;
+    let (_, id) = e
+        .run_container(
+            "spatt",
+            &["/bin/sh", "-c", "while read l; do echo \"got $l\"; done"],
+            |c| c.stdin = true,
+        )
+        .await;
     let url =
         e.d.runtime()
             .await
@@ -193,7 +174,9 @@ async fn spdy_port_forward_serves_several_connections_and_reports_refused_ports(
     let Some(e) = env().await else { return };
     let script =
         "mkdir -p /www; echo hello-from-pod > /www/index.html; exec httpd -f -p 8080 -h /www";
-    let (pod, id) = running(&e, "sppf", script, false).await;
+    let (pod, id) = e
+        .run_container("sppf", &["/bin/sh", "-c", script], |c| c.stdin = false)
+        .await;
     let probe =
         "until wget -q -O /dev/null http://127.0.0.1:8080/index.html; do usleep 50000; done";
     e.d.runtime()

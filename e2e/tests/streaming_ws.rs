@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use e2e::containers::{Env, env};
+use e2e::containers::env;
 use proto::cri::{AttachRequest, ExecRequest, PortForwardRequest};
 use streaming::TermSize;
 use streaming::protocol::{self, Outcome, V4, V5};
@@ -12,38 +12,8 @@ use streaming::websocket::client::{self, ClientSession};
 use streaming::websocket::frame::{ERROR, STDERR, STDIN, STDOUT};
 use tonic::Code;
 
-/// A running container: (pod id, container id).
-async fn running(e: &Env, name: &str, cmd: &[&str], stdin: bool, tty: bool) -> (String, String) {
-    let pc = e.pod(name);
-    let pod = e.run_pod(&pc).await;
-    let mut c = e.container(name, cmd);
-    c.stdin = stdin;
-    c.tty = tty;
-    let id = e.create(&pod, &pc, c).await.expect("CreateContainer");
-    e.start(&id).await.expect("StartContainer");
-    (pod, id)
-}
-
 fn ws(url: &str) -> String {
     url.replacen("http://", "ws://", 1)
-}
-
-async fn exec_url(e: &Env, id: &str, cmd: &[&str], stdin: bool, tty: bool) -> String {
-    e.d.runtime()
-        .await
-        .expect("client")
-        .exec(ExecRequest {
-            container_id: id.into(),
-            cmd: cmd.iter().map(|s| s.to_string()).collect(),
-            tty,
-            stdin,
-            stdout: true,
-            stderr: !tty,
-        })
-        .await
-        .expect("Exec")
-        .into_inner()
-        .url
 }
 
 async fn connect(url: &str, protocols: &[&str]) -> ClientSession {
@@ -59,17 +29,15 @@ async fn connect(url: &str, protocols: &[&str]) -> ClientSession {
 #[tokio::test]
 async fn websocket_exec_pipes_stdin_and_reports_exit_codes() {
     let Some(e) = env().await else { return };
-    let (_, id) = running(
-        &e,
-        "wsexec",
-        &["/bin/sh", "-c", "exec sleep 3600"],
-        false,
-        false,
-    )
-    .await;
+    let (_, id) = e
+        .run_container("wsexec", &["/bin/sh", "-c", "exec sleep 3600"], |c| {
+            c.stdin = false;
+            c.tty = false;
+        })
+        .await;
 
     // stdin piped to cat, closed with v5's close signal.
-    let url = exec_url(&e, &id, &["cat"], true, false).await;
+    let url = e.exec_url(&id, &["cat"], true, false).await;
     let mut s = connect(&url, &[V5, V4]).await;
     assert_eq!(s.protocol(), V5);
     s.send(STDIN, b"hello\nworld\n").await.expect("stdin");
@@ -86,7 +54,7 @@ async fn websocket_exec_pipes_stdin_and_reports_exit_codes() {
 
     // A non-zero exit is a Failure Status with the exit code, byte for byte as kubelet sends it.
     let cmd = ["sh", "-c", "echo out; echo err >&2; exit 7"];
-    let url = exec_url(&e, &id, &cmd, false, false).await;
+    let url = e.exec_url(&id, &cmd, false, false).await;
     let mut s = connect(&url, &[V4]).await;
     let out = s.read_to_close().await.expect("read");
     assert_eq!(out.channel(STDOUT), b"out\n");
@@ -107,22 +75,15 @@ async fn websocket_exec_pipes_stdin_and_reports_exit_codes() {
 #[tokio::test]
 async fn websocket_exec_tty_gets_a_terminal_and_resizes() {
     let Some(e) = env().await else { return };
-    let (_, id) = running(
-        &e,
-        "wstty",
-        &["/bin/sh", "-c", "exec sleep 3600"],
-        false,
-        false,
-    )
-    .await;
-    let url = exec_url(
-        &e,
-        &id,
-        &["sh", "-c", "read go; stty size; exit 3"],
-        true,
-        true,
-    )
-    .await;
+    let (_, id) = e
+        .run_container("wstty", &["/bin/sh", "-c", "exec sleep 3600"], |c| {
+            c.stdin = false;
+            c.tty = false;
+        })
+        .await;
+    let url = e
+        .exec_url(&id, &["sh", "-c", "read go; stty size; exit 3"], true, true)
+        .await;
     let mut s = connect(&url, &[V5]).await;
     s.send_resize(TermSize {
         width: 100,
@@ -149,7 +110,12 @@ async fn websocket_exec_tty_gets_a_terminal_and_resizes() {
 async fn websocket_attach_fans_out_to_several_clients_and_feeds_stdin() {
     let Some(e) = env().await else { return };
     let script = "while read l; do echo \"got $l\"; done";
-    let (_, id) = running(&e, "wsatt", &["/bin/sh", "-c", script], true, false).await;
+    let (_, id) = e
+        .run_container("wsatt", &["/bin/sh", "-c", script], |c| {
+            c.stdin = true;
+            c.tty = false;
+        })
+        .await;
     let attach_url = |stdin: bool| {
         let e = &e;
         let id = id.clone();
@@ -195,14 +161,12 @@ async fn websocket_attach_fans_out_to_several_clients_and_feeds_stdin() {
     assert!(text.contains("got ping"), "{text}");
 
     // Attaching with stdin to a container created without stdin is refused clearly.
-    let (_, plain) = running(
-        &e,
-        "wsplain",
-        &["/bin/sh", "-c", "exec sleep 3600"],
-        false,
-        false,
-    )
-    .await;
+    let (_, plain) = e
+        .run_container("wsplain", &["/bin/sh", "-c", "exec sleep 3600"], |c| {
+            c.stdin = false;
+            c.tty = false;
+        })
+        .await;
     let err =
         e.d.runtime()
             .await
@@ -224,7 +188,12 @@ async fn websocket_port_forward_reaches_the_pod_and_reports_refused_ports() {
     let Some(e) = env().await else { return };
     let script =
         "mkdir -p /www; echo hello-from-pod > /www/index.html; exec httpd -f -p 8080 -h /www";
-    let (pod, id) = running(&e, "wspf", &["/bin/sh", "-c", script], false, false).await;
+    let (pod, id) = e
+        .run_container("wspf", &["/bin/sh", "-c", script], |c| {
+            c.stdin = false;
+            c.tty = false;
+        })
+        .await;
     // Wait for the server to listen (inside the pod's network namespace only).
     let probe = [
         "sh",
@@ -288,15 +257,13 @@ async fn websocket_port_forward_reaches_the_pod_and_reports_refused_ports() {
 #[tokio::test]
 async fn streaming_urls_are_single_use_and_requests_are_validated() {
     let Some(e) = env().await else { return };
-    let (_, id) = running(
-        &e,
-        "wstok",
-        &["/bin/sh", "-c", "exec sleep 3600"],
-        false,
-        false,
-    )
-    .await;
-    let url = exec_url(&e, &id, &["true"], false, false).await;
+    let (_, id) = e
+        .run_container("wstok", &["/bin/sh", "-c", "exec sleep 3600"], |c| {
+            c.stdin = false;
+            c.tty = false;
+        })
+        .await;
+    let url = e.exec_url(&id, &["true"], false, false).await;
     let mut s = connect(&url, &[V5]).await;
     let out = s.read_to_close().await.expect("read");
     assert_eq!(
@@ -453,15 +420,13 @@ async fn streaming_server_speaks_tls_when_configured() {
     let Some(e) = e2e::containers::env_with(&extra).await else {
         return;
     };
-    let (_, id) = running(
-        &e,
-        "wstls",
-        &["/bin/sh", "-c", "exec sleep 3600"],
-        false,
-        false,
-    )
-    .await;
-    let url = exec_url(&e, &id, &["echo", "over-tls"], false, false).await;
+    let (_, id) = e
+        .run_container("wstls", &["/bin/sh", "-c", "exec sleep 3600"], |c| {
+            c.stdin = false;
+            c.tty = false;
+        })
+        .await;
+    let url = e.exec_url(&id, &["echo", "over-tls"], false, false).await;
     let rest = url.strip_prefix("https://").expect("an https URL");
     let (authority, path) = rest.split_once('/').expect("path");
 
@@ -512,15 +477,13 @@ async fn streaming_server_speaks_tls_when_configured() {
 async fn streaming_server_drops_clients_that_never_send_a_request() {
     use tokio::io::AsyncReadExt;
     let Some(e) = env().await else { return };
-    let (_, id) = running(
-        &e,
-        "wsslow",
-        &["/bin/sh", "-c", "exec sleep 3600"],
-        false,
-        false,
-    )
-    .await;
-    let url = exec_url(&e, &id, &["true"], false, false).await;
+    let (_, id) = e
+        .run_container("wsslow", &["/bin/sh", "-c", "exec sleep 3600"], |c| {
+            c.stdin = false;
+            c.tty = false;
+        })
+        .await;
+    let url = e.exec_url(&id, &["true"], false, false).await;
     let authority = url
         .strip_prefix("http://")
         .and_then(|r| r.split('/').next())

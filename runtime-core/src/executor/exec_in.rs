@@ -20,7 +20,7 @@ use nix::unistd::{ForkResult, Pid, chdir, fork, pipe2, setsid};
 
 use super::error::{Context, ExecError, Failure};
 use super::plan::Plan;
-use super::spawn::{kill_and_reap, read_report, reap};
+use super::spawn::{await_exec, kill_and_reap};
 use super::{ExecProcess, caps, child, exec, user};
 
 /// Starts `spec` in its container and returns its PID (in the caller's PID namespace) once it
@@ -55,17 +55,8 @@ pub fn exec_in_container(spec: &ExecProcess) -> Result<Pid, ExecError> {
         kill_and_reap(pid);
         return Err(Failure::new("restore own pid namespace for children", errno).host());
     }
-    match read_report(&report_rx) {
-        Ok(report) if report.is_empty() => Ok(pid),
-        Ok(report) => {
-            reap(pid);
-            Err(Failure::decode(&report).container())
-        }
-        Err(failure) => {
-            kill_and_reap(pid);
-            Err(failure.host())
-        }
-    }
+    await_exec(pid, &report_rx)?;
+    Ok(pid)
 }
 
 /// A pidfd for the container's process.

@@ -34,65 +34,81 @@ pub(super) struct ResourceLimit {
     pub hard: u64,
 }
 
+/// What a container process and an exec have in common: the command, environment and
+/// capabilities to exec with.
+struct ProcessParts<'a> {
+    id: &'a str,
+    args: &'a [String],
+    env: &'a [String],
+    capabilities: Option<&'a [String]>,
+    uid: u32,
+}
+
 impl Plan {
     /// Checks `spec` and prepares what the child needs.
     pub fn new(spec: &ContainerProcess) -> Result<Plan, ExecError> {
-        let invalid = |reason: String| ExecError::InvalidSpec {
-            id: spec.id.clone(),
-            reason,
+        check_spec(spec).map_err(|reason| invalid(&spec.id, reason))?;
+        let rlimits = spec
+            .rlimits
+            .iter()
+            .map(resource_limit)
+            .collect::<Result<_, _>>()
+            .map_err(|reason| invalid(&spec.id, reason))?;
+        let parts = ProcessParts {
+            id: &spec.id,
+            args: &spec.args,
+            env: &spec.env,
+            capabilities: spec.capabilities.as_deref(),
+            uid: spec.user.uid,
         };
-        check_spec(spec).map_err(invalid)?;
+        Plan::build(parts, "args", rlimits, root_propagation(spec))
+    }
+
+    /// Checks an exec request and prepares what its child needs.
+    pub fn for_exec(spec: &ExecProcess) -> Result<Plan, ExecError> {
+        if spec.args.is_empty() {
+            return Err(invalid(&spec.id, "no command (cmd is empty)".into()));
+        }
+        check_absolute("cwd", &spec.cwd).map_err(|reason| invalid(&spec.id, reason))?;
+        let parts = ProcessParts {
+            id: &spec.id,
+            args: &spec.args,
+            env: &spec.env,
+            capabilities: spec.capabilities.as_deref(),
+            uid: spec.user.uid,
+        };
+        Plan::build(
+            parts,
+            "cmd",
+            Vec::new(),
+            MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        )
+    }
+
+    fn build(
+        p: ProcessParts,
+        args_name: &str,
+        rlimits: Vec<ResourceLimit>,
+        root_propagation: MsFlags,
+    ) -> Result<Plan, ExecError> {
         let last_cap = caps::last_cap().map_err(Failure::host)?;
         let all_caps = caps::permitted().map_err(Failure::host)?;
         Ok(Plan {
-            argv: c_strings("args", &spec.args).map_err(invalid)?,
-            envp: c_strings("env", &spec.env).map_err(invalid)?,
-            search_path: search_path(&spec.env),
-            caps: CapPlan::new(
-                spec.capabilities.as_deref(),
-                spec.user.uid,
-                last_cap,
-                all_caps,
-            )
-            .map_err(invalid)?,
-            rlimits: spec
-                .rlimits
-                .iter()
-                .map(resource_limit)
-                .collect::<Result<_, _>>()
-                .map_err(invalid)?,
-            root_propagation: root_propagation(spec),
+            argv: c_strings(args_name, p.args).map_err(|r| invalid(p.id, r))?,
+            envp: c_strings("env", p.env).map_err(|r| invalid(p.id, r))?,
+            search_path: search_path(p.env),
+            caps: CapPlan::new(p.capabilities, p.uid, last_cap, all_caps)
+                .map_err(|r| invalid(p.id, r))?,
+            rlimits,
+            root_propagation,
         })
     }
 }
 
-impl Plan {
-    /// Checks an exec request and prepares what its child needs.
-    pub fn for_exec(spec: &ExecProcess) -> Result<Plan, ExecError> {
-        let invalid = |reason: String| ExecError::InvalidSpec {
-            id: spec.id.clone(),
-            reason,
-        };
-        if spec.args.is_empty() {
-            return Err(invalid("no command (cmd is empty)".into()));
-        }
-        check_absolute("cwd", &spec.cwd).map_err(invalid)?;
-        let last_cap = caps::last_cap().map_err(Failure::host)?;
-        let all_caps = caps::permitted().map_err(Failure::host)?;
-        Ok(Plan {
-            argv: c_strings("cmd", &spec.args).map_err(invalid)?,
-            envp: c_strings("env", &spec.env).map_err(invalid)?,
-            search_path: search_path(&spec.env),
-            caps: CapPlan::new(
-                spec.capabilities.as_deref(),
-                spec.user.uid,
-                last_cap,
-                all_caps,
-            )
-            .map_err(invalid)?,
-            rlimits: Vec::new(),
-            root_propagation: MsFlags::MS_REC | MsFlags::MS_SLAVE,
-        })
+fn invalid(id: &str, reason: String) -> ExecError {
+    ExecError::InvalidSpec {
+        id: id.to_string(),
+        reason,
     }
 }
 

@@ -30,11 +30,16 @@ pub fn spawn(spec: &ContainerProcess) -> Result<Pid, ExecError> {
         .context(|| format!("create error pipe for container {}", spec.id))
         .map_err(Failure::host)?;
     let pid = fork_container(spec, &plan, report_tx)?;
-    match read_report(&report_rx) {
-        Ok(report) if report.is_empty() => {
-            tracing::debug!(container_id = %spec.id, pid = pid.as_raw(), "container process started");
-            Ok(pid)
-        }
+    await_exec(pid, &report_rx)?;
+    tracing::debug!(container_id = %spec.id, pid = pid.as_raw(), "container process started");
+    Ok(pid)
+}
+
+/// Waits until the forked child `pid` has exec'd (EOF on its error pipe) or reported why it
+/// could not; a failed child is reaped.
+pub(super) fn await_exec(pid: Pid, report_rx: &OwnedFd) -> Result<(), ExecError> {
+    match read_report(report_rx) {
+        Ok(report) if report.is_empty() => Ok(()),
         Ok(report) => {
             reap(pid);
             Err(Failure::decode(&report).container())
@@ -80,7 +85,7 @@ fn fork_container(
 }
 
 /// Reads the child's error report until EOF (empty = it exec'd).
-pub(super) fn read_report(report_rx: &OwnedFd) -> Result<Vec<u8>, Failure> {
+fn read_report(report_rx: &OwnedFd) -> Result<Vec<u8>, Failure> {
     let mut report = Vec::new();
     let mut buf = [0u8; 512];
     loop {
@@ -94,7 +99,7 @@ pub(super) fn read_report(report_rx: &OwnedFd) -> Result<Vec<u8>, Failure> {
 }
 
 /// Waits for a child that has reported failure and is exiting.
-pub(super) fn reap(pid: Pid) {
+fn reap(pid: Pid) {
     loop {
         match waitpid(pid, None) {
             Err(Errno::EINTR) => continue,
