@@ -408,13 +408,17 @@ fn upgrade_websocket(
     resp
 }
 
-/// Ports of a WebSocket port-forward: the URL's `ports` query, else the CRI request's.
+/// Ports of a WebSocket port-forward: the URL's `port`/`ports` query (kubelet's and the API
+/// server's), else the CRI request's.
 fn ports_for(
     req: &Request<Incoming>,
     r: &proto::cri::PortForwardRequest,
 ) -> Result<Vec<u16>, String> {
     let query = req.uri().query().unwrap_or("");
-    if query.split('&').any(|kv| kv.starts_with("ports=")) {
+    if query
+        .split('&')
+        .any(|kv| kv.starts_with("ports=") || kv.starts_with("port="))
+    {
         return websocket::parse_ports(query);
     }
     let ports: Vec<u16> = r
