@@ -64,7 +64,8 @@ pub fn cri_state(rec: &PodRecord) -> PodSandboxState {
     }
 }
 
-fn to_status(rec: &PodRecord) -> PodSandboxStatus {
+/// The CRI status of a pod record.
+pub fn to_status(rec: &PodRecord) -> PodSandboxStatus {
     let options = rec.namespace_options();
     let mut ips = rec.host.ips.iter();
     PodSandboxStatus {

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::io;
+use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::image_service::ImageServer;
+use crate::metrics_grpc::GrpcMetricsLayer;
 use crate::runtime_service::Runtime;
 use crate::socket::{ClaimedSocket, SocketError};
 use crate::state::DaemonState;
@@ -44,6 +46,13 @@ pub enum DaemonError {
     State(#[from] crate::state::StateError),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error(
+        "listen on metrics address {address} (set [metrics] address, or \"\" to turn /metrics off): {source}"
+    )]
+    Metrics {
+        address: SocketAddr,
+        source: io::Error,
+    },
 }
 
 /// Serves the CRI on `config.socket` until SIGTERM or SIGINT.
@@ -56,9 +65,13 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let state = Arc::new(DaemonState::new(config)?);
     crate::recovery::reconcile_pods(&state).await;
     crate::recovery::hold_container_images(&state);
+    crate::container_exits::recover(&state).await;
+    let exit_watcher = tokio::spawn(crate::container_exits::run(state.clone()));
+    let metrics_server = serve_metrics(&state).await?;
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
+        .layer(GrpcMetricsLayer::new(state.metrics.clone()))
         .add_service(
             RuntimeServiceServer::new(Runtime::new(state.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
@@ -85,15 +98,43 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         sig = shutdown.next() => {
             info!(signal = sig, "shutting down: no new calls, draining in-flight ones");
             let _ = stop_tx.send(());
+            // Event streams never end by themselves: end them so the drain can finish.
+            state.events.close();
             match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
                 Ok(res) => res?,
                 Err(_) => warn!(grace = ?SHUTDOWN_GRACE, "in-flight calls still running; exiting anyway"),
             }
         }
     }
+    exit_watcher.abort();
+    if let Some(task) = metrics_server {
+        task.abort();
+    }
     drop(claimed);
     info!("berthd stopped");
     Ok(())
+}
+
+/// Binds `/metrics` (unless turned off) and serves it in a task.
+async fn serve_metrics(
+    state: &Arc<DaemonState>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, DaemonError> {
+    let Some(address) = state.config.metrics.address.0 else {
+        info!("metrics endpoint turned off ([metrics] address is empty)");
+        return Ok(None);
+    };
+    let listener = crate::metrics_http::bind(address)
+        .await
+        .map_err(|source| DaemonError::Metrics { address, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| DaemonError::Metrics { address, source })?;
+    let _ = state.metrics_address.set(bound);
+    info!(address = %bound, "serving Prometheus metrics at http://{bound}/metrics");
+    Ok(Some(tokio::spawn(crate::metrics_http::serve(
+        listener,
+        state.clone(),
+    ))))
 }
 
 fn tokio_listener(claimed: &mut ClaimedSocket) -> Result<tokio::net::UnixListener, DaemonError> {

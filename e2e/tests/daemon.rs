@@ -115,12 +115,12 @@ async fn rpcs_not_yet_implemented_answer_unimplemented_naming_the_rpc() {
         .runtime()
         .await
         .expect("client")
-        .get_container_events(cri::GetEventsRequest {})
+        .checkpoint_container(cri::CheckpointContainerRequest::default())
         .await
-        .expect_err("GetContainerEvents");
+        .expect_err("CheckpointContainer");
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(
-        err.message().contains("GetContainerEvents"),
+        err.message().contains("does not support checkpointing"),
         "{}",
         err.message()
     );

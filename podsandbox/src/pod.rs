@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use proto::shim::ShimSpec;
-use runtime_core::cgroups::{CgroupResources, Cgroups};
+use runtime_core::cgroups::{CgroupError, CgroupResources, Cgroups};
 use runtime_core::shim::{self, client};
 use tracing::{info, warn};
 
@@ -452,6 +452,22 @@ impl PodRuntime {
         let path = format!("{pod_cgroup}/{}", &id[..id.len().min(12)]);
         let c = cg.create(&path, resources).map_err(|e| e.to_string())?;
         Ok(Some((path, c.procs_files())))
+    }
+
+    /// Writes new limits to an existing container cgroup (fields left unset keep their
+    /// values); `Ok(false)` without cgroups or when the cgroup does not exist.
+    pub fn update_container_cgroup(
+        &self,
+        path: &str,
+        resources: &CgroupResources,
+    ) -> Result<bool, CgroupError> {
+        let (Some(cg), false) = (&self.cgroups, path.is_empty()) else {
+            return Ok(false);
+        };
+        match cg.open(path)? {
+            Some(c) => c.apply(resources).map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// Kills what is left in a container's cgroup and removes it; absent is fine.
