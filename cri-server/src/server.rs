@@ -62,12 +62,13 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let mut shutdown = ShutdownSignals::install()?;
     let mut claimed = ClaimedSocket::claim(&config.socket)?;
     let listener = tokio_listener(&mut claimed)?;
+    let metrics_listener = bind_metrics(&config).await?;
     let state = Arc::new(DaemonState::new(config)?);
     crate::recovery::reconcile_pods(&state).await;
     crate::recovery::hold_container_images(&state);
     crate::container_exits::recover(&state).await;
     let exit_watcher = tokio::spawn(crate::container_exits::run(state.clone()));
-    let metrics_server = serve_metrics(&state).await?;
+    let metrics_server = metrics_listener.map(|l| serve_metrics(l, &state));
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
@@ -115,26 +116,32 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Binds `/metrics` (unless turned off) and serves it in a task.
-async fn serve_metrics(
-    state: &Arc<DaemonState>,
-) -> Result<Option<tokio::task::JoinHandle<()>>, DaemonError> {
-    let Some(address) = state.config.metrics.address.0 else {
+/// Binds `/metrics` unless it is turned off; before anything else is set up, so a taken port
+/// fails the start cleanly.
+async fn bind_metrics(config: &Config) -> Result<Option<tokio::net::TcpListener>, DaemonError> {
+    let Some(address) = config.metrics.address.0 else {
         info!("metrics endpoint turned off ([metrics] address is empty)");
         return Ok(None);
     };
-    let listener = crate::metrics_http::bind(address)
+    crate::metrics_http::bind(address)
         .await
-        .map_err(|source| DaemonError::Metrics { address, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| DaemonError::Metrics { address, source })?;
-    let _ = state.metrics_address.set(bound);
-    info!(address = %bound, "serving Prometheus metrics at http://{bound}/metrics");
-    Ok(Some(tokio::spawn(crate::metrics_http::serve(
-        listener,
-        state.clone(),
-    ))))
+        .map(Some)
+        .map_err(|source| DaemonError::Metrics { address, source })
+}
+
+/// Serves `/metrics` on `listener` in a task; the bound address goes to the log and `Status`.
+fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    state: &Arc<DaemonState>,
+) -> tokio::task::JoinHandle<()> {
+    match listener.local_addr() {
+        Ok(bound) => {
+            let _ = state.metrics_address.set(bound);
+            info!(address = %bound, "serving Prometheus metrics at http://{bound}/metrics");
+        }
+        Err(e) => warn!(error = %e, "metrics listener has no local address"),
+    }
+    tokio::spawn(crate::metrics_http::serve(listener, state.clone()))
 }
 
 fn tokio_listener(claimed: &mut ClaimedSocket) -> Result<tokio::net::UnixListener, DaemonError> {
