@@ -17,6 +17,7 @@ use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent, WatchDescriptor};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
 use tracing::{debug, warn};
 
 use crate::container_status;
@@ -160,8 +161,31 @@ impl AsRawFd for InotifyFd {
     }
 }
 
-/// Runs until berthd exits: handles exit records as they appear and sweeps periodically.
+/// Runs until berthd exits: handles exit records as they appear and, concurrently (so a slow
+/// shim never delays an exit event), sweeps every [`SWEEP_INTERVAL`] or when asked.
 pub async fn run(state: Arc<DaemonState>) {
+    let wake = Notify::new();
+    tokio::join!(
+        watch_records(&state, &wake),
+        sweep_periodically(&state, &wake)
+    );
+}
+
+async fn sweep_periodically(state: &DaemonState, wake: &Notify) {
+    let mut ticker = tokio::time::interval(SWEEP_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = wake.notified() => {}
+        }
+        sweep(state).await;
+    }
+}
+
+/// Reacts to inotify events; returns only if inotify is unusable (the sweep then carries on).
+async fn watch_records(state: &DaemonState, wake: &Notify) {
     let register = |i: Arc<Inotify>| {
         // SAFETY: the Arc inside keeps the inotify descriptor open for as long as the AsyncFd
         // lives, and `as_raw_fd` always returns that one descriptor.
@@ -169,42 +193,28 @@ pub async fn run(state: Arc<DaemonState>) {
             .map_err(|e| e.into_parts().1)
     };
     let fd = match state.exits.inotify.clone().map(register) {
-        Some(Ok(fd)) => Some(fd),
+        Some(Ok(fd)) => fd,
         Some(Err(e)) => {
             warn!(error = %e, "poll inotify: container exits are noticed by periodic checks only");
-            None
+            return;
         }
-        None => None,
+        None => return,
     };
-    let mut ticker = tokio::time::interval(SWEEP_INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
     loop {
-        let readable = async {
-            match &fd {
-                Some(fd) => fd.readable().await.map(Some),
-                None => std::future::pending().await,
+        let mut guard = match fd.readable().await {
+            Ok(g) => g,
+            Err(e) => {
+                warn!(error = %e, "poll inotify failed: container exits are noticed by periodic checks only");
+                return;
             }
         };
-        tokio::select! {
-            guard = readable => match guard {
-                Ok(Some(mut guard)) => {
-                    let events = read_events(&guard.get_inner().0);
-                    if events.is_none() {
-                        guard.clear_ready();
-                    }
-                    drop(guard);
-                    if handle(&state, events.unwrap_or_default()) {
-                        sweep(&state).await;
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    warn!(error = %e, "poll inotify failed; relying on periodic checks");
-                    tokio::time::sleep(SWEEP_INTERVAL).await;
-                }
-            },
-            _ = ticker.tick() => sweep(&state).await,
+        let events = read_events(&guard.get_inner().0);
+        if events.is_none() {
+            guard.clear_ready();
+        }
+        drop(guard);
+        if handle(state, events.unwrap_or_default()) {
+            wake.notify_one();
         }
     }
 }

@@ -40,7 +40,11 @@ pub async fn pod_sandbox_status(
     Ok(PodSandboxStatusResponse {
         status: Some(to_status(&rec)),
         info,
-        containers_statuses: Vec::new(),
+        // kubelet's evented PLEG builds the pod's status from these instead of listing.
+        containers_statuses: crate::container_store::of_pod(&state.containers, &rec.id)
+            .iter()
+            .map(crate::container_status::to_status)
+            .collect(),
         timestamp: now_ns(),
     })
 }

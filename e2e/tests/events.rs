@@ -87,6 +87,28 @@ async fn two_subscribers_see_a_full_lifecycle_in_order_with_pod_status() {
     let stopped = e
         .run(&pod, &pc, e.container("stopped", &["sleep", "300"]))
         .await;
+    let pod_status =
+        e.d.runtime()
+            .await
+            .expect("client")
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: pod.clone(),
+                verbose: false,
+            })
+            .await
+            .expect("PodSandboxStatus")
+            .into_inner();
+    let listed: Vec<(String, i32)> = pod_status
+        .containers_statuses
+        .iter()
+        .map(|c| (c.id.clone(), c.state))
+        .collect();
+    assert_eq!(
+        listed,
+        [(stopped.clone(), ContainerState::ContainerRunning as i32)],
+        "PodSandboxStatus lists the pod's containers for the evented PLEG"
+    );
+    assert!(pod_status.timestamp > 0);
     e.stop(&stopped).await;
     e.remove(&stopped).await;
     let exits = e
@@ -321,4 +343,23 @@ async fn status_of(d: &Berthd, id: &str) -> cri::ContainerStatus {
         .into_inner()
         .status
         .expect("status")
+}
+
+#[tokio::test]
+async fn sigterm_ends_open_event_streams_and_berthd_exits_promptly() {
+    let mut d = Berthd::start().await.expect("berthd");
+    let mut stream = collect(subscribe(&d).await);
+    // berthd gives in-flight calls 10 s: exiting well before means the stream did not hold it.
+    let status = d
+        .stop_with(Signal::SIGTERM, Duration::from_secs(8))
+        .await
+        .expect("berthd exits before the 10 s drain limit");
+    assert!(status.success(), "exit {status}");
+    let end = tokio::time::timeout(WAIT, stream.recv())
+        .await
+        .expect("stream ends");
+    assert!(
+        !matches!(end, Some(Ok(_))),
+        "no event, just the end: {end:?}"
+    );
 }
