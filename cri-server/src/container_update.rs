@@ -50,6 +50,9 @@ pub async fn update_container_resources(
     let old = recorded(&rec);
     let merged = merge(&old, new);
     check_swap(&merged)?;
+    cgroup_resources(&merged)
+        .check()
+        .map_err(|e| Status::invalid_argument(format!("linux: {e}")))?;
     if rec.phase == ContainerPhase::Running {
         apply(state, &rec, &old, &merged)?;
     }

@@ -225,6 +225,18 @@ async fn updates_are_validated_and_follow_the_container_state() {
         "{}",
         err.message()
     );
+    let err = update(
+        &e.d,
+        &created,
+        Some(LinuxContainerResources {
+            unified: [("cgroup.procs".to_string(), "1".to_string())].into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect_err("a unified key that moves processes");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("cgroup.procs"), "{}", err.message());
 
     // A created container gets its updated limits when it starts.
     let limit = LinuxContainerResources {
