@@ -43,9 +43,9 @@ pub struct Cli {
     /// Streaming server listen address.
     #[arg(long, env = "BERTH_STREAMING_ADDRESS", value_name = "ADDR")]
     pub streaming_address: Option<SocketAddr>,
-    /// Prometheus /metrics listen address.
+    /// Prometheus /metrics listen address ("" turns the endpoint off).
     #[arg(long, env = "BERTH_METRICS_ADDRESS", value_name = "ADDR")]
-    pub metrics_address: Option<SocketAddr>,
+    pub metrics_address: Option<config::ListenAddress>,
     /// Pod IPv4 range of the built-in network (a /16 or narrower).
     #[arg(long, env = "BERTH_POD_CIDR", value_name = "CIDR", value_parser = config::parse_pod_cidr)]
     pub pod_cidr: Option<ipnet::Ipv4Net>,

@@ -34,6 +34,7 @@ pub struct Config {
     pub log: LogConfig,
     pub streaming: StreamingConfig,
     pub metrics: MetricsConfig,
+    pub events: EventsConfig,
     pub registry: RegistryConfig,
     pub cni: CniConfig,
     pub network: NetworkConfig,
@@ -50,6 +51,7 @@ impl Default for Config {
             log: LogConfig::default(),
             streaming: StreamingConfig::default(),
             metrics: MetricsConfig::default(),
+            events: EventsConfig::default(),
             registry: RegistryConfig::default(),
             cni: CniConfig::default(),
             network: NetworkConfig::default(),
@@ -125,14 +127,73 @@ impl Default for StreamingConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    /// Listen address of `/metrics`.
-    pub address: SocketAddr,
+    /// Listen address of `/metrics`; empty turns the endpoint off.
+    pub address: ListenAddress,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
-            address: SocketAddr::from(([127, 0, 0, 1], 9120)),
+            address: ListenAddress(Some(SocketAddr::from(([127, 0, 0, 1], 9120)))),
+        }
+    }
+}
+
+/// A listen address that can be switched off: `""` is off, otherwise `ip:port` (port 0 picks
+/// a free port at start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddress(pub Option<SocketAddr>);
+
+impl std::str::FromStr for ListenAddress {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().is_empty() {
+            return Ok(ListenAddress(None));
+        }
+        s.parse::<SocketAddr>()
+            .map(|a| ListenAddress(Some(a)))
+            .map_err(|_| {
+                format!("`{s}` is not a listen address like `127.0.0.1:9120` (or \"\" for off)")
+            })
+    }
+}
+
+impl fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(a) => write!(f, "{a}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Serialize for ListenAddress {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddress {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The `GetContainerEvents` stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Events queued for each subscriber; one that falls this far behind is dropped.
+    pub subscriber_queue: usize,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            subscriber_queue: 1024,
         }
     }
 }
@@ -376,6 +437,15 @@ impl Config {
                 ),
             );
         }
+        if !(1..=1_000_000).contains(&self.events.subscriber_queue) {
+            return bad(
+                "events.subscriber_queue",
+                format!(
+                    "{} must be between 1 and 1000000",
+                    self.events.subscriber_queue
+                ),
+            );
+        }
         if !(1..=64).contains(&self.registry.max_concurrent_downloads) {
             return bad(
                 "registry.max_concurrent_downloads",
@@ -482,8 +552,13 @@ tls_key_file = ""
 idle_timeout_seconds = {idle}
 
 [metrics]
-# Listen address of the Prometheus /metrics endpoint.
+# Listen address of the Prometheus /metrics endpoint (plain http); "" turns it off.
 address = "{maddr}"
+
+[events]
+# GetContainerEvents: events queued for each subscriber. A subscriber that falls this far
+# behind is dropped: its stream ends with RESOURCE_EXHAUSTED, and it must subscribe again.
+subscriber_queue = {queue}
 
 [registry]
 # Layers downloaded and unpacked at once, across all pulls.
@@ -525,6 +600,7 @@ nft_table = {nft_table}
         ttl = d.streaming.token_ttl_seconds,
         idle = d.streaming.idle_timeout_seconds,
         maddr = d.metrics.address,
+        queue = d.events.subscriber_queue,
         downloads = d.registry.max_concurrent_downloads,
         cni_conf = q(&d.cni.conf_dir),
         bins = bins.join(", "),
@@ -635,6 +711,22 @@ mod tests {
             .expect_err("filter")
             .to_string();
         assert!(err.contains("key `log.level`"), "{err}");
+    }
+
+    #[test]
+    fn metrics_address_can_be_turned_off_and_bad_ones_name_the_key() {
+        let off = parse("[metrics]\naddress = \"\"\n").expect("off");
+        assert_eq!(off.metrics.address, ListenAddress(None));
+        let any_port = parse("[metrics]\naddress = \"127.0.0.1:0\"\n").expect("port 0");
+        assert_eq!(any_port.metrics.address.to_string(), "127.0.0.1:0");
+        let err = parse("[metrics]\naddress = \"localhost\"\n")
+            .expect_err("bad")
+            .to_string();
+        assert!(err.contains("key `metrics.address`"), "{err}");
+        let err = parse("[events]\nsubscriber_queue = 0\n")
+            .expect_err("zero queue")
+            .to_string();
+        assert!(err.contains("events.subscriber_queue"), "{err}");
     }
 
     #[test]

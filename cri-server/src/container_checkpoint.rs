@@ -1,14 +1,18 @@
-//! `CheckpointContainer`.
+//! `CheckpointContainer`: berth does not checkpoint containers (no CRIU integration), and says
+//! so plainly instead of pretending the feature is on its way.
 
 use proto::cri::{CheckpointContainerRequest, CheckpointContainerResponse};
 use tonic::Status;
 
-use crate::errors::{area, not_implemented};
 use crate::state::DaemonState;
 
+/// Always `Unimplemented`, with a message kubelet's checkpoint API passes on to the user.
 pub async fn checkpoint_container(
     _state: &DaemonState,
     _req: &CheckpointContainerRequest,
 ) -> Result<CheckpointContainerResponse, Status> {
-    Err(not_implemented("CheckpointContainer", area::CHECKPOINT))
+    Err(Status::unimplemented(
+        "CheckpointContainer: berth does not support checkpointing containers \
+         (no checkpoint/restore support, e.g. CRIU, is built in)",
+    ))
 }

@@ -3,7 +3,9 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use proto::cri::{ContainerConfig, CreateContainerRequest, CreateContainerResponse};
+use proto::cri::{
+    ContainerConfig, ContainerEventType, CreateContainerRequest, CreateContainerResponse,
+};
 use tonic::Status;
 use tracing::info;
 
@@ -117,6 +119,12 @@ pub async fn create_container(
     }
     state.images.hold(&id, &image);
     info!(container_id = %id, pod_id = %pod.id, name, image = image_name, "CreateContainer");
+    crate::container_events::emit(
+        state,
+        &id,
+        &pod.id,
+        ContainerEventType::ContainerCreatedEvent,
+    );
     Ok(CreateContainerResponse { container_id: id })
 }
 

@@ -65,5 +65,11 @@ pub async fn remove(state: &DaemonState, rec: ContainerRecord) -> Result<(), Sta
         .remove(&rec.id)
         .map_err(|e| Status::internal(format!("remove state of container {}: {e}", rec.id)))?;
     info!(container_id = %rec.id, "RemoveContainer");
+    crate::container_events::emit(
+        state,
+        &rec.id,
+        &rec.pod_id,
+        proto::cri::ContainerEventType::ContainerDeletedEvent,
+    );
     Ok(())
 }

@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use proto::cri::{self, NamespaceMode, StartContainerRequest, StartContainerResponse};
+use proto::cri::{
+    self, ContainerEventType, NamespaceMode, StartContainerRequest, StartContainerResponse,
+};
 use proto::shim::{MountSpec, ShimRequest, StartContainer, shim_request::Kind};
 use runtime_core::cgroups::CgroupResources;
 use runtime_core::executor;
@@ -17,7 +19,7 @@ use crate::container_store::{ContainerPhase, ContainerRecord};
 use crate::pod_store::{PodPhase, PodRecord};
 use crate::sandbox_run::now_ns;
 use crate::state::DaemonState;
-use crate::{container_status, sandbox_status};
+use crate::{container_events, container_status, sandbox_status};
 
 /// How long a shim may take to start a container.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -77,8 +79,17 @@ pub async fn start_container(
             rec.phase = ContainerPhase::Running;
             rec.pid = info.pid;
             rec.started_at = info.started_at;
-            persist(state, rec)?;
+            persist(state, rec.clone())?;
             info!(container_id = %id, pid = info.pid, "StartContainer");
+            container_events::emit(
+                state,
+                &rec.id,
+                &rec.pod_id,
+                ContainerEventType::ContainerStartedEvent,
+            );
+            // It may already have exited: watch, then look for a record written before.
+            state.exits.watch(&rec);
+            crate::container_exits::check(state, &rec.id);
             Ok(StartContainerResponse {})
         }
         Ok(None) => Err(start_failed(state, rec, "shim answered without the container").await),
@@ -100,10 +111,16 @@ async fn start_failed(state: &DaemonState, mut rec: ContainerRecord, message: &s
     rec.reason = "StartError".into();
     rec.message = message.to_string();
     rec.finished_at = now_ns();
-    let id = rec.id.clone();
+    let (id, pod_id) = (rec.id.clone(), rec.pod_id.clone());
     if let Err(e) = persist(state, rec) {
         return e;
     }
+    container_events::emit(
+        state,
+        &id,
+        &pod_id,
+        ContainerEventType::ContainerStoppedEvent,
+    );
     Status::failed_precondition(format!("start container {id}: {message}"))
 }
 
@@ -250,13 +267,19 @@ fn device_rules(config: &cri::ContainerConfig, grants: &[DeviceGrant]) -> Vec<St
 
 /// The container cgroup's limits from its CRI resources.
 fn resources(config: &cri::ContainerConfig) -> CgroupResources {
-    let Some(r) = config.linux.as_ref().and_then(|l| l.resources.as_ref()) else {
-        return CgroupResources::default();
-    };
+    match config.linux.as_ref().and_then(|l| l.resources.as_ref()) {
+        Some(r) => cgroup_resources(r),
+        None => CgroupResources::default(),
+    }
+}
+
+/// CRI container resources as cgroup limits (zero and empty fields leave a limit unset).
+pub fn cgroup_resources(r: &cri::LinuxContainerResources) -> CgroupResources {
     let pos = |v: i64| (v > 0).then_some(v);
     CgroupResources {
         cpu_shares: pos(r.cpu_shares).map(|v| v as u64),
-        cpu_quota: pos(r.cpu_quota),
+        // -1: no quota (what lifts an earlier quota on update).
+        cpu_quota: (r.cpu_quota != 0).then_some(r.cpu_quota.max(-1)),
         cpu_period: pos(r.cpu_period).map(|v| v as u64),
         cpuset_cpus: (!r.cpuset_cpus.is_empty()).then(|| r.cpuset_cpus.clone()),
         cpuset_mems: (!r.cpuset_mems.is_empty()).then(|| r.cpuset_mems.clone()),

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use proto::cri::{
-    ContainerResources, ContainerState, ContainerStatus, ContainerStatusRequest,
-    ContainerStatusResponse, ContainerUser, ImageSpec, LinuxContainerUser,
+    ContainerEventType, ContainerResources, ContainerState, ContainerStatus,
+    ContainerStatusRequest, ContainerStatusResponse, ContainerUser, ImageSpec, LinuxContainerUser,
 };
 use proto::shim::{ContainerInfo, ContainerRef, ShimRequest, shim_request::Kind};
 use runtime_core::shim::client;
@@ -86,7 +86,9 @@ pub async fn refresh(state: &DaemonState, rec: ContainerRecord) -> ContainerReco
     }
 }
 
-fn finish(state: &DaemonState, rec: ContainerRecord, info: &ContainerInfo) -> ContainerRecord {
+/// Records the exit the shim reported for a Running container (once, however many observers
+/// see it) and publishes CONTAINER_STOPPED; returns the record as it now is.
+pub fn finish(state: &DaemonState, rec: ContainerRecord, info: &ContainerInfo) -> ContainerRecord {
     // Any OOM kill in the container's cgroup (of its main process or a child it waits for).
     let reason = if info.exit_code != 0 && state.pod_runtime.container_oom_killed(&rec.cgroup) {
         "OOMKilled"
@@ -100,20 +102,40 @@ fn finish(state: &DaemonState, rec: ContainerRecord, info: &ContainerInfo) -> Co
 
 fn mark_exited(
     state: &DaemonState,
-    mut rec: ContainerRecord,
+    rec: ContainerRecord,
     info: Option<&ContainerInfo>,
     reason: &str,
     message: &str,
 ) -> ContainerRecord {
-    rec.phase = ContainerPhase::Exited;
-    rec.exit_code = info.map_or(255, |i| i.exit_code);
-    rec.finished_at = info.map_or_else(now_ns, |i| i.finished_at);
-    rec.reason = reason.into();
-    rec.message = message.into();
-    if let Err(e) = state.containers.update(rec.clone()) {
-        tracing::warn!(container_id = %rec.id, error = %e, "record container exit");
+    let exited = |r: &mut ContainerRecord| {
+        if r.phase != ContainerPhase::Running {
+            return false;
+        }
+        r.phase = ContainerPhase::Exited;
+        r.exit_code = info.map_or(255, |i| i.exit_code);
+        r.finished_at = info.map_or_else(now_ns, |i| i.finished_at);
+        r.reason = reason.into();
+        r.message = message.into();
+        true
+    };
+    match state.containers.modify(&rec.id, exited) {
+        Ok(Some(now)) => {
+            tracing::info!(container_id = %now.id, exit_code = now.exit_code, reason, "container exited");
+            crate::container_events::emit(
+                state,
+                &now.id,
+                &now.pod_id,
+                ContainerEventType::ContainerStoppedEvent,
+            );
+            now
+        }
+        // Another observer recorded the exit first, or the record is gone.
+        Ok(None) => state.containers.get(&rec.id).unwrap_or(rec),
+        Err(e) => {
+            tracing::warn!(container_id = %rec.id, error = %e, "record container exit");
+            rec
+        }
     }
-    rec
 }
 
 /// CRI state of a record.
@@ -125,7 +147,8 @@ pub fn cri_state(rec: &ContainerRecord) -> ContainerState {
     }
 }
 
-fn to_status(rec: &ContainerRecord) -> ContainerStatus {
+/// The CRI status of a container record.
+pub fn to_status(rec: &ContainerRecord) -> ContainerStatus {
     ContainerStatus {
         id: rec.id.clone(),
         metadata: Some(rec.metadata()),

@@ -1,25 +1,29 @@
 //! `PullImage`: validate the request, turn its `AuthConfig` into a credential, pull.
 
-use images::{Credential, Images};
+use images::Credential;
 use proto::cri::{AuthConfig, PullImageRequest, PullImageResponse};
 use tonic::Status;
 use tracing::info;
 
 use crate::errors;
 use crate::image_list::required_image;
+use crate::state::DaemonState;
 
-/// Pulls the requested image and answers with its image ID (the config digest).
+/// Pulls the requested image and answers with its image ID (the config digest); counts the
+/// pull in the metrics.
 pub async fn pull_image(
-    images: &Images,
+    state: &DaemonState,
     req: &PullImageRequest,
 ) -> Result<PullImageResponse, Status> {
     let image = required_image(req.image.as_ref(), "image.image")?;
     let cred = credential(req.auth.as_ref())?;
     let started = std::time::Instant::now();
-    let outcome = images
-        .pull(image, cred.as_ref())
-        .await
-        .map_err(errors::image_status)?;
+    let pulled = state.images.pull(image, cred.as_ref()).await;
+    let bytes = pulled.as_ref().map_or(0, |o| o.bytes_fetched);
+    state
+        .metrics
+        .record_pull(pulled.is_ok(), bytes, started.elapsed());
+    let outcome = pulled.map_err(errors::image_status)?;
     info!(
         image,
         image_id = %outcome.image_id,

@@ -42,7 +42,7 @@ impl ImageService for ImageServer {
     }
 
     async fn pull_image(&self, r: Request<cri::PullImageRequest>) -> Rpc<cri::PullImageResponse> {
-        image_pull::pull_image(&self.state.images, r.get_ref())
+        image_pull::pull_image(&self.state, r.get_ref())
             .await
             .map(Response::new)
     }

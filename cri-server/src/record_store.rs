@@ -21,6 +21,8 @@ pub struct RecordStore<T> {
     file: &'static str,
     records: Mutex<BTreeMap<String, T>>,
     locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Serializes [`RecordStore::modify`] calls so each sees the result of the one before.
+    modifications: Mutex<()>,
 }
 
 /// Lookup outcomes for an ID or ID prefix.
@@ -54,6 +56,7 @@ impl<T: Record> RecordStore<T> {
             file,
             records: Mutex::new(records),
             locks: Mutex::new(BTreeMap::new()),
+            modifications: Mutex::new(()),
         })
     }
 
@@ -93,6 +96,32 @@ impl<T: Record> RecordStore<T> {
         self.persist(&rec)?;
         self.map().insert(rec.id().to_string(), rec);
         Ok(())
+    }
+
+    /// Changes the stored record `id` in place: `change` edits a copy of the current record and
+    /// says whether it changed anything; a change is saved, then becomes visible, and the new
+    /// record is returned. Two observers racing to make the same transition (say, Running to
+    /// Exited) thus agree on which of them made it. `Ok(None)`: no such record, or no change.
+    pub fn modify(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut T) -> bool,
+    ) -> std::io::Result<Option<T>> {
+        let _serial = self.modifications.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(mut rec) = self.get(id) else {
+            return Ok(None);
+        };
+        if !change(&mut rec) {
+            return Ok(None);
+        }
+        self.persist(&rec)?;
+        let mut map = self.map();
+        // Removed meanwhile: do not bring it back.
+        if !map.contains_key(id) {
+            return Ok(None);
+        }
+        map.insert(id.to_string(), rec.clone());
+        Ok(Some(rec))
     }
 
     fn persist(&self, rec: &T) -> std::io::Result<()> {
@@ -200,5 +229,29 @@ mod tests {
         reopened.remove("abc123").expect("remove");
         reopened.remove("abc123").expect("remove twice");
         assert!(!dir.path().join("abc123").exists());
+    }
+
+    #[test]
+    fn modify_applies_a_change_once_and_persists_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: RecordStore<Thing> = RecordStore::open(dir.path(), "thing.json").expect("open");
+        store.reserve(thing("a1", "old"), |_| false).expect("add");
+        let rename = |t: &mut Thing| {
+            if t.name != "old" {
+                return false;
+            }
+            t.name = "new".into();
+            true
+        };
+        let changed = store.modify("a1", rename).expect("modify");
+        assert_eq!(changed.map(|t| t.name), Some("new".to_string()));
+        assert!(
+            store.modify("a1", rename).expect("again").is_none(),
+            "second is a no-op"
+        );
+        assert!(store.modify("zz", rename).expect("missing").is_none());
+        let reopened: RecordStore<Thing> =
+            RecordStore::open(dir.path(), "thing.json").expect("reopen");
+        assert_eq!(reopened.get("a1").map(|t| t.name), Some("new".to_string()));
     }
 }

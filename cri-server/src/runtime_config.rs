@@ -1,14 +1,19 @@
-//! `RuntimeConfig`: settings kubelet must agree with, today the cgroup driver.
+//! `RuntimeConfig` (settings kubelet must agree with, today the cgroup driver) and
+//! `UpdateRuntimeConfig` (the pod CIDR kubelet hands over).
 
 use proto::cri::{
     CgroupDriver, LinuxRuntimeConfiguration, RuntimeConfigResponse, UpdateRuntimeConfigRequest,
     UpdateRuntimeConfigResponse,
 };
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use ipnet::IpNet;
 use runtime_core::cgroups;
-
+use serde::{Deserialize, Serialize};
 use tonic::Status;
+use tracing::{info, warn};
 
-use crate::errors::{area, not_implemented};
 use crate::state::DaemonState;
 
 /// Answers `RuntimeConfig` with the cgroup driver berth names cgroups with.
@@ -24,10 +29,143 @@ pub fn runtime_config(state: &DaemonState) -> RuntimeConfigResponse {
     }
 }
 
-/// `UpdateRuntimeConfig`: kubelet hands over the node's pod CIDR.
+/// `UpdateRuntimeConfig`: kubelet hands over the node's pod CIDR(s). berth records them (shown
+/// in `Status` verbose info as `runtimeConfig`) but never allocates from them: the built-in
+/// network keeps using `network.pod_cidr` (a /16 or narrower the operator chose), and CNI
+/// plugins use their own IPAM config. A difference is logged as a warning.
 pub async fn update_runtime_config(
-    _state: &DaemonState,
-    _req: &UpdateRuntimeConfigRequest,
+    state: &DaemonState,
+    req: &UpdateRuntimeConfigRequest,
 ) -> Result<UpdateRuntimeConfigResponse, Status> {
-    Err(not_implemented("UpdateRuntimeConfig", area::UPDATES))
+    let cidr = req
+        .runtime_config
+        .as_ref()
+        .and_then(|c| c.network_config.as_ref())
+        .map(|n| n.pod_cidr.trim().to_string())
+        .unwrap_or_default();
+    let nets = parse_pod_cidrs(&cidr).map_err(|e| {
+        Status::invalid_argument(format!("runtime_config.network_config.pod_cidr: {e}"))
+    })?;
+    let previous = state.kubelet_config.pod_cidr();
+    state
+        .kubelet_config
+        .set_pod_cidr(&cidr)
+        .map_err(|e| Status::internal(format!("record kubelet's pod CIDR: {e}")))?;
+    if previous != cidr {
+        info!(pod_cidr = %cidr, previous = %previous, "UpdateRuntimeConfig: kubelet's pod CIDR recorded");
+    }
+    let own = state.config.network.pod_cidr;
+    let network = state.pod_runtime.network_status().unwrap_or_default();
+    let v4 = nets.iter().find_map(|n| match n {
+        IpNet::V4(v4) => Some(*v4),
+        IpNet::V6(_) => None,
+    });
+    if network == "bridge"
+        && let Some(v4) = v4
+        && v4 != own
+    {
+        warn!(kubelet_pod_cidr = %v4, network_pod_cidr = %own, "kubelet's pod CIDR differs from berth's network.pod_cidr: pods keep getting addresses from network.pod_cidr");
+    }
+    Ok(UpdateRuntimeConfigResponse {})
+}
+
+/// Kubelet's pod CIDR value: empty, or one CIDR per address family separated by commas.
+pub fn parse_pod_cidrs(s: &str) -> Result<Vec<IpNet>, String> {
+    if s.is_empty() {
+        return Ok(Vec::new());
+    }
+    let nets = s
+        .split(',')
+        .map(|part| {
+            part.trim()
+                .parse::<IpNet>()
+                .map_err(|_| format!("`{part}` is not a CIDR such as `10.244.1.0/24`"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if nets.len() > 2 {
+        return Err(format!("`{s}` has more than one CIDR per address family"));
+    }
+    Ok(nets)
+}
+
+/// What kubelet last told berth through `UpdateRuntimeConfig`, kept across restarts in
+/// `<root_dir>/kubelet-runtime-config.json` (kubelet only calls again when its value changes).
+#[derive(Debug)]
+pub struct KubeletConfig {
+    path: PathBuf,
+    pod_cidr: Mutex<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Saved {
+    pod_cidr: String,
+}
+
+impl KubeletConfig {
+    /// Loads the saved value under `root_dir` (none yet, or unreadable: empty, logged).
+    pub fn open(root_dir: &Path) -> KubeletConfig {
+        let path = root_dir.join("kubelet-runtime-config.json");
+        let saved = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<Saved>(&bytes).unwrap_or_else(|e| {
+                warn!(file = %path.display(), error = %e, "ignoring unreadable kubelet runtime config");
+                Saved::default()
+            }),
+            Err(_) => Saved::default(),
+        };
+        KubeletConfig {
+            path,
+            pod_cidr: Mutex::new(saved.pod_cidr),
+        }
+    }
+
+    /// The pod CIDR kubelet last sent (empty if none).
+    pub fn pod_cidr(&self) -> String {
+        self.pod_cidr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_pod_cidr(&self, cidr: &str) -> std::io::Result<()> {
+        let mut current = self.pod_cidr.lock().unwrap_or_else(|p| p.into_inner());
+        if *current == cidr {
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec(&Saved {
+            pod_cidr: cidr.to_string(),
+        })
+        .map_err(std::io::Error::other)?;
+        images::fsutil::write_atomic(&self.path, &bytes)?;
+        *current = cidr.to_string();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_cidrs_are_one_per_family_and_must_parse() {
+        assert!(parse_pod_cidrs("").expect("empty").is_empty());
+        assert_eq!(parse_pod_cidrs("10.244.1.0/24").expect("v4").len(), 1);
+        assert_eq!(
+            parse_pod_cidrs("10.244.1.0/24, fd00:1::/64")
+                .expect("dual")
+                .len(),
+            2
+        );
+        for bad in ["10.244.1.0", "x/24", "10.0.0.0/8,10.1.0.0/16,fd00::/64"] {
+            assert!(parse_pod_cidrs(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn recorded_cidr_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let k = KubeletConfig::open(dir.path());
+        assert_eq!(k.pod_cidr(), "");
+        k.set_pod_cidr("10.244.3.0/24").expect("save");
+        assert_eq!(KubeletConfig::open(dir.path()).pod_cidr(), "10.244.3.0/24");
+    }
 }

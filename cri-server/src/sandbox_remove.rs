@@ -40,5 +40,12 @@ pub async fn remove_pod_sandbox(
         .remove(id)
         .map_err(|e| Status::internal(format!("remove record of pod {id}: {e}")))?;
     info!(pod_id = %id, "RemovePodSandbox");
+    crate::container_events::emit_with(
+        state,
+        id,
+        id,
+        Some(crate::sandbox_status::to_status(&rec)),
+        proto::cri::ContainerEventType::ContainerDeletedEvent,
+    );
     Ok(RemovePodSandboxResponse {})
 }

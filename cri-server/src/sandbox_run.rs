@@ -72,6 +72,13 @@ pub async fn run_pod_sandbox(
         return Err(Status::internal(format!("record pod {id}: {e}")));
     }
     info!(pod_id = %id, name = %spec.name, namespace = %spec.namespace, "RunPodSandbox");
+    // Like containerd: the pod's own events carry its ID as the container ID.
+    for kind in [
+        cri::ContainerEventType::ContainerCreatedEvent,
+        cri::ContainerEventType::ContainerStartedEvent,
+    ] {
+        crate::container_events::emit(state, &id, &id, kind);
+    }
     Ok(RunPodSandboxResponse { pod_sandbox_id: id })
 }
 

@@ -40,7 +40,11 @@ pub async fn pod_sandbox_status(
     Ok(PodSandboxStatusResponse {
         status: Some(to_status(&rec)),
         info,
-        containers_statuses: Vec::new(),
+        // kubelet's evented PLEG builds the pod's status from these instead of listing.
+        containers_statuses: crate::container_store::of_pod(&state.containers, &rec.id)
+            .iter()
+            .map(crate::container_status::to_status)
+            .collect(),
         timestamp: now_ns(),
     })
 }
@@ -64,7 +68,8 @@ pub fn cri_state(rec: &PodRecord) -> PodSandboxState {
     }
 }
 
-fn to_status(rec: &PodRecord) -> PodSandboxStatus {
+/// The CRI status of a pod record.
+pub fn to_status(rec: &PodRecord) -> PodSandboxStatus {
     let options = rec.namespace_options();
     let mut ips = rec.host.ips.iter();
     PodSandboxStatus {

@@ -45,6 +45,12 @@ pub async fn stop(state: &DaemonState, id: &str) -> Result<(), Status> {
             .update(rec)
             .map_err(|e| Status::internal(format!("record pod {id}: {e}")))?;
         info!(pod_id = %id, "StopPodSandbox");
+        crate::container_events::emit(
+            state,
+            id,
+            id,
+            proto::cri::ContainerEventType::ContainerStoppedEvent,
+        );
     }
     Ok(())
 }

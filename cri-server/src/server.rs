@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::io;
+use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::image_service::ImageServer;
+use crate::metrics_grpc::GrpcMetricsLayer;
 use crate::runtime_service::Runtime;
 use crate::socket::{ClaimedSocket, SocketError};
 use crate::state::DaemonState;
@@ -46,6 +48,13 @@ pub enum DaemonError {
     Serve(#[from] tonic::transport::Error),
     #[error(transparent)]
     Streaming(#[from] crate::stream_server::StreamServerError),
+    #[error(
+        "listen on metrics address {address} (set [metrics] address, or \"\" to turn /metrics off): {source}"
+    )]
+    Metrics {
+        address: SocketAddr,
+        source: io::Error,
+    },
 }
 
 /// Serves the CRI on `config.socket` until SIGTERM or SIGINT.
@@ -56,14 +65,19 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let mut claimed = ClaimedSocket::claim(&config.socket)?;
     let listener = tokio_listener(&mut claimed)?;
     let streaming = crate::stream_server::StreamServer::bind(&config.streaming).await?;
+    let metrics_listener = bind_metrics(&config).await?;
     let state = Arc::new(DaemonState::new(config)?);
     state.streams.set_base_url(streaming.base_url().to_string());
     let stream_task = tokio::spawn(streaming.serve(state.clone()));
     crate::recovery::reconcile_pods(&state).await;
     crate::recovery::hold_container_images(&state);
+    crate::container_exits::recover(&state).await;
+    let exit_watcher = tokio::spawn(crate::container_exits::run(state.clone()));
+    let metrics_server = metrics_listener.map(|l| serve_metrics(l, &state));
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
+        .layer(GrpcMetricsLayer::new(state.metrics.clone()))
         .add_service(
             RuntimeServiceServer::new(Runtime::new(state.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
@@ -90,6 +104,8 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         sig = shutdown.next() => {
             info!(signal = sig, "shutting down: no new calls, draining in-flight ones");
             let _ = stop_tx.send(());
+            // Event streams never end by themselves: end them so the drain can finish.
+            state.events.close();
             match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
                 Ok(res) => res?,
                 Err(_) => warn!(grace = ?SHUTDOWN_GRACE, "in-flight calls still running; exiting anyway"),
@@ -97,9 +113,41 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         }
     }
     stream_task.abort();
+    exit_watcher.abort();
+    if let Some(task) = metrics_server {
+        task.abort();
+    }
     drop(claimed);
     info!("berthd stopped");
     Ok(())
+}
+
+/// Binds `/metrics` unless it is turned off; before anything else is set up, so a taken port
+/// fails the start cleanly.
+async fn bind_metrics(config: &Config) -> Result<Option<tokio::net::TcpListener>, DaemonError> {
+    let Some(address) = config.metrics.address.0 else {
+        info!("metrics endpoint turned off ([metrics] address is empty)");
+        return Ok(None);
+    };
+    crate::metrics_http::bind(address)
+        .await
+        .map(Some)
+        .map_err(|source| DaemonError::Metrics { address, source })
+}
+
+/// Serves `/metrics` on `listener` in a task; the bound address goes to the log and `Status`.
+fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    state: &Arc<DaemonState>,
+) -> tokio::task::JoinHandle<()> {
+    match listener.local_addr() {
+        Ok(bound) => {
+            let _ = state.metrics_address.set(bound);
+            info!(address = %bound, "serving Prometheus metrics at http://{bound}/metrics");
+        }
+        Err(e) => warn!(error = %e, "metrics listener has no local address"),
+    }
+    tokio::spawn(crate::metrics_http::serve(listener, state.clone()))
 }
 
 fn tokio_listener(claimed: &mut ClaimedSocket) -> Result<tokio::net::UnixListener, DaemonError> {

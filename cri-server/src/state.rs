@@ -1,6 +1,8 @@
 //! What every RPC handler shares: the effective config, facts about the host, the stores.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use images::{Credential, Images, RegistryOptions};
@@ -10,8 +12,12 @@ use podsandbox::pod::{Networking, PodRuntime, PodRuntimeConfig};
 use runtime_core::cgroups::{self, CgroupLayout, Cgroups};
 
 use crate::config::{Config, RegistryConfig};
+use crate::container_exits::ExitWatcher;
 use crate::container_store::ContainerStore;
+use crate::events::EventHub;
+use crate::metrics::Metrics;
 use crate::pod_store::PodStore;
+use crate::runtime_config::KubeletConfig;
 
 /// Shared daemon state handed to the gRPC services.
 pub struct DaemonState {
@@ -24,6 +30,16 @@ pub struct DaemonState {
     pub pod_runtime: PodRuntime,
     /// Pending streaming URLs (Exec, Attach, PortForward).
     pub streams: crate::stream_tokens::StreamTokens,
+    /// Container lifecycle events for `GetContainerEvents` subscribers.
+    pub events: EventHub,
+    /// Watches running containers' exit records.
+    pub exits: ExitWatcher,
+    /// What kubelet said through `UpdateRuntimeConfig`.
+    pub kubelet_config: KubeletConfig,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Where `/metrics` is served, once bound (unset while starting or when turned off).
+    pub metrics_address: OnceLock<SocketAddr>,
 }
 
 /// Why the daemon state could not be built.
@@ -38,6 +54,8 @@ pub enum StateError {
     },
     #[error("pod network: {0}")]
     Network(String),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 impl DaemonState {
@@ -64,6 +82,8 @@ impl DaemonState {
         let streams = crate::stream_tokens::StreamTokens::new(Duration::from_secs(
             config.streaming.token_ttl_seconds,
         ));
+        let events = EventHub::new(config.events.subscriber_queue);
+        let kubelet_config = KubeletConfig::open(&config.root_dir);
         Ok(DaemonState {
             streams,
             config,
@@ -72,6 +92,11 @@ impl DaemonState {
             pods,
             containers,
             pod_runtime,
+            events,
+            exits: ExitWatcher::new(),
+            kubelet_config,
+            metrics: Arc::new(Metrics::new()?),
+            metrics_address: OnceLock::new(),
         })
     }
 }

@@ -33,6 +33,16 @@ pub fn status(state: &DaemonState, req: &StatusRequest) -> StatusResponse {
             Err(e) => serde_json::json!({ "error": e }),
         };
         info.insert("network".into(), network.to_string());
+        let metrics = state
+            .metrics_address
+            .get()
+            .map_or_else(String::new, ToString::to_string);
+        info.insert("metricsAddress".into(), to_json(&metrics));
+        let kubelet = serde_json::json!({
+            "podCIDR": state.kubelet_config.pod_cidr(),
+            "usedFor": "nothing: pods get addresses from network.pod_cidr (built-in network) or the CNI config's IPAM",
+        });
+        info.insert("runtimeConfig".into(), kubelet.to_string());
     }
     StatusResponse {
         status: Some(RuntimeStatus {

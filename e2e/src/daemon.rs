@@ -160,6 +160,15 @@ impl Berthd {
             // Never pick up a real installation's /etc/berth/berth.toml.
             cmd.arg("--config").arg("/dev/null");
         }
+        // Many daemons run at once: /metrics on a free port unless the test picks one.
+        let picks_metrics = opts.args.iter().any(|a| a.starts_with("--metrics-address"))
+            || opts
+                .config_toml
+                .as_deref()
+                .is_some_and(|t| t.contains("[metrics]"));
+        if !picks_metrics {
+            cmd.arg("--metrics-address").arg("127.0.0.1:0");
+        }
         cmd.args(&opts.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -265,6 +274,40 @@ impl Berthd {
             .into_iter()
             .map(|p| p.id)
             .collect()
+    }
+
+    /// `host:port` of the daemon's `/metrics` endpoint, as it reports it in `Status` verbose
+    /// info (`metricsAddress`); an error if the endpoint is off.
+    pub async fn metrics_host(&self) -> io::Result<String> {
+        let mut rt = self.runtime().await?;
+        let info = rt
+            .status(proto::cri::StatusRequest { verbose: true })
+            .await
+            .map_err(io::Error::other)?
+            .into_inner()
+            .info;
+        let raw = info
+            .get("metricsAddress")
+            .ok_or_else(|| io::Error::other("Status info has no metricsAddress"))?;
+        let address: String = serde_json::from_str(raw).map_err(io::Error::other)?;
+        if address.is_empty() {
+            return Err(io::Error::other("the daemon's /metrics endpoint is off"));
+        }
+        Ok(address)
+    }
+
+    /// The daemon's `/metrics` text (an error unless it answers 200).
+    pub async fn metrics_text(&self) -> io::Result<String> {
+        let host = self.metrics_host().await?;
+        let resp = crate::http::get(&host, "/metrics").await?;
+        if resp.status != 200 {
+            return Err(io::Error::other(format!(
+                "GET http://{host}/metrics: {} {}",
+                resp.status,
+                resp.body_text()
+            )));
+        }
+        String::from_utf8(resp.body.to_vec()).map_err(io::Error::other)
     }
 
     /// The daemon's PID while it runs.

@@ -100,27 +100,18 @@ async fn runtime_config_reports_the_configured_cgroup_driver() {
 }
 
 #[tokio::test]
-async fn rpcs_not_yet_implemented_answer_unimplemented_naming_the_rpc() {
+async fn checkpoint_container_answers_unimplemented_saying_it_is_unsupported() {
     let d = Berthd::start().await.expect("start berthd");
     let err = d
         .runtime()
         .await
         .expect("client")
-        .exec_sync(cri::ExecSyncRequest::default())
+        .checkpoint_container(cri::CheckpointContainerRequest::default())
         .await
-        .expect_err("ExecSync");
-    assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("ExecSync"), "{}", err.message());
-    let err = d
-        .runtime()
-        .await
-        .expect("client")
-        .get_container_events(cri::GetEventsRequest {})
-        .await
-        .expect_err("GetContainerEvents");
+        .expect_err("CheckpointContainer");
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(
-        err.message().contains("GetContainerEvents"),
+        err.message().contains("does not support checkpointing"),
         "{}",
         err.message()
     );

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use proto::shim::ShimSpec;
-use runtime_core::cgroups::{CgroupResources, Cgroups};
+use runtime_core::cgroups::{CgroupError, CgroupResources, Cgroups};
 use runtime_core::shim::{self, client};
 use tracing::{info, warn};
 
@@ -465,6 +465,22 @@ impl PodRuntime {
                 .map(|c| c.procs_files())
                 .unwrap_or_default(),
             _ => Vec::new(),
+        }
+    }
+
+    /// Writes new limits to an existing container cgroup (fields left unset keep their
+    /// values); `Ok(false)` without cgroups or when the cgroup does not exist.
+    pub fn update_container_cgroup(
+        &self,
+        path: &str,
+        resources: &CgroupResources,
+    ) -> Result<bool, CgroupError> {
+        let (Some(cg), false) = (&self.cgroups, path.is_empty()) else {
+            return Ok(false);
+        };
+        match cg.open(path)? {
+            Some(c) => c.apply(resources).map(|()| true),
+            None => Ok(false),
         }
     }
 

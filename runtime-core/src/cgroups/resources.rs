@@ -35,6 +35,16 @@ pub struct CgroupResources {
     pub device_rules: Option<Vec<String>>,
 }
 
+impl CgroupResources {
+    /// Checks what `apply` would refuse before touching any file, on either cgroup version
+    /// (hugepage sizes, `unified` keys, a memory+swap limit below the memory limit): so an
+    /// update can be refused whole instead of half-applied.
+    pub fn check(&self) -> Result<(), String> {
+        v1_settings(self)?;
+        v2_settings(self).map(drop)
+    }
+}
+
 /// The v2 period written with a quota when no period is given (the kernel's default).
 pub(crate) const DEFAULT_CPU_PERIOD: u64 = 100_000;
 
@@ -396,6 +406,27 @@ mod tests {
             ],
             "memory is ordered separately and unified is v2-only"
         );
+    }
+
+    #[test]
+    fn check_refuses_what_apply_would_on_either_version() {
+        let ok = CgroupResources {
+            memory_limit: Some(64 << 20),
+            memory_swap_limit: Some(128 << 20),
+            unified: [("pids.max".to_string(), "10".to_string())].into(),
+            ..Default::default()
+        };
+        assert_eq!(ok.check(), Ok(()));
+        let swap_below = CgroupResources {
+            memory_swap_limit: Some(32 << 20),
+            ..ok.clone()
+        };
+        assert!(swap_below.check().is_err());
+        let escape = CgroupResources {
+            unified: [("cgroup.procs".to_string(), "1".to_string())].into(),
+            ..Default::default()
+        };
+        assert!(escape.check().is_err());
     }
 
     #[test]

@@ -499,6 +499,36 @@ mod tests {
     }
 
     #[test]
+    fn applying_again_changes_only_the_given_limits() {
+        let fake = fake_v1(&["pod1"]);
+        let cg = V1Cgroup::new(fake.root.clone(), "pod1".into());
+        cg.apply(&CgroupResources {
+            cpu_shares: Some(512),
+            cpu_quota: Some(50_000),
+            memory_limit: Some(64 << 20),
+            ..Default::default()
+        })
+        .expect("first apply");
+        cg.apply(&CgroupResources {
+            cpu_quota: Some(-1),
+            memory_limit: Some(96 << 20),
+            ..Default::default()
+        })
+        .expect("update");
+        let m = &fake.mounts;
+        assert_eq!(read_file(m.join("cpu/pod1/cpu.shares")), "512", "kept");
+        assert_eq!(
+            read_file(m.join("cpu/pod1/cpu.cfs_quota_us")),
+            "-1",
+            "lifted"
+        );
+        assert_eq!(
+            read_file(m.join("memory/pod1/memory.limit_in_bytes")),
+            "100663296"
+        );
+    }
+
+    #[test]
     fn write_to_missing_file_names_cgroup_and_file() {
         let fake = fake_v1(&["pod1"]);
         let cg = V1Cgroup::new(fake.root.clone(), "pod1".into());

@@ -351,6 +351,28 @@ mod tests {
     }
 
     #[test]
+    fn applying_again_changes_only_the_given_limits() {
+        let (dir, cgroups) = fake_v2(&["pod1"]);
+        let first = CgroupResources {
+            cpu_shares: Some(2048),
+            cpu_quota: Some(150_000),
+            memory_limit: Some(32 << 20),
+            ..Default::default()
+        };
+        let cg = cgroups.create("pod1", &first).expect("create");
+        cg.apply(&CgroupResources {
+            cpu_quota: Some(-1),
+            memory_limit: Some(64 << 20),
+            ..Default::default()
+        })
+        .expect("update");
+        let file = |f: &str| read_file(dir.path().join("pod1").join(f));
+        assert_eq!(file("cpu.weight"), "79", "kept");
+        assert_eq!(file("cpu.max"), "max 100000", "lifted");
+        assert_eq!(file("memory.max"), "67108864");
+    }
+
+    #[test]
     fn hugepage_limit_is_skipped_without_hugetlb_but_memory_is_required() {
         let (dir, cgroups) = fake_v2(&["pod1"]);
         fs::write(dir.path().join("pod1/cgroup.controllers"), "cpu pids").expect("controllers");
