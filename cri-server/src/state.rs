@@ -22,6 +22,8 @@ pub struct DaemonState {
     pub pods: PodStore,
     pub containers: ContainerStore,
     pub pod_runtime: PodRuntime,
+    /// CPU samples and writable-layer walks kept between stats calls.
+    pub stats: crate::stats_cache::StatsCache,
 }
 
 /// Why the daemon state could not be built.
@@ -66,6 +68,7 @@ impl DaemonState {
             pods,
             containers,
             pod_runtime,
+            stats: crate::stats_cache::StatsCache::detect(),
         })
     }
 }
