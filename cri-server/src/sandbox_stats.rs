@@ -5,6 +5,8 @@
 //! As in containerd, the list covers Ready pods only; asking for one pod by ID also answers
 //! for a stopped pod, with whatever can still be read.
 
+use std::collections::HashSet;
+
 use proto::cri::{
     LinuxPodSandboxStats, ListPodSandboxStatsRequest, ListPodSandboxStatsResponse,
     NetworkInterfaceUsage, NetworkUsage, PodSandboxAttributes, PodSandboxStats,
@@ -64,10 +66,8 @@ pub fn select_ready_pods(
         },
         None => {
             let all = state.pods.list();
-            state
-                .stats
-                .pod_cpu()
-                .retain(|id| all.iter().any(|p| p.id == id));
+            let known: HashSet<&str> = all.iter().map(|p| p.id.as_str()).collect();
+            state.stats.pod_cpu().retain(|id| known.contains(id));
             container_stats::forget_removed(state, &state.containers.list());
             all
         }
