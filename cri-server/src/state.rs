@@ -40,6 +40,8 @@ pub struct DaemonState {
     pub metrics: Arc<Metrics>,
     /// Where `/metrics` is served, once bound (unset while starting or when turned off).
     pub metrics_address: OnceLock<SocketAddr>,
+    /// CPU samples and writable-layer walks kept between stats calls.
+    pub stats: crate::stats_cache::StatsCache,
 }
 
 /// Why the daemon state could not be built.
@@ -97,6 +99,7 @@ impl DaemonState {
             kubelet_config,
             metrics: Arc::new(Metrics::new()?),
             metrics_address: OnceLock::new(),
+            stats: crate::stats_cache::StatsCache::detect(),
         })
     }
 }

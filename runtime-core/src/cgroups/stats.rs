@@ -1,8 +1,12 @@
 //! Usage figures of a cgroup and the parsing of the files they come from.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::Serialize;
+
+use super::CgroupError;
+use super::cgroupfs::read;
 
 /// Usage of one cgroup, as CRI `ContainerStats`/`PodSandboxStats` and the metrics report it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -23,6 +27,29 @@ pub struct CgroupStats {
     pub pids: u64,
     /// Processes the OOM killer killed in the cgroup.
     pub oom_kills: u64,
+    /// The memory limit in bytes (v1 `memory.limit_in_bytes`, v2 `memory.max`); `None` when
+    /// unlimited, so callers report `available_bytes` only for limited cgroups.
+    pub memory_limit: Option<u64>,
+}
+
+/// Limits above this are "unlimited": the kernel rounds v1's unlimited value (`i64::MAX`) down
+/// to a page multiple (cAdvisor and containerd use the same threshold).
+const UNLIMITED_MEMORY: u64 = 1 << 62;
+
+/// Reads a memory limit file (v1 `memory.limit_in_bytes`, v2 `memory.max`).
+pub(crate) fn read_memory_limit(cgroup: &str, file: &Path) -> Result<Option<u64>, CgroupError> {
+    parse_memory_limit(&read(cgroup, file)?)
+        .map_err(|reason| CgroupError::parse(cgroup, file.to_path_buf(), reason))
+}
+
+/// Parses a memory limit file (`max`, or bytes); `None` for no limit.
+pub(crate) fn parse_memory_limit(text: &str) -> Result<Option<u64>, String> {
+    let text = text.trim();
+    if text == "max" {
+        return Ok(None);
+    }
+    let bytes: u64 = text.parse().map_err(|e| format!("{text:?}: {e}"))?;
+    Ok((bytes < UNLIMITED_MEMORY).then_some(bytes))
 }
 
 /// The memory figures of [`CgroupStats`], from the usage and the `memory.stat` keys.
@@ -150,6 +177,14 @@ mod tests {
             parse_flat_keyed("low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 0\n")
                 .expect("memory.events");
         assert_eq!(events["oom_kill"], 1);
+    }
+
+    #[test]
+    fn memory_limits_parse_with_unlimited_as_none() {
+        assert_eq!(parse_memory_limit("max\n"), Ok(None));
+        assert_eq!(parse_memory_limit("9223372036854771712\n"), Ok(None));
+        assert_eq!(parse_memory_limit("67108864\n"), Ok(Some(64 << 20)));
+        assert!(parse_memory_limit("lots").is_err());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::cgroupfs::{self, read, read_flat_keyed, read_u64, write};
 use super::resources::{
     Limit, Setting, V1_MEMORY_LIMIT, V1_MEMSW_LIMIT, v1_memory_settings, v1_settings,
 };
-use super::stats::{MemoryFigures, V1_MEMORY_STAT};
+use super::stats::{MemoryFigures, V1_MEMORY_STAT, read_memory_limit};
 use super::{Cgroup, CgroupError, CgroupResources, CgroupStats};
 
 /// One mounted cgroup v1 hierarchy: the controllers it carries and where it is mounted.
@@ -329,6 +329,7 @@ impl Cgroup for V1Cgroup {
 
     fn stats(&self) -> Result<CgroupStats, CgroupError> {
         let cpuacct = self.require_dir("cpuacct", "CPU usage")?;
+        let memory_dir = self.require_dir("memory", "memory usage")?;
         let memory = self.memory_figures()?;
         Ok(CgroupStats {
             cpu_usage_ns: read_u64(&self.path, &cpuacct.join("cpuacct.usage"))?,
@@ -339,6 +340,7 @@ impl Cgroup for V1Cgroup {
             major_page_faults: memory.major_page_faults,
             pids: self.task_count()?,
             oom_kills: self.oom_control()?.get("oom_kill").copied().unwrap_or(0),
+            memory_limit: read_memory_limit(&self.path, &memory_dir.join(V1_MEMORY_LIMIT))?,
         })
     }
 
@@ -559,6 +561,7 @@ mod tests {
                 major_page_faults: 2,
                 pids: 3,
                 oom_kills: 0,
+                memory_limit: None,
             }
         );
         assert!(!cg.oom_killed().expect("oom_control"));
@@ -568,6 +571,12 @@ mod tests {
         )
         .expect("write oom_control");
         assert!(cg.oom_killed().expect("oom_control"));
+        fs::write(
+            fake.mounts.join("memory/pod1/memory.limit_in_bytes"),
+            "67108864\n",
+        )
+        .expect("write limit");
+        assert_eq!(cg.stats().expect("stats").memory_limit, Some(64 << 20));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 
 use super::cgroupfs::{self, flat_key, read, read_flat_keyed, read_u64, write};
 use super::resources::{Setting, v2_settings};
-use super::stats::{MemoryFigures, V2_MEMORY_STAT};
+use super::stats::{MemoryFigures, V2_MEMORY_STAT, read_memory_limit};
 use super::{Cgroup, CgroupError, CgroupResources, CgroupStats};
 
 /// Controllers berth enables for the cgroups it creates, where the root offers them.
@@ -235,6 +235,7 @@ impl Cgroup for V2Cgroup {
             major_page_faults: memory.major_page_faults,
             pids: self.task_count()?,
             oom_kills: self.memory_events()?.get("oom_kill").copied().unwrap_or(0),
+            memory_limit: read_memory_limit(&self.path, &self.dir.join("memory.max"))?,
         })
     }
 
@@ -427,12 +428,15 @@ mod tests {
                 major_page_faults: 1,
                 pids: 2,
                 oom_kills: 0,
+                memory_limit: None,
             }
         );
         assert!(!cg.oom_killed().expect("memory.events"));
         fs::write(dir.path().join("pod1/memory.events"), "oom 1\noom_kill 2\n").expect("events");
         assert!(cg.oom_killed().expect("memory.events"));
         assert_eq!(cg.stats().expect("stats").oom_kills, 2);
+        fs::write(dir.path().join("pod1/memory.max"), "33554432\n").expect("memory.max");
+        assert_eq!(cg.stats().expect("stats").memory_limit, Some(32 << 20));
     }
 
     #[test]
