@@ -111,12 +111,14 @@ pub async fn create_container(
             pod.id
         ))
     })?;
+    failpoint::hit("create_container.after_record");
     for d in [&rec.upper, &rec.work] {
         if let Err(e) = std::fs::create_dir_all(d) {
             let _ = state.containers.remove(&id);
             return Err(Status::internal(format!("create {}: {e}", d.display())));
         }
     }
+    failpoint::hit("create_container.after_dirs");
     state.images.hold(&id, &image);
     info!(container_id = %id, pod_id = %pod.id, name, image = image_name, "CreateContainer");
     crate::container_events::emit(

@@ -64,6 +64,13 @@ pub async fn start_container(
         }
     };
     rec.cgroup = cgroup_path;
+    // Recorded before the shim starts anything, so that a crash from here on leaves a record
+    // naming the cgroup that start-up recovery reconciles with the shim.
+    if let Err(e) = persist(state, rec.clone()) {
+        state.pod_runtime.remove_container_cgroup(&rec.cgroup);
+        return Err(e);
+    }
+    failpoint::hit("start_container.before_shim");
     let mut msg = start_message(&rec, &pod, procs)?;
     msg.mounts.extend(devices.iter().map(|d| d.mount.clone()));
     let socket = pod.host.shim_socket.clone();
@@ -74,6 +81,7 @@ pub async fn start_container(
         tokio::task::spawn_blocking(move || client::request(&socket, request, START_TIMEOUT))
             .await
             .map_err(|e| Status::internal(format!("start task: {e}")))?;
+    failpoint::hit("start_container.after_shim");
     match answer.map(|r| r.container) {
         Ok(Some(info)) => {
             rec.phase = ContainerPhase::Running;

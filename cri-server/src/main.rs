@@ -31,6 +31,15 @@ fn main() -> ExitCode {
         };
     }
     logging::init(&config.log);
+    if let Ok(point) = std::env::var(failpoint::ENV) {
+        match failpoint::ENABLED {
+            true => tracing::warn!(failpoint = %point, "test build: will crash at this failpoint"),
+            false => tracing::warn!(
+                failpoint = %point,
+                "BERTH_FAILPOINT is set but this berthd has no failpoints (they exist only in test builds)"
+            ),
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -29,6 +29,7 @@ pub async fn remove_pod_sandbox(
         let _g = lock.lock().await;
         crate::container_remove::remove(state, c).await?;
     }
+    failpoint::hit("remove_pod.after_containers");
     let spec = pod_spec(&rec.id, &rec.config)?;
     state
         .pod_runtime

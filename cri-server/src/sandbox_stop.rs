@@ -21,7 +21,8 @@ pub async fn stop_pod_sandbox(
     Ok(StopPodSandboxResponse {})
 }
 
-/// Stops the pod if it exists and is not stopped yet.
+/// Stops the pod if it exists; a pod already stopped is stopped again (every step is
+/// idempotent), which also finishes a stop a crash interrupted.
 pub async fn stop(state: &DaemonState, id: &str) -> Result<(), Status> {
     let lock = state.pods.lock_for(id);
     let _guard = lock.lock().await;
@@ -29,6 +30,16 @@ pub async fn stop(state: &DaemonState, id: &str) -> Result<(), Status> {
         return Ok(());
     };
     let spec = pod_spec(&rec.id, &rec.config)?;
+    let was_ready = rec.phase != PodPhase::NotReady;
+    if was_ready {
+        // Recorded first: a pod being stopped is not ready, and a crash from here on leaves a
+        // NotReady pod whose stop start-up recovery finishes.
+        rec.phase = PodPhase::NotReady;
+        state
+            .pods
+            .update(rec.clone())
+            .map_err(|e| Status::internal(format!("record pod {id}: {e}")))?;
+    }
     state
         .pod_runtime
         .stop(&spec, &rec.host)
@@ -38,12 +49,7 @@ pub async fn stop(state: &DaemonState, id: &str) -> Result<(), Status> {
     for c in crate::container_store::of_pod(&state.containers, id) {
         crate::container_status::refresh(state, c).await;
     }
-    if rec.phase != PodPhase::NotReady {
-        rec.phase = PodPhase::NotReady;
-        state
-            .pods
-            .update(rec)
-            .map_err(|e| Status::internal(format!("record pod {id}: {e}")))?;
+    if was_ready {
         info!(pod_id = %id, "StopPodSandbox");
         crate::container_events::emit(
             state,

@@ -69,8 +69,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let state = Arc::new(DaemonState::new(config)?);
     state.streams.set_base_url(streaming.base_url().to_string());
     let stream_task = tokio::spawn(streaming.serve(state.clone()));
-    crate::recovery::reconcile_pods(&state).await;
-    crate::recovery::hold_container_images(&state);
+    crate::recovery::reconcile(&state).await;
     crate::container_exits::recover(&state).await;
     let exit_watcher = tokio::spawn(crate::container_exits::run(state.clone()));
     let metrics_server = metrics_listener.map(|l| serve_metrics(l, &state));

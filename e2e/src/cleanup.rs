@@ -75,7 +75,7 @@ fn kill(pid: i32) {
 }
 
 /// PIDs of `berth-shim` processes whose spec file lies under `dir`.
-fn shims_under(dir: &Path) -> Vec<i32> {
+pub fn shims_under(dir: &Path) -> Vec<i32> {
     let needle = dir.display().to_string();
     std::fs::read_dir("/proc")
         .into_iter()
@@ -115,7 +115,7 @@ fn cgroup_dirs(cgroup: &str) -> Vec<PathBuf> {
 }
 
 /// Every directory of a cgroup's tree in every hierarchy, each parent before its children.
-fn cgroup_tree(cgroup: &str) -> Vec<PathBuf> {
+pub fn cgroup_tree(cgroup: &str) -> Vec<PathBuf> {
     let mut all = Vec::new();
     let mut stack = cgroup_dirs(cgroup);
     while let Some(d) = stack.pop() {

@@ -24,6 +24,8 @@ pub struct Env {
     pub cni: tempfile::TempDir,
     pub logs: tempfile::TempDir,
     pub image: String,
+    /// berthd's config file contents (for restarting a daemon on the same dirs).
+    pub config: String,
 }
 
 /// The environment, or None (with a message) when not root.
@@ -48,7 +50,7 @@ pub async fn env_with(extra: &str) -> Option<Env> {
         registry.host()
     );
     let d = Berthd::start_with(BerthdOptions {
-        config_toml: Some(config),
+        config_toml: Some(config.clone()),
         ..Default::default()
     })
     .await
@@ -73,6 +75,7 @@ pub async fn env_with(extra: &str) -> Option<Env> {
         cni,
         logs: tempfile::tempdir().expect("log dir"),
         image,
+        config,
     })
 }
 

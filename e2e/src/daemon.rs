@@ -89,6 +89,8 @@ pub struct BerthdOptions {
     pub args: Vec<String>,
     /// Persistent state dir instead of `<dir>/root` (e.g. on another filesystem).
     pub root_dir: Option<PathBuf>,
+    /// Extra environment variables (e.g. `BERTH_FAILPOINT`).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running berthd owned by one test.
@@ -169,7 +171,8 @@ impl Berthd {
         if !picks_metrics {
             cmd.arg("--metrics-address").arg("127.0.0.1:0");
         }
-        cmd.args(&opts.args)
+        cmd.envs(opts.env.iter().map(|(k, v)| (k, v)))
+            .args(&opts.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(&stderr_path)?);
@@ -183,6 +186,39 @@ impl Berthd {
             state_dir,
             stderr_path,
         })
+    }
+
+    /// Replaces the berthd process with a new one on the same dirs (as after a restart or a
+    /// crash), started with `opts` (give the same config again), and waits until it answers.
+    /// A process still running is killed first (SIGKILL).
+    pub async fn respawn(&mut self, opts: &BerthdOptions) -> io::Result<()> {
+        if let Some(mut old) = self.child.take() {
+            if old.try_wait()?.is_none() {
+                let _ = old.kill();
+            }
+            let _ = old.wait();
+        }
+        let mut fresh = Berthd::spawn_at(&self.dir, opts)?;
+        self.child = fresh.child.take();
+        self.stderr_path = fresh.stderr_path.clone();
+        self.wait_ready(READY_TIMEOUT).await
+    }
+
+    /// Waits up to `timeout` for the berthd process to exit by itself (e.g. at a failpoint).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> io::Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::other(format!(
+                    "berthd still running after {timeout:?}; stderr:\n{}",
+                    self.stderr()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Waits until berthd answers `Version`, failing early (with its stderr) if it exits.

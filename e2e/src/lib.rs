@@ -9,5 +9,6 @@ pub mod containers;
 pub mod daemon;
 pub mod http;
 pub mod images;
+pub mod inventory;
 pub mod pods;
 pub mod registry;

@@ -106,6 +106,17 @@ impl Images {
             .map_err(|e| ImageError::io("remove image", std::io::Error::other(e)))?
     }
 
+    /// Removes snapshots that belong to no image and no container (left by a pull that
+    /// crashed before recording its image); run at start-up, after containers re-held their
+    /// images. Returns how many were removed.
+    pub async fn remove_orphans(&self) -> Result<usize, ImageError> {
+        let _guard = self.gc.write().await;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.remove_orphan_snapshots())
+            .await
+            .map_err(|e| ImageError::io("remove orphan snapshots", std::io::Error::other(e)))?
+    }
+
     /// Bytes and inodes of unpacked layers plus stored blobs.
     pub fn usage(&self) -> FsUsage {
         let (snap_bytes, snap_inodes) = self.store.snapshots.recorded_usage();

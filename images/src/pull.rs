@@ -488,6 +488,7 @@ fn unpack_into_snapshot(
         unpacked_bytes: stats.bytes,
         entries: stats.entries,
     })?;
+    failpoint::hit("pull.after_layer");
     Ok(size)
 }
 

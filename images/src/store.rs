@@ -91,6 +91,22 @@ impl ImageStore {
         holds.values().any(|c| c.contains(chain))
     }
 
+    /// Removes snapshots no image record references and no holder holds: what a pull
+    /// interrupted by a crash committed before it could record its image. Returns how many.
+    pub fn remove_orphan_snapshots(&self) -> Result<usize, ImageError> {
+        let db = self.db();
+        let mut removed = 0;
+        for chain in self.snapshots.list()? {
+            let name = chain.to_string();
+            if db.list().any(|r| r.chain_ids.contains(&name)) || self.held(&name) {
+                continue;
+            }
+            self.snapshots.remove(&chain)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     /// Removes the image `name` resolves to, then every snapshot and blob no remaining image
     /// (nor running container) uses. `Ok(None)` if there was no such image.
     pub fn remove(&self, name: &str) -> Result<Option<ImageRecord>, ImageError> {

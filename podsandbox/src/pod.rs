@@ -249,6 +249,7 @@ impl PodRuntime {
         .map_err(|e| step_err(id, "start shim")(e.to_string()))?
         .map_err(|e| step_err(id, "start shim")(e.to_string()))?;
         done.shim_pid = shim_pid;
+        failpoint::hit("run_pod.after_shim");
         let t_shim = t0.elapsed();
         self.join_reaper_to_cgroup(id, &socket, &cgroup).await;
 
@@ -260,6 +261,7 @@ impl PodRuntime {
             }
             None => Vec::new(),
         };
+        failpoint::hit("run_pod.after_network");
         if let Some(ip) = ips.first().and_then(|ip| ip.parse::<IpAddr>().ok()) {
             self.write_files(spec, &files_dir, Some(ip))?;
         }
@@ -373,6 +375,29 @@ impl PodRuntime {
         }
     }
 
+    /// Undoes whatever a start interrupted by a crash may have done (network, shim and its
+    /// pinned namespaces, cgroup, files): every step is assumed done, and undoing one that
+    /// never happened is a no-op. Run at start-up for pods whose creation never finished.
+    pub async fn abandon(&self, spec: &PodSpec) {
+        let socket = self.shim_socket(&spec.id);
+        let sock = socket.clone();
+        // The shim's pid, if it is alive, lets a shim that ignores shutdown be killed.
+        let shim_pid = tokio::task::spawn_blocking(move || client::ping(&sock, SHIM_TIMEOUT))
+            .await
+            .ok()
+            .and_then(|p| p.ok())
+            .map_or(0, |p| p.shim_pid);
+        let done = Started {
+            files: Some(self.files_dir(&spec.id)),
+            cgroup: self.cgroups.as_ref().map(|_| Self::cgroup_path(spec)),
+            shim_socket: Some(socket),
+            shim_pid,
+            network: !spec.namespaces.host_network,
+        };
+        info!(pod = %spec.id, shim_pid, "undoing an interrupted pod start");
+        self.rollback(spec, done).await;
+    }
+
     async fn rollback(&self, spec: &PodSpec, done: Started) {
         if done.network {
             let netns = self.ns_dir(&spec.id).join(shim::NS_NET);
@@ -400,9 +425,11 @@ impl PodRuntime {
         {
             warn!(pod = %spec.id, error = %e, "kill pod processes");
         }
+        failpoint::hit("stop_pod.after_kill");
         if !state.network.is_empty() {
             self.detach_network(spec, state.netns.as_deref()).await?;
         }
+        failpoint::hit("stop_pod.after_network");
         self.stop_shim(&spec.id, &state.shim_socket, state.shim_pid)
             .await;
         Ok(())
@@ -413,6 +440,7 @@ impl PodRuntime {
         if let (Some(cg), false) = (&self.cgroups, state.cgroup.is_empty()) {
             remove_cgroup(cg, &spec.id, &state.cgroup);
         }
+        failpoint::hit("remove_pod.after_cgroup");
         match std::fs::remove_dir_all(&state.files_dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -197,6 +197,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )),
         args: vec!["--log-level".into(), "warn".into()],
         root_dir: Some(work.path().join("berth-root")),
+        ..Default::default()
     })
     .await?;
     let mut client = berthd.images().await?;
