@@ -30,6 +30,7 @@ pub async fn reconcile(state: &DaemonState) {
     reconcile_pods(state).await;
     reconcile_containers(state).await;
     hold_container_images(state);
+    sweep_orphans(state).await;
     match state.images.remove_orphans().await {
         Ok(0) => {}
         Ok(n) => info!(snapshots = n, "removed layers an interrupted pull left"),
@@ -133,5 +134,28 @@ async fn settle_interrupted_start(state: &DaemonState, mut rec: ContainerRecord)
     }
     if let Err(e) = state.containers.update(rec) {
         warn!(error = %e, "record settled container");
+    }
+}
+
+/// Removes host state no record owns: a pod's namespaces, shim, files or address, a
+/// container's root mount.
+async fn sweep_orphans(state: &DaemonState) {
+    let pods: std::collections::HashSet<String> =
+        state.pods.list().into_iter().map(|p| p.id).collect();
+    let mut removed = state.pod_runtime.sweep_orphans(&pods).await;
+    let containers: std::collections::HashSet<String> =
+        state.containers.list().into_iter().map(|c| c.id).collect();
+    let rootfs_dir = state.config.state_dir.join("rootfs");
+    for entry in std::fs::read_dir(&rootfs_dir).into_iter().flatten().flatten() {
+        let id = entry.file_name().to_string_lossy().into_owned();
+        if containers.contains(&id) {
+            continue;
+        }
+        let _ = runtime_core::executor::cleanup_rootfs(&entry.path());
+        let _ = std::fs::remove_dir(entry.path());
+        removed.push(format!("root mount of {id}"));
+    }
+    if !removed.is_empty() {
+        warn!(?removed, "removed host state that belonged to no pod or container");
     }
 }

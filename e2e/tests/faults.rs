@@ -77,6 +77,18 @@ async fn containers(e: &Env) -> Vec<cri::Container> {
         .containers
 }
 
+/// Whether every shim of `e`'s daemon is gone within a few seconds (a shim asked to shut
+/// down answers first, then exits).
+async fn no_shims_soon(e: &Env) -> bool {
+    for _ in 0..100 {
+        if e2e::cleanup::shims_under(e.d.dir()).is_empty() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 /// Stops and removes every pod, then checks the host holds nothing of them.
 async fn remove_all_and_check_clean(e: &Env) {
     let mut rt = e.d.runtime().await.expect("client");
@@ -93,6 +105,7 @@ async fn remove_all_and_check_clean(e: &Env) {
         .expect("RemovePodSandbox");
     }
     assert!(containers(e).await.is_empty());
+    no_shims_soon(e).await;
     let inv = Inventory::take(&e.d, &e.net);
     assert!(inv.is_clean(), "left behind: {inv:#?}");
 }
@@ -124,7 +137,7 @@ async fn run_pod_crashes_at(failpoint: &str) {
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0].state, PodSandboxState::SandboxNotready as i32);
     assert!(
-        e2e::cleanup::shims_under(e.d.dir()).is_empty(),
+        no_shims_soon(&e).await,
         "the half-made pod's shim must be gone"
     );
     remove_all_and_check_clean(&e).await;
@@ -234,7 +247,7 @@ async fn crash_in_stop_pod_is_finished_at_start() {
             ContainerState::ContainerExited as i32
         );
         assert!(
-            e2e::cleanup::shims_under(e.d.dir()).is_empty(),
+            no_shims_soon(&e).await,
             "{failpoint}: the stop was not finished"
         );
         remove_all_and_check_clean(&e).await;
@@ -327,4 +340,27 @@ async fn crash_in_pull_leaves_no_layers_and_the_next_pull_works() {
         .pull_image(pull)
         .await
         .expect("the next pull works");
+}
+
+#[tokio::test]
+async fn host_state_no_record_owns_is_swept_at_start() {
+    let Some(mut e) = env().await else { return };
+    let pc = e.pod("orphan");
+    let pod = e.run_pod(&pc).await;
+    let shims = e2e::cleanup::shims_under(e.d.dir());
+    assert_eq!(shims.len(), 1);
+    // berthd dies and loses the pod's record (as if its disk write never happened).
+    e.d.stop_with(nix::sys::signal::Signal::SIGKILL, CRASH_TIMEOUT)
+        .await
+        .expect("kill -9");
+    std::fs::remove_dir_all(e.d.root_dir.join("pods").join(&pod)).expect("drop the record");
+    let config = e.config.clone();
+    e.d.respawn(&opts(&config, None)).await.expect("restart");
+    assert!(pods(&e).await.is_empty());
+    // Its shim, pinned namespaces, files, address and veth are gone.
+    assert!(no_shims_soon(&e).await, "orphan shim still runs");
+    let mut inv = Inventory::take(&e.d, &e.net);
+    // The pod cgroup is named by kubelet's parent, which only the lost record knew.
+    inv.cgroups.clear();
+    assert!(inv.is_clean(), "left behind: {inv:#?}");
 }

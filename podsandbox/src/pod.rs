@@ -375,6 +375,47 @@ impl PodRuntime {
         }
     }
 
+    /// Removes host state that belongs to no pod in `known` (by pod ID): pinned namespaces,
+    /// shims (asked to shut down), pod file dirs and built-in network addresses. Returns
+    /// what was removed, for the log. Run at start-up, after every record is loaded.
+    pub async fn sweep_orphans(&self, known: &std::collections::HashSet<String>) -> Vec<String> {
+        let mut removed = Vec::new();
+        let unknown = |dir: PathBuf, strip: &str| -> Vec<(String, PathBuf)> {
+            std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_str()?.trim_end_matches(strip).to_string();
+                    (!known.contains(&name)).then(|| (name, e.path()))
+                })
+                .collect()
+        };
+        for (id, socket) in unknown(self.cfg.state_dir.join("shims"), ".sock") {
+            let sock = socket.clone();
+            let _ = tokio::task::spawn_blocking(move || client::shutdown(&sock, SHIM_TIMEOUT)).await;
+            let _ = std::fs::remove_file(&socket);
+            removed.push(format!("shim of {id}"));
+        }
+        for (id, dir) in unknown(self.cfg.state_dir.join("ns"), "") {
+            unpin_namespaces(&dir);
+            removed.push(format!("namespaces of {id}"));
+        }
+        for (id, dir) in unknown(self.cfg.state_dir.join("pods"), "") {
+            let _ = std::fs::remove_dir_all(&dir);
+            removed.push(format!("files of {id}"));
+        }
+        if let Networking::Bridge(bridge) = &self.networking {
+            for id in bridge.list_attached().into_iter().filter(|id| !known.contains(id)) {
+                if let Err(e) = bridge.detach(&id, None).await {
+                    warn!(pod = %id, error = %e, "release orphan address");
+                }
+                removed.push(format!("address of {id}"));
+            }
+        }
+        removed
+    }
+
     /// Undoes whatever a start interrupted by a crash may have done (network, shim and its
     /// pinned namespaces, cgroup, files): every step is assumed done, and undoing one that
     /// never happened is a no-op. Run at start-up for pods whose creation never finished.
