@@ -146,7 +146,11 @@ async fn sweep_orphans(state: &DaemonState) {
     let containers: std::collections::HashSet<String> =
         state.containers.list().into_iter().map(|c| c.id).collect();
     let rootfs_dir = state.config.state_dir.join("rootfs");
-    for entry in std::fs::read_dir(&rootfs_dir).into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir(&rootfs_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let id = entry.file_name().to_string_lossy().into_owned();
         if containers.contains(&id) {
             continue;
@@ -156,6 +160,9 @@ async fn sweep_orphans(state: &DaemonState) {
         removed.push(format!("root mount of {id}"));
     }
     if !removed.is_empty() {
-        warn!(?removed, "removed host state that belonged to no pod or container");
+        warn!(
+            ?removed,
+            "removed host state that belonged to no pod or container"
+        );
     }
 }

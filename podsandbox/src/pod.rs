@@ -393,7 +393,8 @@ impl PodRuntime {
         };
         for (id, socket) in unknown(self.cfg.state_dir.join("shims"), ".sock") {
             let sock = socket.clone();
-            let _ = tokio::task::spawn_blocking(move || client::shutdown(&sock, SHIM_TIMEOUT)).await;
+            let _ =
+                tokio::task::spawn_blocking(move || client::shutdown(&sock, SHIM_TIMEOUT)).await;
             let _ = std::fs::remove_file(&socket);
             removed.push(format!("shim of {id}"));
         }
@@ -406,7 +407,11 @@ impl PodRuntime {
             removed.push(format!("files of {id}"));
         }
         if let Networking::Bridge(bridge) = &self.networking {
-            for id in bridge.list_attached().into_iter().filter(|id| !known.contains(id)) {
+            for id in bridge
+                .list_attached()
+                .into_iter()
+                .filter(|id| !known.contains(id))
+            {
                 if let Err(e) = bridge.detach(&id, None).await {
                     warn!(pod = %id, error = %e, "release orphan address");
                 }
