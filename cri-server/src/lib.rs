@@ -38,6 +38,7 @@ pub mod pty;
 pub mod record_store;
 pub mod recovery;
 pub mod runtime_config;
+pub mod runtime_features;
 pub mod runtime_service;
 pub mod sandbox_list;
 pub mod sandbox_remove;

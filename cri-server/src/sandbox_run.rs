@@ -76,7 +76,7 @@ pub async fn run_pod_sandbox(
 }
 
 fn check_handler(handler: &str) -> Result<(), Status> {
-    if handler.is_empty() || handler == "berth" {
+    if crate::runtime_features::HANDLERS.contains(&handler) {
         return Ok(());
     }
     Err(Status::invalid_argument(format!(
