@@ -57,6 +57,9 @@ pub async fn create_container(
             pod.id
         )));
     }
+    let pod_userns = crate::userns::pod_user_namespace(&pod.config)?;
+    crate::userns::check_container(config, pod_userns.as_ref())?;
+    let image_volumes = crate::container_mounts::check(state, config)?;
     let image = state.images.resolve(image_name).ok_or_else(|| {
         Status::not_found(format!("image `{image_name}` not found: pull it first"))
     })?;
@@ -101,6 +104,7 @@ pub async fn create_container(
         log_path,
         status_path: dir.join("exit.pb"),
         stop_signal,
+        image_volumes,
     };
     crate::container_store::reserve(&state.containers, rec.clone()).map_err(|existing| {
         Status::already_exists(format!(
@@ -116,6 +120,7 @@ pub async fn create_container(
         }
     }
     state.images.hold(&id, &image);
+    crate::container_mounts::hold(state, &rec);
     info!(container_id = %id, pod_id = %pod.id, name, image = image_name, "CreateContainer");
     Ok(CreateContainerResponse { container_id: id })
 }

@@ -36,6 +36,7 @@ pub async fn container_status(
             "lower": rec.lower,
             "cgroup": rec.cgroup,
             "process": rec.process,
+            "imageVolumes": rec.image_volumes,
             "config": rec.config,
         });
         info.insert("info".to_string(), doc.to_string());

@@ -150,6 +150,7 @@ pub fn pod_spec(id: &str, c: &PodSandboxConfig) -> Result<PodSpec, Status> {
         cgroup_parent: linux.cgroup_parent.clone(),
         resources: pod_resources(linux.resources.as_ref(), linux.overhead.as_ref()),
         port_mappings: port_mappings(&c.port_mappings)?,
+        userns: crate::userns::pod_user_namespace(c)?,
     })
 }
 

@@ -9,3 +9,4 @@ pub mod logs;
 pub mod mount_api;
 pub mod seccomp;
 pub mod shim;
+pub mod userns;
