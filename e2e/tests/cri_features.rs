@@ -520,8 +520,12 @@ async fn user_namespace_pods_map_ids_and_idmap_the_rootfs_and_volumes() {
         let mut idmapped = bind("/vol", vol.path(), false);
         idmapped.uid_mappings = kubelet_mapping();
         idmapped.gid_mappings = kubelet_mapping();
+        let mut idmapped_ro = idmapped.clone();
+        idmapped_ro.container_path = "/vol-ro".into();
+        idmapped_ro.readonly = true;
         c.mounts = vec![
             idmapped,
+            idmapped_ro,
             bind("/raw", vol.path(), true),
             image_mount("/img", &image_id),
         ];
@@ -539,7 +543,8 @@ async fn user_namespace_pods_map_ids_and_idmap_the_rootfs_and_volumes() {
         stat -c '%n %u %g' / /bin/busybox /etc/hosts /dev /dev/shm /vol/owned-by-root \
             /vol/owned-by-1000 /raw/owned-by-root /img/data/in-image; \
         touch /created-inside && echo created; echo written > /vol/from-container; \
-        cat /img/data/in-image";
+        cat /img/data/in-image; stat -c '%n %u %g' /vol-ro/owned-by-1000; \
+        touch /vol-ro/x 2>/dev/null && echo vol-ro-writable || echo vol-ro-readonly";
     let (code, out, err) = exec_sh(&e, &id, script).await;
     assert_eq!(code, 0, "{out}{err}");
     let lines: Vec<&str> = out.lines().collect();
@@ -564,7 +569,16 @@ async fn user_namespace_pods_map_ids_and_idmap_the_rootfs_and_volumes() {
         ],
         "{out}"
     );
-    assert_eq!(lines[12..], ["created", "image volume"], "{out}");
+    assert_eq!(
+        lines[12..],
+        [
+            "created",
+            "image volume",
+            "/vol-ro/owned-by-1000 1000 1000",
+            "vol-ro-readonly"
+        ],
+        "{out}"
+    );
     // On the host, what the container's root wrote belongs to the mapped ID.
     let written = std::fs::metadata(vol.path().join("from-container")).expect("written");
     assert_eq!(
@@ -609,6 +623,62 @@ async fn user_namespace_pods_map_ids_and_idmap_the_rootfs_and_volumes() {
     );
     let host_ns = std::fs::read_link("/proc/self/ns/user").expect("own userns");
     assert_ne!(exec_lines[1], host_ns.to_string_lossy(), "not the host's");
+}
+
+#[tokio::test]
+async fn user_namespace_pods_configure_their_own_namespaces_and_share_pids() {
+    let Some(e) = env().await else { return };
+    let mut pc = e.pod("userns-pod");
+    with_userns(&mut pc, kubelet_mapping(), kubelet_mapping());
+    let linux = pc.linux.get_or_insert_with(Default::default);
+    linux
+        .sysctls
+        .insert("net.ipv4.ip_unprivileged_port_start".into(), "100".into());
+    linux
+        .sysctls
+        .insert("kernel.shm_rmid_forced".into(), "1".into());
+    if let Some(ns) = linux
+        .security_context
+        .as_mut()
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        ns.pid = NamespaceMode::Pod as i32;
+    }
+    let pod = e.run_pod(&pc).await;
+    let mut c = e.container(
+        "userns-pod",
+        &[
+            "/bin/sh",
+            "-c",
+            "hostname; cat /proc/sys/net/ipv4/ip_unprivileged_port_start \
+             /proc/sys/kernel/shm_rmid_forced /proc/1/comm; \
+             cat /proc/self/uid_map | tr -s ' ' | sed 's/^ //'; \
+             echo hi > /dev/shm/x && cat /dev/shm/x",
+        ],
+    );
+    security(&mut c).namespace_options = Some(cri::NamespaceOption {
+        pid: NamespaceMode::Pod as i32,
+        userns_options: Some(UserNamespace {
+            mode: NamespaceMode::Pod as i32,
+            uids: kubelet_mapping(),
+            gids: kubelet_mapping(),
+        }),
+        ..Default::default()
+    });
+    let (st, lines) = e.run_to_end(&pod, &pc, c).await;
+    assert_eq!(st.exit_code, 0, "{lines:?}");
+    assert_eq!(
+        lines,
+        [
+            "userns-pod",
+            "100",
+            "1",
+            "berth-pod-init",
+            &format!("0 {USERNS_HOST_ID} 65536"),
+            "hi",
+        ],
+        "hostname and sysctls set in the pod's namespaces, the pod's PID 1, the mapping"
+    );
 }
 
 #[tokio::test]

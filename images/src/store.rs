@@ -164,8 +164,14 @@ mod tests {
         store.hold("ctr/mounts/0", &rec);
         let d = Digest::parse(&chain).expect("digest");
         store.remove("data:1").expect("remove").expect("was there");
-        assert!(store.snapshots.exists(&d), "held snapshot survives the image");
+        assert!(
+            store.snapshots.exists(&d),
+            "held snapshot survives the image"
+        );
         store.release("ctr/mounts/0").expect("release");
-        assert!(!store.snapshots.exists(&d), "the last holder's release removes it");
+        assert!(
+            !store.snapshots.exists(&d),
+            "the last holder's release removes it"
+        );
     }
 }
