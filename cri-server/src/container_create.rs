@@ -59,6 +59,9 @@ pub async fn create_container(
             pod.id
         )));
     }
+    let pod_userns = crate::userns::pod_user_namespace(&pod.config)?;
+    crate::userns::check_container(config, pod_userns.as_ref())?;
+    let image_volumes = crate::container_mounts::check(state, config)?;
     let image = state.images.resolve(image_name).ok_or_else(|| {
         Status::not_found(format!("image `{image_name}` not found: pull it first"))
     })?;
@@ -103,6 +106,7 @@ pub async fn create_container(
         log_path,
         status_path: dir.join("exit.pb"),
         stop_signal,
+        image_volumes,
     };
     crate::container_store::reserve(&state.containers, rec.clone()).map_err(|existing| {
         Status::already_exists(format!(
@@ -120,6 +124,7 @@ pub async fn create_container(
     }
     failpoint::hit("create_container.after_dirs");
     state.images.hold(&id, &image);
+    crate::container_mounts::hold(state, &rec);
     info!(container_id = %id, pod_id = %pod.id, name, image = image_name, "CreateContainer");
     crate::container_events::emit(
         state,

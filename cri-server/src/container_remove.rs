@@ -60,6 +60,7 @@ pub async fn remove(state: &DaemonState, rec: ContainerRecord) -> Result<(), Sta
         .release(&rec.id)
         .await
         .map_err(|e| Status::internal(format!("release image of {}: {e}", rec.id)))?;
+    crate::container_mounts::release(state, &rec).await?;
     state
         .containers
         .remove(&rec.id)

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use images::manifest::ImageConfig;
-use proto::cri::ContainerConfig;
+use proto::cri::{ContainerConfig, LinuxContainerSecurityContext, SupplementalGroupsPolicy};
 use tonic::Status;
 
 /// The process part of a container, resolved.
@@ -128,9 +128,12 @@ fn resolve_user(
         }
         _ => passwd_gid.unwrap_or(0),
     };
-    // Like containerd: the primary group first, then the user's groups from /etc/group.
+    // Like containerd: the primary group first, then (policy Merge) the user's groups from
+    // /etc/group; Strict keeps only the groups the request names.
     let mut extra: Vec<u32> = vec![gid];
-    extra.extend(name.map(|n| groups_of(&group, &n, gid)).unwrap_or_default());
+    if !strict_groups(&sc)? {
+        extra.extend(name.map(|n| groups_of(&group, &n, gid)).unwrap_or_default());
+    }
     for g in &sc.supplemental_groups {
         let g = u32::try_from(*g).map_err(|_| {
             Status::invalid_argument(format!("supplemental group {g} is out of range"))
@@ -140,6 +143,18 @@ fn resolve_user(
         }
     }
     Ok((uid, gid, extra))
+}
+
+/// Whether `supplemental_groups_policy` is Strict (Merge, the default, adds the image's groups).
+fn strict_groups(sc: &LinuxContainerSecurityContext) -> Result<bool, Status> {
+    match SupplementalGroupsPolicy::try_from(sc.supplemental_groups_policy) {
+        Ok(SupplementalGroupsPolicy::Merge) => Ok(false),
+        Ok(SupplementalGroupsPolicy::Strict) => Ok(true),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "config.linux.security_context.supplemental_groups_policy: unknown policy {}",
+            sc.supplemental_groups_policy
+        ))),
+    }
 }
 
 type UserEntry = (u32, Option<String>, Option<u32>);
@@ -228,7 +243,7 @@ fn groups_of(group: &str, user: &str, primary: u32) -> Vec<u32> {
 mod tests {
     use super::*;
     use images::manifest::ContainerConfig as ImageDefaults;
-    use proto::cri::{Int64Value, KeyValue, LinuxContainerConfig, LinuxContainerSecurityContext};
+    use proto::cri::{Int64Value, KeyValue, LinuxContainerConfig};
 
     fn image(entrypoint: &[&str], cmd: &[&str], user: &str) -> ImageConfig {
         ImageConfig {
@@ -352,6 +367,36 @@ mod tests {
         assert_eq!(
             (s.uid, s.gid, s.additional_gids),
             (1000, 3000, vec![3000, 2000, 4000])
+        );
+    }
+
+    #[test]
+    fn strict_supplemental_groups_policy_drops_the_image_groups() {
+        let (_d, lower) = etc();
+        let mut c = ContainerConfig {
+            linux: Some(LinuxContainerConfig {
+                security_context: Some(LinuxContainerSecurityContext {
+                    run_as_user: Some(Int64Value { value: 1000 }),
+                    supplemental_groups: vec![4000],
+                    supplemental_groups_policy: SupplementalGroupsPolicy::Strict as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let s = process_spec(&c, &image(&["/e"], &[], ""), &lower).expect("strict");
+        assert_eq!((s.gid, s.additional_gids), (1000, vec![1000, 4000]));
+        let sc = c
+            .linux
+            .as_mut()
+            .and_then(|l| l.security_context.as_mut())
+            .expect("security context");
+        sc.supplemental_groups_policy = 7;
+        let err = process_spec(&c, &image(&["/e"], &[], ""), &lower).expect_err("unknown");
+        assert!(
+            err.message().contains("supplemental_groups_policy"),
+            "{err}"
         );
     }
 }

@@ -323,6 +323,8 @@ pub(crate) fn start_message(
         _ => 0,
     };
     let (capabilities, all_capabilities) = capabilities(&sc)?;
+    let (userns_uids, userns_gids) =
+        crate::userns::to_proto(crate::userns::pod_user_namespace(&pod.config)?.as_ref());
     let seccomp = seccomp_setting(&sc)?;
     let apparmor = apparmor_setting(&sc)?;
     let (masked, readonly) = if sc.privileged {
@@ -386,6 +388,8 @@ pub(crate) fn start_message(
         apparmor_profile: apparmor.1,
         stdin: rec.config.stdin,
         stdin_once: rec.config.stdin_once,
+        userns_uids,
+        userns_gids,
     })
 }
 
@@ -442,19 +446,8 @@ fn mounts(rec: &ContainerRecord, pod: &PodRecord) -> Vec<MountSpec> {
             ..Default::default()
         });
     }
-    for m in &rec.config.mounts {
-        out.push(MountSpec {
-            destination: m.container_path.clone(),
-            source: m.host_path.clone(),
-            tmpfs: false,
-            options: String::new(),
-            readonly: m.readonly,
-            propagation: match cri::MountPropagation::try_from(m.propagation) {
-                Ok(cri::MountPropagation::PropagationHostToContainer) => 1,
-                Ok(cri::MountPropagation::PropagationBidirectional) => 2,
-                _ => 0,
-            },
-        });
+    for (i, m) in rec.config.mounts.iter().enumerate() {
+        out.push(crate::container_mounts::mount_spec(rec, i, m));
     }
     out
 }

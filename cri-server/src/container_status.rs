@@ -36,12 +36,15 @@ pub async fn container_status(
             "lower": rec.lower,
             "cgroup": rec.cgroup,
             "process": rec.process,
+            "imageVolumes": rec.image_volumes,
             "config": rec.config,
         });
         info.insert("info".to_string(), doc.to_string());
     }
+    let mut status = to_status(&rec);
+    current_image_names(state, &rec, &mut status);
     Ok(ContainerStatusResponse {
-        status: Some(to_status(&rec)),
+        status: Some(status),
         info,
     })
 }
@@ -187,5 +190,24 @@ pub fn to_status(rec: &ContainerRecord) -> ContainerStatus {
                     .collect(),
             }),
         }),
+    }
+}
+
+/// Names the image as containerd does for kubelet: `image` is the image's first repo tag and
+/// `image_ref` its first repo digest while the image is still stored (else what was recorded at
+/// creation: the name as requested and the digest or ID); `image_id` is always the config
+/// digest, the node-local image ID.
+fn current_image_names(state: &DaemonState, rec: &ContainerRecord, status: &mut ContainerStatus) {
+    let Some(image) = state.images.resolve(&rec.image_id) else {
+        return;
+    };
+    if let Some(tag) = image.repo_tags.first() {
+        status.image = Some(ImageSpec {
+            image: tag.clone(),
+            ..Default::default()
+        });
+    }
+    if let Some(digest) = image.repo_digests.first() {
+        status.image_ref = digest.clone();
     }
 }

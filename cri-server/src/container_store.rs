@@ -46,6 +46,9 @@ pub struct ContainerRecord {
     /// Where the shim records the exit.
     pub status_path: PathBuf,
     pub stop_signal: i32,
+    /// Image volumes (`Mount.image`), resolved and held at creation.
+    #[serde(default)]
+    pub image_volumes: Vec<crate::container_mounts::ImageVolume>,
 }
 
 impl ContainerRecord {

@@ -44,6 +44,7 @@ pub fn hold_container_images(state: &DaemonState) {
         if let Some(image) = state.images.resolve(&c.image_id) {
             state.images.hold(&c.id, &image);
         }
+        crate::container_mounts::hold(state, &c);
     }
 }
 

@@ -83,7 +83,7 @@ pub async fn run_pod_sandbox(
 }
 
 fn check_handler(handler: &str) -> Result<(), Status> {
-    if handler.is_empty() || handler == "berth" {
+    if crate::runtime_features::HANDLERS.contains(&handler) {
         return Ok(());
     }
     Err(Status::invalid_argument(format!(
@@ -157,6 +157,7 @@ pub fn pod_spec(id: &str, c: &PodSandboxConfig) -> Result<PodSpec, Status> {
         cgroup_parent: linux.cgroup_parent.clone(),
         resources: pod_resources(linux.resources.as_ref(), linux.overhead.as_ref()),
         port_mappings: port_mappings(&c.port_mappings)?,
+        userns: crate::userns::pod_user_namespace(c)?,
     })
 }
 

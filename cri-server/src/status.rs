@@ -5,10 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use nix::unistd::{AccessFlags, access};
-use proto::cri::{
-    RuntimeCondition, RuntimeFeatures, RuntimeHandler, RuntimeHandlerFeatures, RuntimeStatus,
-    StatusRequest, StatusResponse,
-};
+use proto::cri::{RuntimeCondition, RuntimeStatus, StatusRequest, StatusResponse};
 
 use crate::state::DaemonState;
 
@@ -49,16 +46,8 @@ pub fn status(state: &DaemonState, req: &StatusRequest) -> StatusResponse {
             conditions: vec![runtime_condition(state), network_condition(state)],
         }),
         info,
-        runtime_handlers: vec![RuntimeHandler {
-            name: String::new(),
-            features: Some(RuntimeHandlerFeatures {
-                recursive_read_only_mounts: false,
-                user_namespaces: false,
-            }),
-        }],
-        features: Some(RuntimeFeatures {
-            supplemental_groups_policy: false,
-        }),
+        runtime_handlers: crate::runtime_features::runtime_handlers(),
+        features: Some(crate::runtime_features::runtime_features()),
     }
 }
 

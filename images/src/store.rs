@@ -118,10 +118,12 @@ impl ImageStore {
         let still_used = |pick: fn(&ImageRecord) -> &Vec<String>, s: &String| {
             db.list().any(|other| pick(other).contains(s))
         };
+        // Snapshots a container still uses (its image or an image volume) stay: the last
+        // holder's release removes them.
         for chain in rec
             .chain_ids
             .iter()
-            .filter(|c| !still_used(|r| &r.chain_ids, c))
+            .filter(|c| !still_used(|r| &r.chain_ids, c) && !self.held(c))
         {
             if let Ok(d) = Digest::parse(chain) {
                 self.snapshots.remove(&d)?;
@@ -133,5 +135,59 @@ impl ImageStore {
             }
         }
         Ok(Some(rec))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::SnapshotInfo;
+
+    fn snapshot(store: &ImageStore, seed: &[u8]) -> String {
+        let chain = Digest::of(seed);
+        let pending = store.snapshots.prepare(&chain).expect("prepare");
+        pending
+            .commit(&SnapshotInfo {
+                chain_id: chain.to_string(),
+                diff_id: chain.to_string(),
+                blob_digest: chain.to_string(),
+                blob_size: 1,
+                unpacked_bytes: 1,
+                entries: 1,
+            })
+            .expect("commit");
+        chain.to_string()
+    }
+
+    #[test]
+    fn removing_an_image_keeps_the_snapshots_a_container_holds_until_released() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(dir.path()).expect("open");
+        let chain = snapshot(&store, b"layer");
+        let rec = ImageRecord {
+            id: Digest::of(b"config").to_string(),
+            repo_tags: vec!["docker.io/library/data:1".into()],
+            repo_digests: vec![],
+            size: 1,
+            user: String::new(),
+            pinned: false,
+            manifest_digest: Digest::of(b"manifest").to_string(),
+            blobs: vec![],
+            chain_ids: vec![chain.clone()],
+            pulled_at: 0,
+        };
+        store.record(rec.clone()).expect("record");
+        store.hold("ctr/mounts/0", &rec);
+        let d = Digest::parse(&chain).expect("digest");
+        store.remove("data:1").expect("remove").expect("was there");
+        assert!(
+            store.snapshots.exists(&d),
+            "held snapshot survives the image"
+        );
+        store.release("ctr/mounts/0").expect("release");
+        assert!(
+            !store.snapshots.exists(&d),
+            "the last holder's release removes it"
+        );
     }
 }

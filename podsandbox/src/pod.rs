@@ -10,6 +10,7 @@ use std::time::Duration;
 use proto::shim::ShimSpec;
 use runtime_core::cgroups::{CgroupError, CgroupResources, Cgroups};
 use runtime_core::shim::{self, client};
+use runtime_core::userns::IdMap;
 use tracing::{info, warn};
 
 use crate::cni::{CniNetwork, CniPod, CniPortMapping};
@@ -69,6 +70,8 @@ pub struct PodSpec {
     pub cgroup_parent: String,
     pub resources: CgroupResources,
     pub port_mappings: Vec<PortMapping>,
+    /// The pod's own user namespace (kubelet's `hostUsers: false`); `None`: the host's.
+    pub userns: Option<runtime_core::userns::IdMap>,
 }
 
 /// What a started pod holds on the host, persisted by cri-server.
@@ -239,6 +242,16 @@ impl PodRuntime {
             sysctls,
             log_path: files_dir.join("shim.log").display().to_string(),
             cgroup_procs: Vec::new(),
+            userns_uids: spec
+                .userns
+                .as_ref()
+                .map(|m| IdMap::to_proto(&m.uids))
+                .unwrap_or_default(),
+            userns_gids: spec
+                .userns
+                .as_ref()
+                .map(|m| IdMap::to_proto(&m.gids))
+                .unwrap_or_default(),
         };
         done.shim_socket = Some(socket.clone());
         let (bin, spec_path) = (self.cfg.shim_bin.clone(), files_dir.join("shim.spec"));
@@ -331,6 +344,8 @@ impl PodRuntime {
             std::fs::write(&path, content).map_err(|e| {
                 step_err(&spec.id, "write pod files")(format!("{}: {e}", path.display()))
             })?;
+            give_to_userns_root(&path, spec.userns.as_ref())
+                .map_err(|e| step_err(&spec.id, "write pod files")(e))?;
         }
         Ok(())
     }
@@ -609,9 +624,30 @@ fn is_shim(pid: u32) -> bool {
     })
 }
 
+/// In a pod with its own user namespace, gives a file its containers mount (hosts,
+/// resolv.conf, hostname) to the namespace's root, so it is theirs as in any pod.
+fn give_to_userns_root(path: &Path, userns: Option<&IdMap>) -> Result<(), String> {
+    let Some(map) = userns else { return Ok(()) };
+    let (Some(uid), Some(gid)) = (map.host_uid(0), map.host_gid(0)) else {
+        return Ok(());
+    };
+    nix::unistd::chown(
+        path,
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+    )
+    .map_err(|e| format!("give {} to the user namespace's root: {e}", path.display()))
+}
+
 /// Unmounts and removes whatever namespace pins are left in `ns_dir`.
 pub fn unpin_namespaces(ns_dir: &Path) {
-    for name in [shim::NS_NET, shim::NS_IPC, shim::NS_UTS, shim::NS_PID] {
+    for name in [
+        shim::NS_NET,
+        shim::NS_IPC,
+        shim::NS_UTS,
+        shim::NS_PID,
+        shim::NS_USER,
+    ] {
         let p = ns_dir.join(name);
         let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
         let _ = std::fs::remove_file(&p);

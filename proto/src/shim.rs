@@ -93,6 +93,24 @@ pub struct ShimSpec {
     /// `cgroup.procs` files the PID-namespace reaper joins (the pod cgroup).
     #[prost(string, repeated, tag = "11")]
     pub cgroup_procs: Vec<String>,
+    /// UID mappings of the pod's own user namespace (which then owns its network, IPC and UTS
+    /// namespaces); empty: the host's user namespace.
+    #[prost(message, repeated, tag = "12")]
+    pub userns_uids: Vec<IdMapping>,
+    /// GID mappings of the pod's user namespace.
+    #[prost(message, repeated, tag = "13")]
+    pub userns_gids: Vec<IdMapping>,
+}
+
+/// One range of a user namespace's (or an idmapped mount's) ID mappings.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct IdMapping {
+    #[prost(uint32, tag = "1")]
+    pub container_id: u32,
+    #[prost(uint32, tag = "2")]
+    pub host_id: u32,
+    #[prost(uint32, tag = "3")]
+    pub length: u32,
 }
 
 /// A request from berthd to a shim.
@@ -255,6 +273,12 @@ pub struct StartContainer {
     /// Close that stdin when the first attach session that used it ends (CRI `stdin_once`).
     #[prost(bool, tag = "35")]
     pub stdin_once: bool,
+    /// The pod's user namespace mappings when the container runs in it (it joins the pinned
+    /// `user` namespace, its root is idmapped); empty: the host's user namespace.
+    #[prost(message, repeated, tag = "36")]
+    pub userns_uids: Vec<IdMapping>,
+    #[prost(message, repeated, tag = "37")]
+    pub userns_gids: Vec<IdMapping>,
 }
 
 /// One mount of a container.
@@ -274,6 +298,18 @@ pub struct MountSpec {
     /// 0 private, 1 rslave, 2 rshared.
     #[prost(int32, tag = "6")]
     pub propagation: i32,
+    /// Make every submount read-only too (needs `readonly` and private propagation).
+    #[prost(bool, tag = "7")]
+    pub recursive_read_only: bool,
+    /// An image volume: the image's layer dirs (top first), mounted read-only instead of
+    /// `source`.
+    #[prost(string, repeated, tag = "8")]
+    pub image_layers: Vec<String>,
+    /// Idmap the bind with these mappings (CRI `uidMappings`/`gidMappings`).
+    #[prost(message, repeated, tag = "9")]
+    pub uid_mappings: Vec<IdMapping>,
+    #[prost(message, repeated, tag = "10")]
+    pub gid_mappings: Vec<IdMapping>,
 }
 
 /// A container process as the shim knows it.

@@ -6,5 +6,7 @@ pub mod apparmor;
 pub mod cgroups;
 pub mod executor;
 pub mod logs;
+pub mod mount_api;
 pub mod seccomp;
 pub mod shim;
+pub mod userns;

@@ -115,6 +115,7 @@ impl Fixture {
                 stdout: stdout_tx,
                 stderr: stderr_tx,
             },
+            user_ns: None,
         };
         (spec, Output::collect(stdout_rx, stderr_rx))
     }
@@ -687,7 +688,9 @@ fn bind_and_tmpfs_mounts_masked_and_readonly_paths_apply() {
         source,
         kind: MountKind::Bind {
             readonly,
+            recursive_readonly: false,
             propagation: Propagation::Private,
+            idmap: None,
         },
     };
     let tmpfs = |destination: &str, options: &str| Mount {
@@ -969,7 +972,9 @@ fn shared_and_slave_binds_propagate_as_asked() {
         source: source.path.clone(),
         kind: MountKind::Bind {
             readonly: false,
+            recursive_readonly: false,
             propagation,
+            idmap: None,
         },
     };
     spec.mounts = vec![

@@ -54,6 +54,7 @@ fn start(new_pid: bool, sysctls: &[(&str, &str)]) -> Result<ShimUnderTest, clien
             .collect(),
         log_path: dir.path().join("shim.log").display().to_string(),
         cgroup_procs: vec![],
+        ..Default::default()
     };
     let pid = client::spawn(
         Path::new(env!("CARGO_BIN_EXE_berth-shim")),

@@ -14,14 +14,15 @@ use nix::sys::stat::{Mode, umask};
 use nix::unistd::{chdir, dup2_stderr, dup2_stdin, dup2_stdout, setsid};
 
 use super::error::{Context, Failure};
+use super::idmap::Idmaps;
 use super::plan::{Plan, ResourceLimit};
 use super::{ContainerProcess, Stdio, caps, exec, rootfs, user};
 
 /// Runs in the forked child: becomes the container and execs, or reports why not on `report`
 /// and exits 127.
-pub(super) fn run(spec: &ContainerProcess, plan: &Plan, report: OwnedFd) -> ! {
+pub(super) fn run(spec: &ContainerProcess, plan: &Plan, idmaps: &Idmaps, report: OwnedFd) -> ! {
     let report = above_stdio(report);
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| become_container(spec, plan)));
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| become_container(spec, plan, idmaps)));
     let failure = match outcome {
         Ok(Err(failure)) => failure,
         Ok(Ok(never)) => match never {},
@@ -34,7 +35,11 @@ pub(super) fn run(spec: &ContainerProcess, plan: &Plan, report: OwnedFd) -> ! {
     unsafe { libc::_exit(127) }
 }
 
-fn become_container(spec: &ContainerProcess, plan: &Plan) -> Result<Infallible, Failure> {
+fn become_container(
+    spec: &ContainerProcess,
+    plan: &Plan,
+    idmaps: &Idmaps,
+) -> Result<Infallible, Failure> {
     join_cgroups(&spec.cgroup_procs)?;
     reset_signals()?;
     // Modes of created directories and device nodes are exact; the container gets 022.
@@ -46,7 +51,10 @@ fn become_container(spec: &ContainerProcess, plan: &Plan) -> Result<Infallible, 
     join_namespaces(spec)?;
     set_oom_score_adj(spec.oom_score_adj)?;
     set_rlimits(&plan.rlimits)?;
-    rootfs::enter(spec, plan)?;
+    rootfs::enter(spec, plan, idmaps)?;
+    // Last: the mounts above needed the shim's privileges, and every namespace the container
+    // joined is owned by (or an ancestor-owned peer of) this user namespace.
+    join_user_namespace(idmaps)?;
     // Without no_new_privs a filter needs CAP_SYS_ADMIN: install it while the child still
     // has it (everything done after it is allowed by the default profile).
     if !spec.no_new_privs {
@@ -209,6 +217,15 @@ fn join_namespaces(spec: &ContainerProcess) -> Result<(), Failure> {
         setns(fd, flag).context(|| format!("join {kind} namespace {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Enters the container's user namespace (with every capability in it, which the steps after
+/// this narrow down to the container's set).
+fn join_user_namespace(idmaps: &Idmaps) -> Result<(), Failure> {
+    let Some((_, ns)) = idmaps.container() else {
+        return Ok(());
+    };
+    setns(ns, CloneFlags::CLONE_NEWUSER).context(|| "join the pod's user namespace")
 }
 
 pub(super) fn set_oom_score_adj(value: Option<i32>) -> Result<(), Failure> {

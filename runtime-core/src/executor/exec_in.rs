@@ -152,6 +152,16 @@ fn become_exec(spec: &ExecProcess, plan: &Plan, target: &OwnedFd) -> Result<Infa
             spec.id, spec.target_pid
         )
     })?;
+    // On its own and last: joining the user namespace drops every capability outside it,
+    // which joining the mount namespace (owned by the host's) still needed.
+    if spec.join_user_ns {
+        setns(target.as_fd(), CloneFlags::CLONE_NEWUSER).context(|| {
+            format!(
+                "join the user namespace of container {} (process {})",
+                spec.id, spec.target_pid
+            )
+        })?;
+    }
     child::set_oom_score_adj(spec.oom_score_adj)?;
     child::set_rlimits(&plan.rlimits)?;
     if !spec.no_new_privs {

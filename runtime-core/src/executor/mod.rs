@@ -31,6 +31,8 @@ mod devices;
 mod error;
 mod exec;
 mod exec_in;
+mod idmap;
+mod image_mount;
 mod mounts;
 mod overlay;
 mod pidns;
@@ -99,6 +101,18 @@ pub struct ContainerProcess {
     pub apparmor: Option<crate::apparmor::AppArmorProfile>,
     /// The process's stdio; the caller keeps its own ends and closes these after `spawn`.
     pub stdio: Stdio,
+    /// The pod's user namespace to run in (joined after every mount is made; the rootfs
+    /// layers are idmapped with its mappings); `None` stays in the shim's.
+    pub user_ns: Option<UserNamespace>,
+}
+
+/// A pinned user namespace and its mappings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserNamespace {
+    /// The pinned namespace file (`<ns_dir>/user`).
+    pub path: PathBuf,
+    /// Its UID and GID mappings.
+    pub map: crate::userns::IdMap,
 }
 
 /// A process to start inside a running container (CRI `Exec`/`ExecSync`): it joins the
@@ -134,6 +148,8 @@ pub struct ExecProcess {
     pub apparmor: Option<crate::apparmor::AppArmorProfile>,
     /// The process's stdio.
     pub stdio: Stdio,
+    /// The container runs in a user namespace of its own: join it too (after the others).
+    pub join_user_ns: bool,
 }
 
 /// A container's root filesystem.
@@ -180,8 +196,19 @@ pub enum MountKind {
     Bind {
         /// Remount the bind read-only.
         readonly: bool,
+        /// Make every submount read-only too (`mount_setattr` with `AT_RECURSIVE`).
+        recursive_readonly: bool,
         /// Mount propagation between host and container.
         propagation: Propagation,
+        /// Idmap the bind (and its submounts) with these mappings.
+        idmap: Option<crate::userns::IdMap>,
+    },
+    /// An image volume: the image's layer directories (top first), mounted read-only, nosuid
+    /// and nodev: an overlay of the layers, or a bind of the only one. In a user namespace the
+    /// layers are idmapped with its mappings.
+    Image {
+        /// Layer directories, top layer first.
+        layers: Vec<PathBuf>,
     },
     /// A new tmpfs; `options` as for mount(8), e.g. `"size=64m,mode=1777,noexec"`.
     Tmpfs {

@@ -19,7 +19,9 @@ use nix::sys::stat::{Mode, SFlag, fstat, mkdirat};
 use nix::sys::statvfs::{FsFlags, fstatvfs};
 
 use super::error::{Context, Failure};
+use super::idmap::Idmaps;
 use super::{Mount, MountKind, Propagation};
+use crate::mount_api;
 
 /// An absent mount(2) argument.
 pub(super) const NONE: Option<&str> = None;
@@ -184,50 +186,84 @@ pub(super) fn mount_new(
     .context(|| format!("mount {fstype} on {path}"))
 }
 
-/// Applies one CRI mount.
-pub(super) fn mount_cri(root: &OwnedFd, m: &Mount) -> Result<(), Failure> {
+/// Applies one CRI mount; `idmaps` holds the user namespaces of idmapped ones.
+pub(super) fn mount_cri(root: &OwnedFd, m: &Mount, idmaps: &Idmaps) -> Result<(), Failure> {
     match &m.kind {
         MountKind::Bind {
             readonly,
+            recursive_readonly,
             propagation,
-        } => bind(root, m, *readonly, *propagation),
+            idmap,
+        } => {
+            let userns = match idmap {
+                Some(map) => Some(idmaps.for_mount(map, &m.destination)?),
+                None => None,
+            };
+            let target = bind(root, m, userns)?;
+            if *readonly {
+                remount_readonly(&target)
+                    .context(|| format!("remount {} read-only", m.destination))?;
+            }
+            if *recursive_readonly {
+                super::image_mount::make_recursively_readonly(&target, &m.destination)?;
+            }
+            set_propagation(&target, *propagation, &m.destination)
+        }
         MountKind::Tmpfs { options } => {
             let (flags, data) = parse_options(options);
             mount_new(root, &m.destination, "tmpfs", "tmpfs", flags, &data)
         }
+        MountKind::Image { layers } => {
+            super::image_mount::mount_image(root, &m.destination, layers, idmaps.container())
+        }
     }
 }
 
-fn bind(
-    root: &OwnedFd,
-    m: &Mount,
-    readonly: bool,
-    propagation: Propagation,
-) -> Result<(), Failure> {
+/// Binds `m.source` (recursively, idmapped through `userns` if given) on its destination;
+/// returns an fd on the new mount's root.
+fn bind(root: &OwnedFd, m: &Mount, userns: Option<&OwnedFd>) -> Result<OwnedFd, Failure> {
     let target = create_in_root(root, &m.destination, source_leaf(&m.source)?)?;
     let what = || format!("bind mount {} on {}", m.source.display(), m.destination);
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
-    mount(
-        Some(&m.source),
-        fd_path(&target).as_str(),
-        NONE,
-        flags,
-        NONE,
-    )
-    .context(what)?;
-    // Reopened: the first fd refers to the directory under the new mount.
-    let mounted = open_in_root(root, &m.destination).context(what)?;
-    if readonly {
-        remount_readonly(&mounted).context(|| format!("remount {} read-only", m.destination))?;
+    match userns {
+        None => mount(
+            Some(&m.source),
+            fd_path(&target).as_str(),
+            NONE,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            NONE,
+        )
+        .context(what)?,
+        Some(userns) => {
+            let tree = mount_api::idmapped_tree(&m.source, true, userns).map_err(|errno| {
+                Failure::new(
+                    format_args!(
+                        "idmapped bind mount {} on {} (does its filesystem support idmapped mounts?)",
+                        m.source.display(),
+                        m.destination
+                    ),
+                    errno,
+                )
+            })?;
+            mount_api::attach(&tree, &target).context(what)?;
+        }
     }
+    // Reopened: the first fd refers to the directory under the new mount.
+    open_in_root(root, &m.destination).context(what)
+}
+
+fn set_propagation(
+    mounted: &OwnedFd,
+    propagation: Propagation,
+    destination: &str,
+) -> Result<(), Failure> {
     let kind = match propagation {
         Propagation::Private => MsFlags::MS_PRIVATE,
         Propagation::RSlave => MsFlags::MS_SLAVE,
         Propagation::RShared => MsFlags::MS_SHARED,
     };
-    let target = fd_path(&mounted);
+    let target = fd_path(mounted);
     mount(NONE, target.as_str(), NONE, MsFlags::MS_REC | kind, NONE)
-        .context(|| format!("set {propagation:?} propagation on {}", m.destination))
+        .context(|| format!("set {propagation:?} propagation on {destination}"))
 }
 
 /// Whether a bind of `source` needs a directory or a file as mountpoint; a missing source is

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -10,6 +11,9 @@ use nix::mount::{MntFlags, MsFlags, umount2};
 
 use super::Rootfs;
 use super::error::{Context, ExecError, Failure};
+use super::image_mount::fd_as_path;
+use crate::mount_api;
+use crate::userns::IdMap;
 
 const MOUNTINFO: &str = "/proc/thread-self/mountinfo";
 /// mount(2) copies one page of options, NUL included.
@@ -17,8 +21,11 @@ const MAX_OPTIONS: usize = 4095;
 /// Upper bound on mounts stacked at one rootfs target that `cleanup_rootfs` peels off.
 const MAX_STACKED: usize = 16;
 
-/// Mounts `rootfs` at its target unless an overlay is already mounted there.
-pub(super) fn mount(rootfs: &Rootfs) -> Result<(), Failure> {
+/// Mounts `rootfs` at its target unless an overlay is already mounted there. With `userns`
+/// (the container's user namespace) the layers are idmapped with its mappings and the upper
+/// layer's root is owned by the namespace's root, so the container sees its image as in a
+/// normal container.
+pub(super) fn mount(rootfs: &Rootfs, userns: Option<(&IdMap, &OwnedFd)>) -> Result<(), Failure> {
     let Rootfs::Overlay {
         lower,
         upper,
@@ -35,7 +42,16 @@ pub(super) fn mount(rootfs: &Rootfs) -> Result<(), Failure> {
     for (what, dir) in lowers.chain([("upperdir", upper), ("workdir", work)]) {
         fs::metadata(dir).context(|| format!("overlay {what} {}", dir.display()))?;
     }
-    let data = overlay_options(lower, upper, work);
+    if let Some((map, _)) = userns {
+        chown_upper_root(rootfs, map)?;
+    }
+    let idmapped = idmapped_lowers(lower, userns)?;
+    let lower = if idmapped.is_empty() {
+        lower.clone()
+    } else {
+        idmapped.iter().map(fd_as_path).collect()
+    };
+    let data = overlay_options(&lower, upper, work);
     if data.len() > MAX_OPTIONS {
         return Err(Failure::plain(
             format!(
@@ -55,6 +71,43 @@ pub(super) fn mount(rootfs: &Rootfs) -> Result<(), Failure> {
         Some(data.as_str()),
     )
     .context(|| format!("mount overlay on {}", target.display()))
+}
+
+/// Detached idmapped copies of the lower layers when the container has a user namespace (the
+/// overlay keeps its own references once mounted).
+fn idmapped_lowers(
+    lower: &[PathBuf],
+    userns: Option<(&IdMap, &OwnedFd)>,
+) -> Result<Vec<OwnedFd>, Failure> {
+    let Some((_, ns)) = userns else {
+        return Ok(Vec::new());
+    };
+    let trees = lower
+        .iter()
+        .map(|dir| {
+            mount_api::idmapped_tree(dir, false, ns).context(|| {
+                format!(
+                    "idmap layer {} (idmapped overlayfs layers need Linux 5.19+)",
+                    dir.display()
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(trees)
+}
+
+/// Gives `upper` (the root of the container's writable layer) to the user namespace's root.
+fn chown_upper_root(rootfs: &Rootfs, map: &IdMap) -> Result<(), Failure> {
+    let Rootfs::Overlay { upper, .. } = rootfs;
+    let (Some(uid), Some(gid)) = (map.host_uid(0), map.host_gid(0)) else {
+        return Ok(());
+    };
+    nix::unistd::chown(
+        upper,
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+    )
+    .context(|| format!("give {} to the user namespace's root", upper.display()))
 }
 
 fn overlay_options(lower: &[PathBuf], upper: &Path, work: &Path) -> String {

@@ -126,11 +126,51 @@ fn check_spec(spec: &ContainerProcess) -> Result<(), String> {
         if mount.destination.trim_matches('/').is_empty() {
             return Err("mount destination `/` is not allowed".into());
         }
+        check_mount_kind(mount)?;
     }
     for path in spec.masked_paths.iter().chain(&spec.readonly_paths) {
         check_absolute("masked or read-only path", path)?;
     }
     Ok(())
+}
+
+/// Recursive read-only binds must be read-only and private (as the CRI requires); image
+/// volumes need layers usable as overlayfs lower dirs.
+fn check_mount_kind(mount: &super::Mount) -> Result<(), String> {
+    let dest = &mount.destination;
+    match &mount.kind {
+        MountKind::Bind {
+            recursive_readonly: true,
+            readonly,
+            propagation,
+            ..
+        } => {
+            if !readonly {
+                return Err(format!("mount {dest}: recursive read-only needs readonly"));
+            }
+            if *propagation != Propagation::Private {
+                return Err(format!(
+                    "mount {dest}: recursive read-only needs private propagation, not {propagation:?}"
+                ));
+            }
+            Ok(())
+        }
+        MountKind::Image { layers } => {
+            if layers.is_empty() {
+                return Err(format!("image volume {dest} has no layers"));
+            }
+            layers.iter().try_for_each(|dir| {
+                let text = dir.to_string_lossy();
+                if text.contains([',', ':']) || !dir.is_absolute() {
+                    return Err(format!(
+                        "image volume {dest}: layer `{text}` must be absolute and free of ',' and ':'"
+                    ));
+                }
+                Ok(())
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 fn check_absolute(what: &str, path: &str) -> Result<(), String> {

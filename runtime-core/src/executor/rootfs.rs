@@ -3,25 +3,30 @@
 
 use std::os::fd::OwnedFd;
 
-use nix::fcntl::{OFlag, open};
+use nix::fcntl::{AtFlags, OFlag, open};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::stat::Mode;
 use nix::sys::statvfs::statvfs;
-use nix::unistd::{chdir, fchdir, pivot_root};
+use nix::unistd::{Gid, Uid, chdir, fchdir, fchownat, pivot_root};
 
 use super::error::{Context, Failure};
-use super::mounts::{self, NONE, kept_flags, mount_new};
+use super::idmap::Idmaps;
+use super::mounts::{self, NONE, kept_flags, mount_new, open_in_root};
 use super::plan::Plan;
 use super::{ContainerProcess, devices};
+use crate::userns::IdMap;
 
 /// Gives the calling process its own mount namespace with the container's rootfs as `/`.
-pub(super) fn enter(spec: &ContainerProcess, plan: &Plan) -> Result<(), Failure> {
+pub(super) fn enter(spec: &ContainerProcess, plan: &Plan, idmaps: &Idmaps) -> Result<(), Failure> {
     let root = isolate_rootfs(spec, plan)?;
     mount_system(&root, spec.privileged)?;
+    if let Some((map, _)) = idmaps.container() {
+        give_dev_to_container_root(&root, map)?;
+    }
     mount_cgroups(&root, spec)?;
     for m in &spec.mounts {
-        mounts::mount_cri(&root, m)?;
+        mounts::mount_cri(&root, m, idmaps)?;
     }
     if !spec.privileged {
         for path in &spec.masked_paths {
@@ -73,6 +78,26 @@ fn mount_system(root: &OwnedFd, privileged: bool) -> Result<(), Failure> {
     devices::mount_dev(root, privileged)
 }
 
+/// In a user namespace, the container's `/dev`, `/dev/shm` and `/dev/mqueue` belong to its
+/// root (as they do in any container), not to the host's root it cannot map.
+fn give_dev_to_container_root(root: &OwnedFd, map: &IdMap) -> Result<(), Failure> {
+    let (Some(uid), Some(gid)) = (map.host_uid(0), map.host_gid(0)) else {
+        return Ok(());
+    };
+    for path in ["/dev", "/dev/shm", "/dev/mqueue"] {
+        let fd = open_in_root(root, path).context(|| format!("open {path} in the rootfs"))?;
+        fchownat(
+            &fd,
+            "",
+            Some(Uid::from_raw(uid)),
+            Some(Gid::from_raw(gid)),
+            AtFlags::AT_EMPTY_PATH,
+        )
+        .context(|| format!("give {path} to the user namespace's root"))?;
+    }
+    Ok(())
+}
+
 /// The container's own cgroups at `/sys/fs/cgroup` (read-only unless privileged), so programs
 /// can read their limits: on v1 a tmpfs holding each hierarchy's container cgroup at
 /// `/sys/fs/cgroup/<hierarchy>`; on a unified (v2) host the container cgroup itself.
@@ -96,10 +121,12 @@ fn mount_cgroups(root: &OwnedFd, spec: &ContainerProcess) -> Result<(), Failure>
             source,
             kind: super::MountKind::Bind {
                 readonly: !spec.privileged,
+                recursive_readonly: false,
                 propagation: super::Propagation::Private,
+                idmap: None,
             },
         };
-        mounts::mount_cri(root, &m)
+        mounts::mount_cri(root, &m, &Idmaps::default())
     };
     let unified = nix::sys::statfs::statfs(BASE)
         .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);

@@ -9,6 +9,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, fork, pipe2};
 
 use super::error::{Context, ExecError, Failure};
+use super::idmap::Idmaps;
 use super::pidns::{self, ChildPidNamespace};
 use super::plan::Plan;
 use super::{ContainerProcess, child, overlay};
@@ -25,11 +26,12 @@ const MAX_REPORT: usize = 4096;
 /// caller's copies of `spec.stdio` are untouched; it closes them.
 pub fn spawn(spec: &ContainerProcess) -> Result<Pid, ExecError> {
     let plan = Plan::new(spec)?;
-    overlay::mount(&spec.rootfs).map_err(Failure::host)?;
+    let idmaps = Idmaps::prepare(spec).map_err(Failure::host)?;
+    overlay::mount(&spec.rootfs, idmaps.container()).map_err(Failure::host)?;
     let (report_rx, report_tx) = pipe2(OFlag::O_CLOEXEC)
         .context(|| format!("create error pipe for container {}", spec.id))
         .map_err(Failure::host)?;
-    let pid = fork_container(spec, &plan, report_tx)?;
+    let pid = fork_container(spec, &plan, &idmaps, report_tx)?;
     await_exec(pid, &report_rx)?;
     tracing::debug!(container_id = %spec.id, pid = pid.as_raw(), "container process started");
     Ok(pid)
@@ -56,6 +58,7 @@ pub(super) fn await_exec(pid: Pid, report_rx: &OwnedFd) -> Result<(), ExecError>
 fn fork_container(
     spec: &ContainerProcess,
     plan: &Plan,
+    idmaps: &Idmaps,
     report_tx: OwnedFd,
 ) -> Result<Pid, ExecError> {
     let pid_ns = ChildPidNamespace::enter(&spec.pid_ns).map_err(Failure::host)?;
@@ -64,7 +67,7 @@ fn fork_container(
     // system calls, touches no lock another thread could hold, and never returns: it execs or
     // `_exit`s.
     let pid = match unsafe { fork() } {
-        Ok(ForkResult::Child) => child::run(spec, plan, report_tx),
+        Ok(ForkResult::Child) => child::run(spec, plan, idmaps, report_tx),
         Ok(ForkResult::Parent { child }) => child,
         Err(errno) => {
             let op = format!(

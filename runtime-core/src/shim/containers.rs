@@ -21,9 +21,11 @@ use super::attach::{Attacher, Input};
 use crate::apparmor::AppArmorProfile;
 use crate::executor::{
     self, ContainerProcess, Mount, MountKind, PidNamespace, Propagation, Rootfs, Stdio, User,
+    UserNamespace,
 };
 use crate::logs::{LogWriter, Stream};
 use crate::seccomp::{self, SeccompFilter, SeccompProfile};
+use crate::userns::IdMap;
 
 /// One container the shim started.
 pub struct Container {
@@ -620,26 +622,38 @@ fn to_process(req: &StartContainer, ns_dir: &Path, stdio: Stdio) -> ContainerPro
         seccomp: None,
         apparmor: None,
         stdio,
+        user_ns: (!req.userns_uids.is_empty()).then(|| UserNamespace {
+            path: ns_dir.join(super::NS_USER),
+            map: IdMap::from_proto(&req.userns_uids, &req.userns_gids),
+        }),
     }
 }
 
 fn to_mount(m: &MountSpec) -> Mount {
+    let kind = if m.tmpfs {
+        MountKind::Tmpfs {
+            options: m.options.clone(),
+        }
+    } else if !m.image_layers.is_empty() {
+        MountKind::Image {
+            layers: m.image_layers.iter().map(PathBuf::from).collect(),
+        }
+    } else {
+        MountKind::Bind {
+            readonly: m.readonly,
+            recursive_readonly: m.recursive_read_only,
+            propagation: match m.propagation {
+                1 => Propagation::RSlave,
+                2 => Propagation::RShared,
+                _ => Propagation::Private,
+            },
+            idmap: (!m.uid_mappings.is_empty() || !m.gid_mappings.is_empty())
+                .then(|| IdMap::from_proto(&m.uid_mappings, &m.gid_mappings)),
+        }
+    };
     Mount {
         destination: m.destination.clone(),
         source: PathBuf::from(&m.source),
-        kind: if m.tmpfs {
-            MountKind::Tmpfs {
-                options: m.options.clone(),
-            }
-        } else {
-            MountKind::Bind {
-                readonly: m.readonly,
-                propagation: match m.propagation {
-                    1 => Propagation::RSlave,
-                    2 => Propagation::RShared,
-                    _ => Propagation::Private,
-                },
-            }
-        },
+        kind,
     }
 }

@@ -134,6 +134,7 @@ fn to_process(spec: &ExecSpec) -> Result<ExecProcess, String> {
         seccomp: seccomp_filter(c)?,
         apparmor: apparmor_profile(c),
         stdio,
+        join_user_ns: !c.userns_uids.is_empty(),
     })
 }
 

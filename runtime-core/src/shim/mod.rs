@@ -19,6 +19,8 @@ pub const NS_NET: &str = "net";
 pub const NS_IPC: &str = "ipc";
 pub const NS_UTS: &str = "uts";
 pub const NS_PID: &str = "pid";
+/// The pod's own user namespace, when it has one.
+pub const NS_USER: &str = "user";
 
 /// First line the shim writes on its stdout once ready: `ready <pid>`; on failure
 /// `error <message>`.

@@ -22,7 +22,8 @@ use proto::shim::{
 };
 
 use super::containers::{Containers, Io};
-use super::{ERROR_PREFIX, NS_IPC, NS_NET, NS_PID, NS_UTS, READY_PREFIX};
+use super::{ERROR_PREFIX, NS_IPC, NS_NET, NS_PID, NS_USER, NS_UTS, READY_PREFIX};
+use crate::userns::{self, Helper, IdMap};
 
 /// Entry point of the `berth-shim` binary: `berth-shim <spec-file>`.
 pub fn main() -> ExitCode {
@@ -144,37 +145,16 @@ impl Pod {
                 io::Error::last_os_error()
             ));
         }
-        let mut flags = CloneFlags::empty();
-        for (wanted, flag) in [
-            (self.spec.new_net, CloneFlags::CLONE_NEWNET),
-            (self.spec.new_ipc, CloneFlags::CLONE_NEWIPC),
-            (self.spec.new_uts, CloneFlags::CLONE_NEWUTS),
-        ] {
-            if wanted {
-                flags |= flag;
-            }
-        }
-        unshare(flags).map_err(|e| format!("unshare pod namespaces: {e}"))?;
-        if self.spec.new_uts && !self.spec.hostname.is_empty() {
-            sethostname(&self.spec.hostname).map_err(|e| format!("set hostname: {e}"))?;
-        }
-        if self.spec.new_net {
-            bring_up_loopback()?;
-        }
-        self.apply_sysctls()?;
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o711)
-            .create(&self.spec.ns_dir)
-            .map_err(|e| format!("create {}: {e}", self.spec.ns_dir))?;
-        for (wanted, name) in [
-            (self.spec.new_net, NS_NET),
-            (self.spec.new_ipc, NS_IPC),
-            (self.spec.new_uts, NS_UTS),
-        ] {
-            if wanted {
+        if self.spec.userns_uids.is_empty() {
+            unshare(pod_ns_flags(&self.spec))
+                .map_err(|e| format!("unshare pod namespaces: {e}"))?;
+            configure_namespaces(&self.spec)?;
+            self.create_ns_dir()?;
+            for name in pod_ns_names(&self.spec) {
                 self.pin(&format!("/proc/self/ns/{name}"), name)?;
             }
+        } else {
+            self.setup_user_namespace()?;
         }
         if self.spec.new_pid {
             self.start_reaper()?;
@@ -182,10 +162,36 @@ impl Pod {
         self.bind_socket()
     }
 
-    fn apply_sysctls(&self) -> Result<(), String> {
-        for (key, value) in &self.spec.sysctls {
-            let path = format!("/proc/sys/{}", key.replace('.', "/"));
-            fs::write(&path, value).map_err(|e| format!("sysctl {key}={value}: {e}"))?;
+    fn create_ns_dir(&self) -> Result<(), String> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&self.spec.ns_dir)
+            .map_err(|e| format!("create {}: {e}", self.spec.ns_dir))
+    }
+
+    /// The pod's own user namespace, owning its new network, IPC and UTS namespaces (so the
+    /// containers' capabilities apply to them): a helper child unshares them all at once and
+    /// sets them up, the shim writes the ID mappings and pins the four namespaces; the shim
+    /// itself stays in the host's namespaces.
+    fn setup_user_namespace(&mut self) -> Result<(), String> {
+        let map = IdMap::from_proto(&self.spec.userns_uids, &self.spec.userns_gids);
+        let flags = CloneFlags::CLONE_NEWUSER | pod_ns_flags(&self.spec);
+        let spec = &self.spec;
+        let helper = Helper::fork(|| {
+            unshare(flags).map_err(|e| format!("unshare pod namespaces: {e}"))?;
+            configure_namespaces(spec)
+        })
+        .map_err(|e| format!("fork the user namespace helper: {e}"))?;
+        helper
+            .wait_ready()
+            .map_err(|e| format!("pod namespaces in a user namespace: {e}"))?;
+        userns::write_maps(helper.pid, &map)
+            .map_err(|e| format!("user namespace mappings: {e}"))?;
+        self.create_ns_dir()?;
+        let pid = helper.pid;
+        for name in std::iter::once(NS_USER).chain(pod_ns_names(&self.spec)) {
+            self.pin(&format!("/proc/{pid}/ns/{name}"), name)?;
         }
         Ok(())
     }
@@ -453,6 +459,48 @@ impl Pod {
             let _ = fs::remove_file(&self.spec.socket_path);
         }
     }
+}
+
+/// The namespaces a pod gets of its own besides PID (and user).
+fn pod_ns_flags(spec: &ShimSpec) -> CloneFlags {
+    let mut flags = CloneFlags::empty();
+    for (wanted, flag) in [
+        (spec.new_net, CloneFlags::CLONE_NEWNET),
+        (spec.new_ipc, CloneFlags::CLONE_NEWIPC),
+        (spec.new_uts, CloneFlags::CLONE_NEWUTS),
+    ] {
+        if wanted {
+            flags |= flag;
+        }
+    }
+    flags
+}
+
+/// Pin names of those namespaces.
+fn pod_ns_names(spec: &ShimSpec) -> Vec<&'static str> {
+    [
+        (spec.new_net, NS_NET),
+        (spec.new_ipc, NS_IPC),
+        (spec.new_uts, NS_UTS),
+    ]
+    .into_iter()
+    .filter_map(|(wanted, name)| wanted.then_some(name))
+    .collect()
+}
+
+/// Hostname, loopback and sysctls, in the calling process's new namespaces.
+fn configure_namespaces(spec: &ShimSpec) -> Result<(), String> {
+    if spec.new_uts && !spec.hostname.is_empty() {
+        sethostname(&spec.hostname).map_err(|e| format!("set hostname: {e}"))?;
+    }
+    if spec.new_net {
+        bring_up_loopback()?;
+    }
+    for (key, value) in &spec.sysctls {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        fs::write(&path, value).map_err(|e| format!("sysctl {key}={value}: {e}"))?;
+    }
+    Ok(())
 }
 
 fn ready(fd: &PollFd) -> bool {

@@ -1,0 +1,144 @@
+//! Mounts the classic `mount(2)` cannot make alone: image volumes (an image's layers, read-only,
+//! idmapped in a user namespace) and recursive read-only binds.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+use nix::mount::{MsFlags, mount};
+
+use super::error::{Context, Failure};
+use super::mounts::{Leaf, NONE, create_in_root, fd_path, open_in_root};
+use crate::mount_api;
+use crate::userns::IdMap;
+
+/// mount(2) copies one page of options, NUL included.
+const MAX_OPTIONS: usize = 4095;
+
+/// Makes the mount `mounted` and every mount below it read-only, or fails saying the kernel
+/// cannot (no `mount_setattr` before Linux 5.12).
+pub(super) fn make_recursively_readonly(
+    mounted: &OwnedFd,
+    destination: &str,
+) -> Result<(), Failure> {
+    mount_api::set_attributes(mounted, true, mount_api::MOUNT_ATTR_RDONLY, None).map_err(
+        |errno| {
+            let op = if errno == Errno::ENOSYS {
+                format!(
+                    "make {destination} recursively read-only: the kernel has no mount_setattr (Linux 5.12+)"
+                )
+            } else {
+                format!("make {destination} recursively read-only")
+            };
+            Failure::new(op, errno)
+        },
+    )
+}
+
+/// Mounts an image's layers (top first) read-only, nosuid and nodev at `destination`: a bind
+/// of a single layer, else an overlay of them all without an upper layer. With `userns` (the
+/// container's user namespace) each layer is idmapped with its mappings first.
+pub(super) fn mount_image(
+    root: &OwnedFd,
+    destination: &str,
+    layers: &[PathBuf],
+    userns: Option<(&IdMap, &OwnedFd)>,
+) -> Result<(), Failure> {
+    let target_fd = create_in_root(root, destination, Leaf::Dir)?;
+    let target = fd_path(&target_fd);
+    let idmapped = idmapped_layers(layers, userns, destination)?;
+    let sources: Vec<PathBuf> = if idmapped.is_empty() {
+        layers.to_vec()
+    } else {
+        idmapped.iter().map(fd_as_path).collect()
+    };
+    let what = || format!("mount image volume on {destination}");
+    let restricted = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    match sources.as_slice() {
+        [] => Err(Failure::plain(format!("{}: no layers", what()), None)),
+        [single] => {
+            match idmapped.first() {
+                Some(tree) => mount_api::attach(tree, &target_fd).context(what)?,
+                None => mount(
+                    Some(single.as_path()),
+                    target.as_str(),
+                    NONE,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    NONE,
+                )
+                .context(what)?,
+            }
+            let mounted = open_in_root(root, destination).context(what)?;
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | restricted;
+            mount(NONE, fd_path(&mounted).as_str(), NONE, flags, NONE)
+                .context(|| format!("remount image volume {destination} read-only"))
+        }
+        many => {
+            let data = lower_only_options(many);
+            if data.len() > MAX_OPTIONS {
+                return Err(Failure::plain(
+                    format!(
+                        "{}: options for {} layers take {} bytes, mount(2) takes {MAX_OPTIONS}",
+                        what(),
+                        many.len(),
+                        data.len()
+                    ),
+                    Some(Errno::E2BIG),
+                ));
+            }
+            mount(
+                Some("overlay"),
+                target.as_str(),
+                Some("overlay"),
+                restricted,
+                Some(data.as_str()),
+            )
+            .context(what)
+        }
+    }
+}
+
+/// Detached, idmapped copies of `layers` when the container has a user namespace; empty
+/// otherwise. The overlay takes its own references: the fds only live until it is mounted.
+fn idmapped_layers(
+    layers: &[PathBuf],
+    userns: Option<(&IdMap, &OwnedFd)>,
+    destination: &str,
+) -> Result<Vec<OwnedFd>, Failure> {
+    let Some((_, ns)) = userns else {
+        return Ok(Vec::new());
+    };
+    layers
+        .iter()
+        .map(|layer| {
+            mount_api::idmapped_tree(layer, false, ns).context(|| {
+                format!(
+                    "idmap layer {} of the image volume {destination}",
+                    layer.display()
+                )
+            })
+        })
+        .collect()
+}
+
+/// `/proc/self/fd/N`: a path the kernel resolves to the mount `fd` refers to.
+pub(super) fn fd_as_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// overlayfs options for a read-only overlay of `layers` (top first), without upper layer.
+fn lower_only_options(layers: &[PathBuf]) -> String {
+    let lowers: Vec<_> = layers.iter().map(|d| d.to_string_lossy()).collect();
+    format!("lowerdir={}", lowers.join(":"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_overlays_have_only_lower_layers_top_first() {
+        let layers = [PathBuf::from("/s/top"), PathBuf::from("/s/base")];
+        assert_eq!(lower_only_options(&layers), "lowerdir=/s/top:/s/base");
+    }
+}
