@@ -428,6 +428,14 @@ impl Config {
                 ),
             );
         }
+        if self.cgroup_driver == CgroupDriver::Systemd {
+            return bad(
+                "cgroup_driver",
+                "the systemd cgroup driver is not supported yet: use \"cgroupfs\" here and \
+                 kubelet --cgroup-driver=cgroupfs"
+                    .into(),
+            );
+        }
         if self.network.bridge.is_empty() || self.network.bridge.len() > 15 {
             return bad(
                 "network.bridge",
@@ -529,7 +537,7 @@ socket = {socket}
 root_dir = {root}
 # Volatile state (normally tmpfs): shim sockets, pinned namespaces, rootfs mounts.
 state_dir = {state}
-# Cgroup naming, "cgroupfs" or "systemd". Must match kubelet's --cgroup-driver.
+# Cgroup naming: "cgroupfs" ("systemd" is not supported yet). Must match kubelet's --cgroup-driver.
 cgroup_driver = "{driver}"
 # The berth-shim binary; empty means berth-shim beside the berthd binary.
 shim_path = ""

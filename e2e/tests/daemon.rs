@@ -78,13 +78,23 @@ async fn verbose_status_returns_effective_config_as_json_like_crictl_info_needs(
 }
 
 #[tokio::test]
-async fn runtime_config_reports_the_configured_cgroup_driver() {
-    let d = Berthd::start_with(BerthdOptions {
-        args: vec!["--cgroup-driver".into(), "systemd".into()],
-        ..Default::default()
-    })
-    .await
-    .expect("start berthd");
+async fn systemd_cgroup_driver_is_refused_at_start_until_supported() {
+    let out = run_berthd(
+        &["--config", "/dev/null", "--cgroup-driver", "systemd"],
+        EXIT_TIMEOUT,
+    )
+    .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cgroup_driver") && stderr.contains("not supported"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn runtime_config_reports_the_cgroup_driver_in_use() {
+    let d = Berthd::start().await.expect("start berthd");
     let resp = d
         .runtime()
         .await
@@ -95,7 +105,7 @@ async fn runtime_config_reports_the_configured_cgroup_driver() {
         .into_inner();
     assert_eq!(
         resp.linux.expect("linux").cgroup_driver,
-        cri::CgroupDriver::Systemd as i32
+        cri::CgroupDriver::Cgroupfs as i32
     );
 }
 
