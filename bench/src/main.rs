@@ -94,6 +94,18 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         pull_files: usize,
     },
+    /// Prints a runtime's name and version (CRI Version) and its daemon's PID.
+    Info {
+        /// CRI socket (`/path` or `unix:///path`).
+        #[arg(long)]
+        endpoint: String,
+    },
+    /// Removes every pod in the benchmark's namespace (after a run that could not clean up).
+    RemovePods {
+        /// CRI socket (`/path` or `unix:///path`).
+        #[arg(long)]
+        endpoint: String,
+    },
     /// Plots the pod-start latency CDF of a report saved with `--save` as a PNG.
     Plot {
         /// A pod-start report (JSON).
@@ -267,6 +279,25 @@ async fn run(command: Command) -> Result<(), Failure> {
                 .map_err(|e| format!("parse {}: {e}", output.display()))?;
             return Ok(plot::pod_start_cdf(&report, &output, (width, height))?);
         }
+        Command::Info { endpoint } => {
+            let t = connect_plain(&endpoint).await?;
+            let pid = t
+                .daemon_pid
+                .map_or("unknown".to_string(), |p| p.to_string());
+            println!("{}\tdaemon pid {pid}", t.runtime);
+            return Ok(());
+        }
+        Command::RemovePods { endpoint } => {
+            let t = connect_plain(&endpoint).await?;
+            let errors = t.remove_namespace_pods().await;
+            for e in &errors {
+                eprintln!("berth-bench: {e}");
+            }
+            return match errors.is_empty() {
+                true => Ok(()),
+                false => Err(format!("{} pod(s) not removed", errors.len()).into()),
+            };
+        }
         Command::PodStart { common, pods } => {
             (common, Scenario::PodStart(pods), json!({ "pods": pods }))
         }
@@ -305,6 +336,12 @@ async fn run(command: Command) -> Result<(), Failure> {
         ),
     };
     run_scenario(common, scenario, params).await
+}
+
+/// A target with no helper rules, for the one-shot subcommands.
+async fn connect_plain(endpoint: &str) -> Result<Target, String> {
+    let spec = spec(endpoint, &None, "", &None, &None, None)?;
+    Target::connect(&spec).await
 }
 
 fn secs(v: f64, flag: &str) -> Result<Duration, String> {
@@ -354,7 +391,7 @@ async fn run_scenario(
     };
     let mut targets = Vec::new();
     for spec in common.specs()? {
-        targets.push(Target::connect(&spec, &common.proc_root).await?);
+        targets.push(Target::connect(&spec).await?);
     }
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)

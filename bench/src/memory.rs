@@ -3,7 +3,7 @@
 //! containers' own workloads.
 //!
 //! Which processes belong to the runtime:
-//! - the daemon (the process listening on the CRI socket, or a PID given by the user);
+//! - the daemon (the process that listens on the CRI socket, or a PID given by the user);
 //! - its descendants (helpers it keeps as children), down to any workload below them;
 //! - helpers that detached from the daemon (reparented shims): processes whose command line
 //!   matches the *helper* pattern, wherever they are in the tree;
@@ -161,51 +161,6 @@ pub fn usage(root: &Path, pid: u32) -> Option<Usage> {
     })
 }
 
-/// The PID of the process holding the listening unix socket bound at `socket`
-/// (from `<root>/net/unix` and the `socket:[inode]` links in `<root>/<pid>/fd`).
-pub fn listener_pid(root: &Path, socket: &Path) -> io::Result<Option<u32>> {
-    let path = root.join("net/unix");
-    let table = std::fs::read_to_string(&path)
-        .map_err(|e| io::Error::new(e.kind(), format!("read {}: {e}", path.display())))?;
-    let Some(inode) = listening_inode(&table, socket) else {
-        return Ok(None);
-    };
-    let wanted = format!("socket:[{inode}]");
-    for entry in std::fs::read_dir(root)?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if std::fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == wanted.as_str()) {
-                return Ok(Some(pid));
-            }
-        }
-    }
-    Ok(None)
-}
-
-/// `__SO_ACCEPTCON` in `/proc/net/unix`'s flags column: a listening socket.
-const SO_ACCEPTCON: u32 = 0x10000;
-
-fn listening_inode(table: &str, socket: &Path) -> Option<u64> {
-    let socket = socket.to_str()?;
-    table.lines().skip(1).find_map(|line| {
-        // Num RefCount Protocol Flags Type St Inode Path
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        let flags = u32::from_str_radix(cols.get(3)?, 16).ok()?;
-        (cols.get(7) == Some(&socket) && flags & SO_ACCEPTCON != 0)
-            .then(|| cols.get(6)?.parse().ok())
-            .flatten()
-    })
-}
-
 /// How a runtime's helper processes are recognized (see the module docs).
 #[derive(Debug, Clone, Default)]
 pub struct HelperRules {
@@ -355,7 +310,6 @@ pub fn runtime_processes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::symlink;
 
     /// `(pid, ppid, comm, argv, rss KiB, pss KiB)`.
     type FakeProcess<'a> = (u32, u32, &'a str, &'a [&'a str], u64, u64);
@@ -590,31 +544,5 @@ mod tests {
             Some(("my (odd) name".to_string(), 7))
         );
         assert_eq!(parse_stat("garbage"), None);
-    }
-
-    #[test]
-    fn finds_the_process_listening_on_a_socket() {
-        let root = berth_like();
-        std::fs::create_dir_all(root.path().join("net")).unwrap();
-        std::fs::write(
-            root.path().join("net/unix"),
-            "Num       RefCount Protocol Flags    Type St Inode Path\n\
-             0000000000000000: 00000003 00000000 00000000 0001 03 7001 /b/berth.sock\n\
-             0000000000000000: 00000002 00000000 00010000 0001 01 7000 /b/berth.sock\n\
-             0000000000000000: 00000002 00000000 00010000 0001 01 7002 /other.sock\n",
-        )
-        .unwrap();
-        // The accepted connection (7001) is held by the shim; the listener (7000) by berthd.
-        symlink("socket:[7001]", root.path().join("200/fd/3")).unwrap();
-        symlink("socket:[7000]", root.path().join("100/fd/5")).unwrap();
-        symlink("/dev/null", root.path().join("100/fd/0")).unwrap();
-        assert_eq!(
-            listener_pid(root.path(), Path::new("/b/berth.sock")).unwrap(),
-            Some(100)
-        );
-        assert_eq!(
-            listener_pid(root.path(), Path::new("/nobody.sock")).unwrap(),
-            None
-        );
     }
 }

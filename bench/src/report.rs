@@ -115,7 +115,7 @@ const ERRORS_SHOWN: usize = 5;
 
 impl Report {
     /// The human table: one row per figure, one column per runtime, then the first runtime's
-    /// value divided by the second's.
+    /// value divided by the second's (left blank for counts).
     pub fn table(&self) -> String {
         let mut out = String::new();
         let params: Vec<String> = self
@@ -157,7 +157,12 @@ impl Report {
                     .map(|v| v.map_or("n/a".to_string(), |v| unit.format(v))),
             );
             if ratio {
-                row.push(format_ratio(values[0], values[1]));
+                // Counts (pods, errors) are context, not figures to compare.
+                let r = match unit {
+                    Unit::Count => String::new(),
+                    _ => format_ratio(values[0], values[1]),
+                };
+                row.push(r);
             }
             let _ = writeln!(out, "| {} |", row.join(" | "));
         }

@@ -16,7 +16,7 @@ use proto::cri::{
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::memory::{self, HelperRules, RuntimeMemory};
+use crate::memory::{HelperRules, RuntimeMemory};
 
 /// How long any single RPC may take before the benchmark gives up on it.
 const RPC_TIMEOUT: Duration = Duration::from_secs(120);
@@ -71,9 +71,17 @@ async fn connect(socket: &Path) -> Result<Channel, String> {
         .map_err(|e| format!("connect to {}: {e}", socket.display()))
 }
 
+/// The PID of the process that listens on `socket`: the peer credentials (SO_PEERCRED) of a
+/// connection to it, which the kernel records when the server calls listen().
+async fn listener_pid(socket: &Path) -> Option<u32> {
+    let stream = tokio::net::UnixStream::connect(socket).await.ok()?;
+    let pid = stream.peer_cred().ok()?.pid()?;
+    u32::try_from(pid).ok()
+}
+
 impl Target {
     /// Connects to `spec`'s socket, asks `Version`, and finds the daemon's PID.
-    pub async fn connect(spec: &TargetSpec, proc_root: &Path) -> Result<Target, String> {
+    pub async fn connect(spec: &TargetSpec) -> Result<Target, String> {
         let channel = connect(&spec.endpoint).await?;
         let mut rt = RuntimeServiceClient::new(channel.clone());
         let v = rt
@@ -83,7 +91,7 @@ impl Target {
             .into_inner();
         let daemon_pid = match spec.daemon_pid {
             Some(pid) => Some(pid),
-            None => memory::listener_pid(proc_root, &spec.endpoint).map_err(|e| e.to_string())?,
+            None => listener_pid(&spec.endpoint).await,
         };
         Ok(Target {
             name: spec.name.clone().unwrap_or_else(|| v.runtime_name.clone()),
@@ -102,7 +110,7 @@ impl Target {
     pub fn memory(&self, proc_root: &Path) -> Result<RuntimeMemory, String> {
         let pid = self.daemon_pid.ok_or_else(|| {
             format!(
-                "{}: no process listens on {} (pass --daemon-pid)",
+                "{}: no daemon PID for {} (pass --daemon-pid)",
                 self.name,
                 self.endpoint.display()
             )
@@ -260,6 +268,30 @@ impl Target {
             .await
             .map_err(|e| format!("ListPodSandbox: {}", status(&e)))?;
         Ok(pods.into_inner().items.into_iter().map(|p| p.id).collect())
+    }
+
+    /// Removes every pod in the benchmark's Kubernetes namespace, whatever run made it.
+    pub async fn remove_namespace_pods(&self) -> Vec<String> {
+        let pods = match self
+            .rt
+            .clone()
+            .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+            .await
+        {
+            Ok(p) => p.into_inner().items,
+            Err(e) => return vec![format!("ListPodSandbox: {}", status(&e))],
+        };
+        let mut errors = Vec::new();
+        for pod in pods {
+            if pod
+                .metadata
+                .is_some_and(|m| m.namespace == crate::workload::NAMESPACE)
+                && let Err(e) = self.remove_pod(&pod.id).await
+            {
+                errors.push(e);
+            }
+        }
+        errors
     }
 
     /// Removes every pod of `run_id` (twice, for a pod whose RunPodSandbox was in flight when
