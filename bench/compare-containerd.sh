@@ -349,9 +349,9 @@ for s in "${SCENARIOS[@]}"; do
         "$BENCH" plot "$OUT_DIR/pod-start.json" --output "$OUT_DIR/pod-start.png"
         if ((CRUN && !BERTH_ONLY)) && command -v crun >/dev/null; then
             log "scenario pod-start with crun"
-            "$BENCH" pod-start "${BERTH_ARGS[@]}" "${COMPARE_ARGS[@]}" --image "$IMAGE" \
-                --compare-name containerd+crun --compare-runtime-handler crun --pods "$PODS" \
-                --save "$OUT_DIR/pod-start-crun.json" | tee "$OUT_DIR/pod-start-crun.txt" || true
+            "$BENCH" pod-start "${BERTH_ARGS[@]}" --compare "$RUN/containerd.sock" \
+                --compare-name containerd+crun --compare-runtime-handler crun --image "$IMAGE" \
+                --pods "$PODS" --save "$OUT_DIR/pod-start-crun.json" | tee "$OUT_DIR/pod-start-crun.txt" || true
         fi
         ;;
     exec) run exec --runs "$EXEC_RUNS" ;;
@@ -364,4 +364,5 @@ for s in "${SCENARIOS[@]}"; do
         ;;
     esac
 done
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT_DIR/machine.txt"
 log "results in $OUT_DIR"

@@ -1,5 +1,6 @@
 //! *density*: N pods kept running per runtime; the runtime's memory (daemon and helpers, RSS
-//! and PSS) measured idle before the first pod and again with all pods up, total and per pod.
+//! and PSS) measured idle before the first pod (after pre-pulling the image) and again with
+//! all pods up, total and per pod. The daemon's RSS is also taken before the pre-pull.
 //! Container workloads are not counted (see [`crate::memory`]).
 
 use std::time::Duration;
@@ -11,8 +12,14 @@ use crate::workload::{interleave, start_pod};
 
 /// Runs the scenario: `pods` pods per runtime, measured `settle` after the last one started.
 pub async fn run(b: &Bench, pods: usize, settle: Duration) -> Result<Vec<TargetResult>, String> {
-    b.prepull(&[]).await?;
     let mut results = b.results();
+    // Before anything this run does (a fresh daemon's footprint if the image is new to it).
+    let fresh: Vec<Option<f64>> = b
+        .targets
+        .iter()
+        .map(|t| t.memory(&b.proc_root).ok().map(|m| m.daemon().rss_mib()))
+        .collect();
+    b.prepull(&[]).await?;
     tokio::time::sleep(settle).await;
     let mut idle: Vec<Option<RuntimeMemory>> = b
         .targets
@@ -57,6 +64,7 @@ pub async fn run(b: &Bench, pods: usize, settle: Duration) -> Result<Vec<TargetR
     bar.finish_and_clear();
     for (t, r) in results.iter_mut().enumerate() {
         let n = running[t].len();
+        r.metric("daemon RSS before pre-pull", Unit::Mib, fresh[t]);
         summarize(r, n, idle[t].take(), loaded[t].take());
     }
     Ok(results)
