@@ -160,6 +160,10 @@ struct Common {
     /// Pod cgroup parent (default `/berth-bench-<pid>`; removed at the end).
     #[arg(long)]
     cgroup_parent: Option<String>,
+    /// Milliseconds to pause after each timed operation (not in churn), so that background
+    /// work it set off is not timed in the next one.
+    #[arg(long, default_value_t = 100)]
+    gap_ms: u64,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -412,6 +416,7 @@ async fn run_scenario(
             log_root: log_root.path().to_path_buf(),
         },
         proc_root: common.proc_root.clone(),
+        gap: Duration::from_millis(common.gap_ms),
     };
     let outcome = tokio::select! {
         r = scenario.run(&bench) => r.map_err(Failure::Error),
@@ -419,10 +424,13 @@ async fn run_scenario(
     };
     cleanup(&bench).await;
     let results = outcome?;
-    let params = match params {
+    let mut params = match params {
         serde_json::Value::Object(m) => m.into_iter().collect(),
         _ => BTreeMap::new(),
     };
+    if !matches!(scenario, Scenario::Churn(_)) {
+        params.insert("gap_ms".into(), json!(common.gap_ms));
+    }
     let report = Report {
         scenario: scenario.name().to_string(),
         started_unix,

@@ -40,6 +40,7 @@ pub async fn run(b: &Bench, pods: usize, settle: Duration) -> Result<Vec<TargetR
                 Err(e) => results[t].error(format!("pod {i}: {e}")),
             }
             bar.inc(1);
+            b.pause().await;
         }
     }
     bar.finish_and_clear();

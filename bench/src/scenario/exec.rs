@@ -52,6 +52,7 @@ pub async fn run(b: &Bench, runs: usize) -> Result<Vec<TargetResult>, String> {
                 }
                 Err(s) => r.error(format!("exec {i}: ExecSync: {}", status(&s))),
             }
+            b.pause().await;
         }
     }
     bar.finish_and_clear();

@@ -10,6 +10,7 @@ pub mod pull;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -24,6 +25,10 @@ pub struct Bench {
     pub workload: Workload,
     /// Where process memory is read (normally `/proc`).
     pub proc_root: PathBuf,
+    /// Pause after each timed operation, so that background work it triggered (a runtime's
+    /// asynchronous cleanup, garbage collection) does not land in the next one's timing,
+    /// which may be another runtime's.
+    pub gap: Duration,
 }
 
 impl Bench {
@@ -38,6 +43,13 @@ impl Bench {
                 ..Default::default()
             })
             .collect()
+    }
+
+    /// Waits out [`Bench::gap`].
+    pub async fn pause(&self) {
+        if !self.gap.is_zero() {
+            tokio::time::sleep(self.gap).await;
+        }
     }
 
     /// Pulls the workload image on every runtime that lacks it (before any timing).

@@ -50,6 +50,7 @@ pub async fn run(b: &Bench, pods: usize) -> Result<Vec<TargetResult>, String> {
                 Err(e) => r.error(format!("pod {i}: {e}")),
             }
             bar.inc(1);
+            b.pause().await;
         }
     }
     bar.finish_and_clear();

@@ -42,6 +42,7 @@ pub async fn run(b: &Bench, image: &str, runs: usize) -> Result<Vec<TargetResult
                 Err(e) => r.error(format!("run {i}: {e}")),
             }
             bar.inc(1);
+            b.pause().await;
         }
     }
     bar.finish_and_clear();
