@@ -155,16 +155,17 @@ free_port() {
     done
 }
 
-wait_http() { # PORT: until GET /v2/ answers 200
+wait_http() { # PORT PID: until GET /v2/ answers 200; fails if PID exits or after 15 s
     local i
     for ((i = 0; i < 150; i++)); do
+        kill -0 "$2" 2>/dev/null || return 1
         if (exec 3<>"/dev/tcp/127.0.0.1/$1" && printf 'GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3 &&
             head -c 12 <&3) 2>/dev/null | grep -q ' 200'; then
             return 0
         fi
         sleep 0.1
     done
-    die "registry on port $1 did not answer"
+    return 1
 }
 
 wait_cri() { # SOCKET LOGFILE
@@ -180,9 +181,8 @@ wait_cri() { # SOCKET LOGFILE
 # --- registry ----------------------------------------------------------------------------
 log "pushing the test images"
 "$BENCH" push-test-images --storage "$WORK/registry/storage" >"$WORK/images.txt"
-PORT=$(free_port)
-REGISTRY=127.0.0.1:$PORT
-cat >"$WORK/registry/config.yml" <<EOF
+registry_config() { # PORT
+    cat <<EOF
 version: 0.1
 log:
   level: warn
@@ -196,15 +196,25 @@ storage:
   redirect:
     disable: true
 http:
-  addr: $REGISTRY
-  secret: berth-bench-$PORT
+  addr: 127.0.0.1:$1
+  secret: berth-bench-$1
 health:
   storagedriver:
     enabled: false
 EOF
-env -u REGISTRY_HTTP_ADDR docker-registry serve "$WORK/registry/config.yml" >"$WORK/registry/log" 2>&1 &
-STARTED+=($!)
-wait_http "$PORT"
+}
+# A free port can be taken by another process before the registry binds it: try a few.
+for attempt in 1 2 3 4 5; do
+    PORT=$(free_port)
+    registry_config "$PORT" >"$WORK/registry/config.yml"
+    env -u REGISTRY_HTTP_ADDR docker-registry serve "$WORK/registry/config.yml" >"$WORK/registry/log" 2>&1 &
+    pid=$!
+    STARTED+=("$pid")
+    wait_http "$PORT" "$pid" && break
+    stop_pid "$pid"
+    ((attempt < 5)) || die "docker-registry did not start: $(cat "$WORK/registry/log")"
+done
+REGISTRY=127.0.0.1:$PORT
 IMAGE=$REGISTRY/berth-test/busybox:oci
 PAUSE=$REGISTRY/berth-bench/pause:latest
 PULL_IMAGE=$REGISTRY/berth-bench/pull:latest
