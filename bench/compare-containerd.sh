@@ -9,6 +9,7 @@
 #   SCENARIO: density pod-start exec churn pull (default: all, in that order; density
 #   first so "idle" is a fresh daemon's memory). --berth-only skips containerd.
 # Environment (defaults in brackets): PODS [50] pods in pod-start, DENSITY_PODS [100],
+#   DENSITY_SETTLE [12] seconds before each memory snapshot,
 #   EXEC_RUNS [200], CHURN_WORKERS [4], CHURN_SECONDS [30], PULL_RUNS [3],
 #   CRUN [0] (1: also pod-start against containerd with crun), OUT_DIR
 #   [target/bench-results/<UTC time>]: tables (*.txt), reports (*.json), pod-start.png.
@@ -40,6 +41,8 @@ done
 
 PODS=${PODS:-50}
 DENSITY_PODS=${DENSITY_PODS:-100}
+# Past tokio's 10 s keep-alive of idle blocking threads, so "idle" has none of a pull's left.
+DENSITY_SETTLE=${DENSITY_SETTLE:-12}
 EXEC_RUNS=${EXEC_RUNS:-200}
 CHURN_WORKERS=${CHURN_WORKERS:-4}
 CHURN_SECONDS=${CHURN_SECONDS:-30}
@@ -353,7 +356,7 @@ run() { # SCENARIO ARGS...
 }
 for s in "${SCENARIOS[@]}"; do
     case $s in
-    density) run density --pods "$DENSITY_PODS" ;;
+    density) run density --pods "$DENSITY_PODS" --settle "$DENSITY_SETTLE" ;;
     pod-start)
         run pod-start --pods "$PODS"
         "$BENCH" plot "$OUT_DIR/pod-start.json" --output "$OUT_DIR/pod-start.png"
