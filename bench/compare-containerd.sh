@@ -7,7 +7,7 @@
 #
 # Usage: bench/compare-containerd.sh [--berth-only] [SCENARIO...]
 #   SCENARIO: density pod-start exec churn pull (default: all, in that order; density
-#   first so "idle" is a fresh daemon's memory). --berth-only skips containerd.
+#   first so its "before pre-pull" figure is a fresh daemon's). --berth-only skips containerd.
 # Environment (defaults in brackets): PODS [50] pods in pod-start, DENSITY_PODS [100],
 #   DENSITY_SETTLE [12] seconds before each memory snapshot,
 #   EXEC_RUNS [200], CHURN_WORKERS [4], CHURN_SECONDS [30], PULL_RUNS [3],
