@@ -122,7 +122,9 @@ cleanup() {
     trap - EXIT INT TERM
     log "cleaning up"
     for sock in "$RUN/berth.sock" "$RUN/containerd.sock"; do
-        [[ -S $sock ]] && timeout 120 "$BENCH" remove-pods --endpoint "$sock" || true
+        if [[ -S $sock ]]; then
+            timeout 120 "$BENCH" remove-pods --endpoint "$sock" || true
+        fi
     done
     for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
         stop_pid "${STARTED[i]}"

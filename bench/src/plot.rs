@@ -90,10 +90,7 @@ fn draw<DB: DrawingBackend>(
         }
         chart
             .draw_series(LineSeries::new(steps, color.stroke_width(2)))?
-            .label(format!(
-                "{name}: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms",
-                s.p50, s.p95, s.max
-            ))
+            .label(format!("{name}: p50 {:.1} ms, p95 {:.1} ms", s.p50, s.p95))
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
             });
@@ -105,7 +102,7 @@ fn draw<DB: DrawingBackend>(
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(SeriesLabelPosition::UpperLeft)
         .label_font(("sans-serif", 16))
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
