@@ -92,6 +92,8 @@ BENCH=$BIN/berth-bench
 # bytes).
 WORK=$(mktemp -d /var/tmp/berth-bench.XXXXXX)
 RUN=$(mktemp -d /run/bbn.XXXXXX)
+# The pods' cgroup parent (in every hierarchy), swept for leftover processes at the end.
+CG_PARENT=/${RUN##*/}
 mkdir -p "$OUT_DIR"
 STARTED=() # PIDs this script started, stopped in reverse order
 
@@ -131,6 +133,15 @@ cleanup() {
     done
     for pid in $(pids_under_work); do
         stop_pid "$pid"
+    done
+    # Container processes left in the run's cgroups (their shims gone), then the cgroups.
+    local cg
+    for cg in "/sys/fs/cgroup$CG_PARENT" /sys/fs/cgroup/*"$CG_PARENT"; do
+        [[ -d $cg ]] || continue
+        find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u |
+            while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done
+        sleep 0.2
+        find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null || true
     done
     # Daemon logs are kept with the results.
     for f in "$WORK"/*/log; do
@@ -212,7 +223,7 @@ EOF
 for attempt in 1 2 3 4 5; do
     PORT=$(free_port)
     registry_config "$PORT" >"$WORK/registry/config.yml"
-    env -u REGISTRY_HTTP_ADDR docker-registry serve "$WORK/registry/config.yml" >"$WORK/registry/log" 2>&1 &
+    setsid env -u REGISTRY_HTTP_ADDR docker-registry serve "$WORK/registry/config.yml" >"$WORK/registry/log" 2>&1 &
     pid=$!
     STARTED+=("$pid")
     wait_http "$PORT" "$pid" && break
@@ -240,7 +251,8 @@ conf_dir = "$WORK/berth/net.d"
 [registry]
 insecure = ["$REGISTRY"]
 EOF
-"$BIN/berthd" --config "$WORK/berth/berth.toml" --socket "$RUN/berth.sock" \
+# setsid: the daemons must not get the terminal's Ctrl-C (berth-bench still needs them then).
+setsid "$BIN/berthd" --config "$WORK/berth/berth.toml" --socket "$RUN/berth.sock" \
     --root-dir "$WORK/berth/root" --state-dir "$RUN/berth" 2>"$WORK/berth/log" &
 STARTED+=($!)
 wait_cri "$RUN/berth.sock" "$WORK/berth/log"
@@ -324,7 +336,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   [plugins."io.containerd.grpc.v1.cri".registry.mirrors."$REGISTRY"]
     endpoint = ["http://$REGISTRY"]
 EOF
-    containerd --config "$C/config.toml" 2>"$C/log" &
+    setsid containerd --config "$C/config.toml" 2>"$C/log" &
     STARTED+=($!)
     wait_cri "$RUN/containerd.sock" "$C/log"
     COMPARE_ARGS=(--compare "$RUN/containerd.sock" --compare-name containerd
@@ -348,7 +360,7 @@ fi
 } | tee "$OUT_DIR/machine.txt"
 
 # --- scenarios -----------------------------------------------------------------------------
-COMMON=("${BERTH_ARGS[@]}" "${COMPARE_ARGS[@]}" --image "$IMAGE")
+COMMON=("${BERTH_ARGS[@]}" "${COMPARE_ARGS[@]}" --image "$IMAGE" --cgroup-parent "$CG_PARENT")
 run() { # SCENARIO ARGS...
     local name=$1
     shift
@@ -366,6 +378,7 @@ for s in "${SCENARIOS[@]}"; do
             log "scenario pod-start with crun"
             "$BENCH" pod-start "${BERTH_ARGS[@]}" --compare "$RUN/containerd.sock" \
                 --compare-name containerd+crun --compare-runtime-handler crun --image "$IMAGE" \
+                --cgroup-parent "$CG_PARENT" \
                 --pods "$PODS" --save "$OUT_DIR/pod-start-crun.json" | tee "$OUT_DIR/pod-start-crun.txt" || true
         fi
         ;;
@@ -375,6 +388,7 @@ for s in "${SCENARIOS[@]}"; do
         log "scenario pull"
         echo "\$ berth-bench pull --runs $PULL_RUNS" >"$OUT_DIR/pull.txt"
         "$BENCH" pull "${BERTH_ARGS[@]}" "${COMPARE_ARGS[@]}" --pull-image "$PULL_IMAGE" \
+            --cgroup-parent "$CG_PARENT" \
             --runs "$PULL_RUNS" --save "$OUT_DIR/pull.json" | tee -a "$OUT_DIR/pull.txt"
         ;;
     esac
