@@ -52,7 +52,12 @@ pub async fn create_container(
         .unwrap_or_default();
     crate::container_start::seccomp_setting(&sc)?;
     crate::container_start::apparmor_setting(&sc)?;
-    let pod = sandbox_status::find(state, &req.pod_sandbox_id)?;
+    // Under the pod's lock, so the pod cannot be stopped or removed (leaving this container
+    // behind) between the check that it is ready and the container's record.
+    let pod_id = sandbox_status::find(state, &req.pod_sandbox_id)?.id;
+    let pod_lock = state.pods.lock_for(&pod_id);
+    let _pod_guard = pod_lock.lock().await;
+    let pod = sandbox_status::find(state, &pod_id)?;
     if pod.phase != PodPhase::Ready {
         return Err(Status::failed_precondition(format!(
             "pod sandbox {} is not ready",
