@@ -12,7 +12,7 @@ use tracing::info;
 use crate::container_spec::process_spec;
 use crate::container_store::{ContainerPhase, ContainerRecord};
 use crate::errors;
-use crate::pod_store::PodPhase;
+use crate::pod_store::{PodPhase, ReserveError};
 use crate::sandbox_run::{new_id, now_ns};
 use crate::sandbox_status;
 use crate::state::DaemonState;
@@ -109,17 +109,18 @@ pub async fn create_container(
         status_path: dir.join("exit.pb"),
         stop_signal,
     };
-    crate::container_store::reserve(&state.containers, rec.clone()).map_err(|existing| {
-        Status::already_exists(format!(
+    crate::container_store::reserve(&state.containers, rec.clone()).map_err(|e| match e {
+        ReserveError::Conflict(existing) => Status::already_exists(format!(
             "container `{name}` (attempt {}) already exists in pod sandbox {} as {existing}",
             rec.metadata().attempt,
             pod.id
-        ))
+        )),
+        ReserveError::Io(e) => errors::io_status(&format!("record container {id}"), &e),
     })?;
     for d in [&rec.upper, &rec.work] {
         if let Err(e) = std::fs::create_dir_all(d) {
             let _ = state.containers.remove(&id);
-            return Err(Status::internal(format!("create {}: {e}", d.display())));
+            return Err(errors::io_status(&format!("create {}", d.display()), &e));
         }
     }
     state.images.hold(&id, &image);
