@@ -130,11 +130,11 @@ async fn undo_start(state: &DaemonState, rec: &ContainerRecord, socket: &std::pa
     let _ = ask(Kind::SignalContainer(kill)).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::time::Instant::now() < deadline {
-        let state = ask(Kind::ContainerState(proto::shim::ContainerRef {
+        let answer = ask(Kind::ContainerState(proto::shim::ContainerRef {
             id: id.clone(),
         }))
         .await;
-        match state {
+        match answer {
             Ok(Ok(r)) if r.container.as_ref().is_some_and(|c| !c.exited) => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
