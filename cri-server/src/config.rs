@@ -241,6 +241,8 @@ pub struct RegistryCredential {
 pub struct CniConfig {
     pub conf_dir: PathBuf,
     pub bin_dirs: Vec<PathBuf>,
+    /// Seconds one plugin call may take before it is killed and the operation fails.
+    pub plugin_timeout_seconds: u64,
 }
 
 impl Default for CniConfig {
@@ -248,6 +250,7 @@ impl Default for CniConfig {
         CniConfig {
             conf_dir: "/etc/cni/net.d".into(),
             bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+            plugin_timeout_seconds: 60,
         }
     }
 }
@@ -454,6 +457,15 @@ impl Config {
                 ),
             );
         }
+        if !(1..=3600).contains(&self.cni.plugin_timeout_seconds) {
+            return bad(
+                "cni.plugin_timeout_seconds",
+                format!(
+                    "{} must be between 1 and 3600",
+                    self.cni.plugin_timeout_seconds
+                ),
+            );
+        }
         if !(1..=64).contains(&self.registry.max_concurrent_downloads) {
             return bad(
                 "registry.max_concurrent_downloads",
@@ -589,6 +601,8 @@ insecure = []
 conf_dir = {cni_conf}
 # Where CNI plugin binaries are searched, in order.
 bin_dirs = [{bins}]
+# Seconds one plugin call may take; a plugin still running then is killed and the call fails.
+plugin_timeout_seconds = {cni_timeout}
 
 [network]
 # IPv4 range of pod addresses for the built-in network: a /16 or narrower.
@@ -612,6 +626,7 @@ nft_table = {nft_table}
         downloads = d.registry.max_concurrent_downloads,
         cni_conf = q(&d.cni.conf_dir),
         bins = bins.join(", "),
+        cni_timeout = d.cni.plugin_timeout_seconds,
         cidr = d.network.pod_cidr,
         bridge = toml_string(&d.network.bridge),
         nft_table = toml_string(&d.network.nft_table),

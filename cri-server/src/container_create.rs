@@ -12,7 +12,7 @@ use tracing::info;
 use crate::container_spec::process_spec;
 use crate::container_store::{ContainerPhase, ContainerRecord};
 use crate::errors;
-use crate::pod_store::PodPhase;
+use crate::pod_store::{PodPhase, ReserveError};
 use crate::sandbox_run::{new_id, now_ns};
 use crate::sandbox_status;
 use crate::state::DaemonState;
@@ -52,7 +52,12 @@ pub async fn create_container(
         .unwrap_or_default();
     crate::container_start::seccomp_setting(&sc)?;
     crate::container_start::apparmor_setting(&sc)?;
-    let pod = sandbox_status::find(state, &req.pod_sandbox_id)?;
+    // Under the pod's lock, so the pod cannot be stopped or removed (leaving this container
+    // behind) between the check that it is ready and the container's record.
+    let pod_id = sandbox_status::find(state, &req.pod_sandbox_id)?.id;
+    let pod_lock = state.pods.lock_for(&pod_id);
+    let _pod_guard = pod_lock.lock().await;
+    let pod = sandbox_status::find(state, &pod_id)?;
     if pod.phase != PodPhase::Ready {
         return Err(Status::failed_precondition(format!(
             "pod sandbox {} is not ready",
@@ -108,18 +113,19 @@ pub async fn create_container(
         stop_signal,
         image_volumes,
     };
-    crate::container_store::reserve(&state.containers, rec.clone()).map_err(|existing| {
-        Status::already_exists(format!(
+    crate::container_store::reserve(&state.containers, rec.clone()).map_err(|e| match e {
+        ReserveError::Conflict(existing) => Status::already_exists(format!(
             "container `{name}` (attempt {}) already exists in pod sandbox {} as {existing}",
             rec.metadata().attempt,
             pod.id
-        ))
+        )),
+        ReserveError::Io(e) => errors::io_status(&format!("record container {id}"), &e),
     })?;
     failpoint::hit("create_container.after_record");
     for d in [&rec.upper, &rec.work] {
         if let Err(e) = std::fs::create_dir_all(d) {
             let _ = state.containers.remove(&id);
-            return Err(Status::internal(format!("create {}: {e}", d.display())));
+            return Err(errors::io_status(&format!("create {}", d.display()), &e));
         }
     }
     failpoint::hit("create_container.after_dirs");

@@ -137,8 +137,10 @@ pub async fn recover(state: &DaemonState) {
     );
 }
 
-/// Asks about every Running container: its exit record, else its shim.
+/// Asks about every Running container: its exit record, else its shim; and notices Ready
+/// pods whose shim died.
 pub async fn sweep(state: &DaemonState) {
+    crate::shim_death::sweep(state).await;
     for rec in state
         .containers
         .filter(|c| c.phase == ContainerPhase::Running)

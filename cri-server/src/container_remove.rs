@@ -20,11 +20,15 @@ pub async fn remove_container(
     if req.container_id.is_empty() {
         return Err(Status::invalid_argument("container_id is required"));
     }
-    let Some(rec) = state.containers.find(&req.container_id) else {
+    let Some(id) = state.containers.find(&req.container_id).map(|c| c.id) else {
         return Ok(RemoveContainerResponse {});
     };
-    let lock = state.containers.lock_for(&rec.id);
+    let lock = state.containers.lock_for(&id);
     let _guard = lock.lock().await;
+    // Another call may have started or removed it while this one waited for the lock.
+    let Some(rec) = state.containers.get(&id) else {
+        return Ok(RemoveContainerResponse {});
+    };
     remove(state, rec).await?;
     Ok(RemoveContainerResponse {})
 }

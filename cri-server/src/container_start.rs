@@ -84,10 +84,18 @@ pub async fn start_container(
     failpoint::hit("start_container.after_shim");
     match answer.map(|r| r.container) {
         Ok(Some(info)) => {
+            let created = rec.clone();
             rec.phase = ContainerPhase::Running;
             rec.pid = info.pid;
             rec.started_at = info.started_at;
-            persist(state, rec.clone())?;
+            if let Err(e) = state.containers.update(rec.clone()) {
+                // Running but not recorded (the disk is full, say): take the start back.
+                undo_start(state, &created, &pod.host.shim_socket).await;
+                return Err(crate::errors::io_status(
+                    &format!("record container {id} as running (the start was undone)"),
+                    &e,
+                ));
+            }
             info!(container_id = %id, pid = info.pid, "StartContainer");
             container_events::emit(
                 state,
@@ -109,6 +117,43 @@ pub async fn start_container(
             Err(start_failed(state, rec, &message).await)
         }
     }
+}
+
+/// Takes back a start whose Running record could not be saved: kills the process, has the
+/// shim forget it (which unmounts its root), removes its cgroup and any exit record, so the
+/// container is Created again and the start can be retried.
+async fn undo_start(state: &DaemonState, rec: &ContainerRecord, socket: &std::path::Path) {
+    let ask = |kind: Kind| {
+        let socket = socket.to_path_buf();
+        let request = ShimRequest { kind: Some(kind) };
+        tokio::task::spawn_blocking(move || {
+            client::request(&socket, request, Duration::from_secs(5))
+        })
+    };
+    let id = rec.id.clone();
+    let kill = proto::shim::SignalContainer {
+        id: id.clone(),
+        signal: libc::SIGKILL,
+    };
+    let _ = ask(Kind::SignalContainer(kill)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let answer = ask(Kind::ContainerState(proto::shim::ContainerRef {
+            id: id.clone(),
+        }))
+        .await;
+        match answer {
+            Ok(Ok(r)) if r.container.as_ref().is_some_and(|c| !c.exited) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ => break,
+        }
+    }
+    if let Ok(Err(e)) = ask(Kind::RemoveContainer(proto::shim::ContainerRef { id })).await {
+        warn!(container_id = %rec.id, error = %e, "undo start: shim did not forget the container");
+    }
+    state.pod_runtime.remove_container_cgroup(&rec.cgroup);
+    let _ = std::fs::remove_file(&rec.status_path);
 }
 
 async fn start_failed(state: &DaemonState, mut rec: ContainerRecord, message: &str) -> Status {
@@ -137,7 +182,7 @@ fn persist(state: &DaemonState, rec: ContainerRecord) -> Result<(), Status> {
     state
         .containers
         .update(rec)
-        .map_err(|e| Status::internal(format!("record container {id}: {e}")))
+        .map_err(|e| crate::errors::io_status(&format!("record container {id}"), &e))
 }
 
 /// The seccomp setting for the shim: (0 unconfined | 1 runtime default | 2 localhost, path).

@@ -71,20 +71,25 @@ pub async fn refresh(state: &DaemonState, rec: ContainerRecord) -> ContainerReco
     };
     let answer =
         tokio::task::spawn_blocking(move || client::request(&socket, request, SHIM_TIMEOUT)).await;
+    let recorded = || runtime_core::shim::containers::read_status(&rec.status_path);
     match answer {
         Ok(Ok(resp)) => match resp.container {
             Some(info) if info.exited => finish(state, rec, &info),
             _ => rec,
         },
-        _ => match runtime_core::shim::containers::read_status(&rec.status_path) {
-            Ok(info) => finish(state, rec, &info),
-            Err(_) => mark_exited(
-                state,
-                rec,
-                None,
-                "Unknown",
-                "the pod's shim is gone and left no exit record",
-            ),
+        // The shim is gone: the exit it recorded, else the shim died before it could.
+        Ok(Err(e)) if e.is_gone() => match recorded() {
+            Ok(info) if info.exited => finish(state, rec, &info),
+            _ => {
+                crate::shim_death::shim_died(state, &pod);
+                let id = rec.id.clone();
+                state.containers.get(&id).unwrap_or(rec)
+            }
+        },
+        // A busy or slow shim: still running as far as berthd knows, unless it recorded the exit.
+        _ => match recorded() {
+            Ok(info) if info.exited => finish(state, rec, &info),
+            _ => rec,
         },
     }
 }
@@ -103,7 +108,9 @@ pub fn finish(state: &DaemonState, rec: ContainerRecord, info: &ContainerInfo) -
     mark_exited(state, rec, Some(info), reason, "")
 }
 
-fn mark_exited(
+/// Records that a Running container exited (once, however many observers see it) and
+/// publishes CONTAINER_STOPPED; returns the record as it now is.
+pub fn mark_exited(
     state: &DaemonState,
     rec: ContainerRecord,
     info: Option<&ContainerInfo>,

@@ -23,9 +23,11 @@ pub async fn stop_container(
     if req.container_id.is_empty() {
         return Err(Status::invalid_argument("container_id is required"));
     }
-    let rec = find(state, &req.container_id)?;
-    let lock = state.containers.lock_for(&rec.id);
+    let id = find(state, &req.container_id)?.id;
+    let lock = state.containers.lock_for(&id);
     let _guard = lock.lock().await;
+    // Another call may have started or removed it while this one waited for the lock.
+    let rec = find(state, &id)?;
     let timeout = Duration::from_secs(req.timeout.max(0) as u64);
     stop(state, rec, timeout).await?;
     Ok(StopContainerResponse {})

@@ -72,9 +72,11 @@ pub fn open(root: &Path) -> std::io::Result<ContainerStore> {
     ContainerStore::open(&root.join("containers"), "container.json")
 }
 
-/// Records a new container unless its pod already has one with the same name and attempt;
-/// `Err(existing id)` otherwise.
-pub fn reserve(store: &ContainerStore, rec: ContainerRecord) -> Result<(), String> {
+/// Records a new container unless its pod already has one with the same name and attempt.
+pub fn reserve(
+    store: &ContainerStore,
+    rec: ContainerRecord,
+) -> Result<(), crate::record_store::ReserveError> {
     let (pod, m) = (rec.pod_id.clone(), rec.metadata());
     store.reserve(rec, |c| {
         c.pod_id == pod && c.metadata().name == m.name && c.metadata().attempt == m.attempt

@@ -65,7 +65,9 @@ pub async fn update_container_resources(
                 .resources = Some(merged.clone());
             true
         })
-        .map_err(|e| Status::internal(format!("record resources of container {id}: {e}")))?;
+        .map_err(|e| {
+            crate::errors::io_status(&format!("record resources of container {id}"), &e)
+        })?;
     if saved.is_none() {
         return Err(Status::not_found(format!("container {id} not found")));
     }

@@ -20,6 +20,16 @@ pub fn image_status(e: ImageError) -> Status {
     }
 }
 
+/// The gRPC status for an I/O error while doing `what`: ResourceExhausted when the disk (or
+/// the quota) is full, so the caller knows freeing space helps; Internal otherwise.
+pub fn io_status(what: &str, e: &std::io::Error) -> Status {
+    let msg = format!("{what}: {e}");
+    match e.raw_os_error() {
+        Some(libc::ENOSPC | libc::EDQUOT) => Status::resource_exhausted(msg),
+        _ => Status::internal(msg),
+    }
+}
+
 /// The gRPC status for a pod sandbox error.
 pub fn pod_status(e: podsandbox::pod::PodError) -> Status {
     match e {

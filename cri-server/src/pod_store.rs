@@ -58,15 +58,15 @@ impl crate::record_store::Record for PodRecord {
 /// All pod records (`<root_dir>/pods/<id>/pod.json`).
 pub type PodStore = crate::record_store::RecordStore<PodRecord>;
 
-pub use crate::record_store::Lookup;
+pub use crate::record_store::{Lookup, ReserveError};
 
 /// Opens the pod records under `<root>/pods`.
 pub fn open(root: &Path) -> std::io::Result<PodStore> {
     PodStore::open(&root.join("pods"), "pod.json")
 }
 
-/// Records a new pod unless another has the same metadata; `Err(existing id)` otherwise.
-pub fn reserve(store: &PodStore, rec: PodRecord) -> Result<(), String> {
+/// Records a new pod unless another has the same metadata.
+pub fn reserve(store: &PodStore, rec: PodRecord) -> Result<(), ReserveError> {
     let key = name_key(&rec.metadata());
     store.reserve(rec, |p| name_key(&p.metadata()) == key)
 }

@@ -25,6 +25,15 @@ pub struct RecordStore<T> {
     modifications: Mutex<()>,
 }
 
+/// Why [`RecordStore::reserve`] added nothing.
+#[derive(Debug)]
+pub enum ReserveError {
+    /// An existing record clashes with the new one: its ID.
+    Conflict(String),
+    /// Saving the new record failed (the disk is full, say); nothing of it was kept.
+    Io(std::io::Error),
+}
+
 /// Lookup outcomes for an ID or ID prefix.
 pub enum Lookup<T> {
     Found(Box<T>),
@@ -75,18 +84,20 @@ impl<T: Record> RecordStore<T> {
         locks.entry(id.to_string()).or_default().clone()
     }
 
-    /// Adds `rec` unless `conflicts` finds an existing record it clashes with; then
-    /// `Err(that record's id)`. Check and insert happen under one lock.
-    pub fn reserve(&self, rec: T, conflicts: impl Fn(&T) -> bool) -> Result<(), String> {
+    /// Adds and saves `rec` unless `conflicts` finds an existing record it clashes with.
+    /// Check and insert happen under one lock; a record that cannot be saved is forgotten
+    /// again, its directory included.
+    pub fn reserve(&self, rec: T, conflicts: impl Fn(&T) -> bool) -> Result<(), ReserveError> {
         let mut map = self.map();
         if let Some(existing) = map.values().find(|r| conflicts(r)) {
-            return Err(existing.id().to_string());
+            return Err(ReserveError::Conflict(existing.id().to_string()));
         }
         map.insert(rec.id().to_string(), rec.clone());
         drop(map);
         if let Err(e) = self.persist(&rec) {
             self.map().remove(rec.id());
-            return Err(format!("<persist failed: {e}>"));
+            let _ = std::fs::remove_dir_all(self.dir.join(rec.id()));
+            return Err(ReserveError::Io(e));
         }
         Ok(())
     }
@@ -216,7 +227,8 @@ mod tests {
         let err = store
             .reserve(thing("def456", "a"), |t| t.name == "a")
             .expect_err("conflict");
-        assert_eq!(err, "abc123");
+        assert!(matches!(err, ReserveError::Conflict(id) if id == "abc123"));
+        assert!(!dir.path().join("def456").exists());
         store
             .reserve(thing("abd999", "b"), |t| t.name == "b")
             .expect("second");

@@ -50,7 +50,7 @@ pub async fn update_runtime_config(
     state
         .kubelet_config
         .set_pod_cidr(&cidr)
-        .map_err(|e| Status::internal(format!("record kubelet's pod CIDR: {e}")))?;
+        .map_err(|e| crate::errors::io_status("record kubelet's pod CIDR", &e))?;
     if previous != cidr {
         info!(pod_cidr = %cidr, previous = %previous, "UpdateRuntimeConfig: kubelet's pod CIDR recorded");
     }

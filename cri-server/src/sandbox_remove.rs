@@ -27,7 +27,10 @@ pub async fn remove_pod_sandbox(
     for c in crate::container_store::of_pod(&state.containers, id) {
         let lock = state.containers.lock_for(&c.id);
         let _g = lock.lock().await;
-        crate::container_remove::remove(state, c).await?;
+        // As it is now that this call holds its lock, if another has not removed it.
+        if let Some(c) = state.containers.get(&c.id) {
+            crate::container_remove::remove(state, c).await?;
+        }
     }
     failpoint::hit("remove_pod.after_containers");
     let spec = pod_spec(&rec.id, &rec.config)?;

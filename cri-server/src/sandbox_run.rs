@@ -16,7 +16,7 @@ use tonic::Status;
 use tracing::info;
 
 use crate::errors;
-use crate::pod_store::{PodPhase, PodRecord};
+use crate::pod_store::{PodPhase, PodRecord, ReserveError};
 use crate::state::DaemonState;
 
 /// Creates and starts a pod sandbox; on any failure nothing of it remains.
@@ -46,12 +46,15 @@ pub async fn run_pod_sandbox(
     };
     let lock = state.pods.lock_for(&id);
     let _guard = lock.lock().await;
-    crate::pod_store::reserve(&state.pods, record.clone()).map_err(|existing| {
-        let m = record.metadata();
-        Status::already_exists(format!(
-            "pod sandbox {}/{} (uid {}, attempt {}) already exists as {existing}",
-            m.namespace, m.name, m.uid, m.attempt
-        ))
+    crate::pod_store::reserve(&state.pods, record.clone()).map_err(|e| match e {
+        ReserveError::Conflict(existing) => {
+            let m = record.metadata();
+            Status::already_exists(format!(
+                "pod sandbox {}/{} (uid {}, attempt {}) already exists as {existing}",
+                m.namespace, m.name, m.uid, m.attempt
+            ))
+        }
+        ReserveError::Io(e) => errors::io_status(&format!("record pod {id}"), &e),
     })?;
     let host = match state.pod_runtime.start(&spec).await {
         Ok(h) => h,
@@ -69,7 +72,7 @@ pub async fn run_pod_sandbox(
         let _ = state.pod_runtime.stop(&spec, &ready.host).await;
         let _ = state.pod_runtime.remove(&spec, &ready.host).await;
         let _ = state.pods.remove(&id);
-        return Err(Status::internal(format!("record pod {id}: {e}")));
+        return Err(errors::io_status(&format!("record pod {id}"), &e));
     }
     info!(pod_id = %id, name = %spec.name, namespace = %spec.namespace, "RunPodSandbox");
     // Like containerd: the pod's own events carry its ID as the container ID.

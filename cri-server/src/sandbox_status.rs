@@ -19,7 +19,7 @@ pub async fn pod_sandbox_status(
     if req.pod_sandbox_id.is_empty() {
         return Err(Status::invalid_argument("pod_sandbox_id is required"));
     }
-    let rec = find(state, &req.pod_sandbox_id)?;
+    let rec = crate::shim_death::check_pod(state, find(state, &req.pod_sandbox_id)?).await;
     let mut info = HashMap::new();
     if req.verbose {
         let alive = rec.phase == PodPhase::Ready && state.pod_runtime.shim_alive(&rec.host).await;

@@ -31,14 +31,16 @@ pub async fn stop(state: &DaemonState, id: &str) -> Result<(), Status> {
     };
     let spec = pod_spec(&rec.id, &rec.config)?;
     let was_ready = rec.phase != PodPhase::NotReady;
+    let mut recorded = true;
     if was_ready {
         // Recorded first: a pod being stopped is not ready, and a crash from here on leaves a
-        // NotReady pod whose stop start-up recovery finishes.
+        // NotReady pod whose stop start-up recovery finishes. A failed write (full disk) does
+        // not hold the stop up: it is tried again at the end.
         rec.phase = PodPhase::NotReady;
-        state
-            .pods
-            .update(rec.clone())
-            .map_err(|e| Status::internal(format!("record pod {id}: {e}")))?;
+        if let Err(e) = state.pods.update(rec.clone()) {
+            tracing::warn!(pod_id = %id, error = %e, "record pod NotReady before stopping it");
+            recorded = false;
+        }
     }
     state
         .pod_runtime
@@ -48,6 +50,12 @@ pub async fn stop(state: &DaemonState, id: &str) -> Result<(), Status> {
     // The pod's processes are dead and its shim recorded their exits: bring records in step.
     for c in crate::container_store::of_pod(&state.containers, id) {
         crate::container_status::refresh(state, c).await;
+    }
+    if !recorded {
+        state
+            .pods
+            .update(rec)
+            .map_err(|e| errors::io_status(&format!("record pod {id}"), &e))?;
     }
     if was_ready {
         info!(pod_id = %id, "StopPodSandbox");

@@ -127,7 +127,7 @@ fn networking(config: &Config) -> Result<Networking, StateError> {
         conf_dir: config.cni.conf_dir.clone(),
         bin_dirs: config.cni.bin_dirs.clone(),
         cache_dir: config.root_dir.join("network").join("cni-cache"),
-        timeout: Duration::from_secs(60),
+        timeout: Duration::from_secs(config.cni.plugin_timeout_seconds),
     };
     if let Some(cni) =
         CniNetwork::load(&settings).map_err(|e| StateError::Network(e.to_string()))?

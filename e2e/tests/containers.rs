@@ -172,6 +172,8 @@ async fn running_container_lists_stops_and_is_removed_without_leftovers() {
     };
     assert_eq!(list(running).await, vec![id.clone()]);
 
+    // As PID 1 of its PID namespace, pause ignores SIGTERM until its handler is installed.
+    wait_catches_sigterm(&e, &id).await;
     let started = Instant::now();
     rt.stop_container(StopContainerRequest {
         container_id: id.clone(),
@@ -700,4 +702,40 @@ async fn container_reads_its_own_cgroup_limits() {
         "cpu shares visible: {out}"
     );
     assert!(out.contains("cgroup-ro"), "cgroups are read-only: {out}");
+}
+
+/// Waits until the container's process catches SIGTERM (a namespace's PID 1 ignores signals
+/// it has no handler for, and a loaded machine may run the process late after its exec).
+async fn wait_catches_sigterm(e: &e2e::containers::Env, id: &str) {
+    let info =
+        e.d.runtime()
+            .await
+            .expect("client")
+            .container_status(ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .expect("status")
+            .into_inner()
+            .info;
+    let v: serde_json::Value = serde_json::from_str(&info["info"]).expect("info JSON");
+    let pid = v["pid"].as_u64().expect("pid");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0);
+        if caught {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} never installed its SIGTERM handler"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -79,6 +79,16 @@ impl ContentStore {
         }
     }
 
+    /// Digests of every stored blob.
+    pub fn list(&self) -> Result<Vec<Digest>, ImageError> {
+        let entries = fs::read_dir(&self.dir)
+            .map_err(|e| ImageError::io(format!("list {}", self.dir.display()), e))?;
+        Ok(entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(Digest::from_hex))
+            .collect())
+    }
+
     /// Total bytes and file count of the stored blobs.
     pub fn usage(&self) -> (u64, u64) {
         crate::snapshot::tree_usage(&self.dir)

@@ -68,16 +68,38 @@ impl Images {
         })
     }
 
-    /// Pulls an image; returns its ID and what was fetched.
+    /// Pulls an image; returns its ID and what was fetched. A pull that fails leaves nothing:
+    /// the layers it finished before the failure are removed too, unless another pull (which
+    /// may need them) is running; a later failed pull then removes them.
     pub async fn pull(
         &self,
         image: &str,
         cred: Option<&Credential>,
     ) -> Result<PullOutcome, ImageError> {
-        let _guard = self.gc.read().await;
-        let result = self.puller.pull(image, cred).await;
-        self.puller.sweep_inflight();
+        let result = {
+            let _guard = self.gc.read().await;
+            let result = self.puller.pull(image, cred).await;
+            self.puller.sweep_inflight();
+            result
+        };
+        if result.is_err() {
+            self.remove_unused_if_idle().await;
+        }
         result
+    }
+
+    /// Removes what no image uses, if no pull or removal is running.
+    async fn remove_unused_if_idle(&self) {
+        let Ok(_guard) = self.gc.try_write() else {
+            return;
+        };
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.remove_unused()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(removed = n, "removed layers and blobs of a failed pull"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "remove layers and blobs of a failed pull"),
+            Err(e) => tracing::warn!(error = %e, "remove layers and blobs of a failed pull"),
+        }
     }
 
     pub fn list(&self) -> Vec<ImageRecord> {
@@ -106,13 +128,13 @@ impl Images {
             .map_err(|e| ImageError::io("remove image", std::io::Error::other(e)))?
     }
 
-    /// Removes snapshots that belong to no image and no container (left by a pull that
-    /// crashed before recording its image); run at start-up, after containers re-held their
-    /// images. Returns how many were removed.
+    /// Removes snapshots and blobs that belong to no image and no container (left by a pull
+    /// that crashed before recording its image); run at start-up, after containers re-held
+    /// their images. Returns how many were removed.
     pub async fn remove_orphans(&self) -> Result<usize, ImageError> {
         let _guard = self.gc.write().await;
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.remove_orphan_snapshots())
+        tokio::task::spawn_blocking(move || store.remove_unused())
             .await
             .map_err(|e| ImageError::io("remove orphan snapshots", std::io::Error::other(e)))?
     }

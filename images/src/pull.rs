@@ -125,13 +125,23 @@ impl Puller {
             let fut = self.ensure_layer(session.clone(), job);
             tasks.spawn(fut);
         }
-        let (mut fetched, mut bytes) = (0, 0);
+        // Every layer task runs to its end, even after one failed, so that a failed pull
+        // returns with no layer work left running (the caller then removes what it stored).
+        let (mut fetched, mut bytes, mut failure) = (0, 0, None);
         while let Some(joined) = tasks.join_next().await {
-            let result = joined.map_err(|e| ImageError::io("layer task", io::Error::other(e)))?;
-            if let Some(n) = result? {
-                fetched += 1;
-                bytes += n;
+            match joined.map_err(|e| ImageError::io("layer task", io::Error::other(e))) {
+                Ok(Ok(Some(n))) => {
+                    fetched += 1;
+                    bytes += n;
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) | Err(e) => {
+                    failure.get_or_insert(e);
+                }
             }
+        }
+        if let Some(e) = failure {
+            return Err(e);
         }
 
         let record = self.record(image_ref, &resolved, &chains);

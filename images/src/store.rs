@@ -1,5 +1,6 @@
 //! The on-disk image store: blobs, snapshots and image records under berth's root dir.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -91,18 +92,26 @@ impl ImageStore {
         holds.values().any(|c| c.contains(chain))
     }
 
-    /// Removes snapshots no image record references and no holder holds: what a pull
-    /// interrupted by a crash committed before it could record its image. Returns how many.
-    pub fn remove_orphan_snapshots(&self) -> Result<usize, ImageError> {
+    /// Removes the snapshots and blobs that no image uses and no container holds (what a
+    /// failed pull stored before it failed); returns how many. The caller makes sure no pull
+    /// is running (one may be about to record an image using them).
+    pub fn remove_unused(&self) -> Result<usize, ImageError> {
         let db = self.db();
+        let chains: HashSet<String> = db.list().flat_map(|r| r.chain_ids.clone()).collect();
+        let blobs: HashSet<String> = db.list().flat_map(|r| r.blobs.clone()).collect();
         let mut removed = 0;
         for chain in self.snapshots.list()? {
             let name = chain.to_string();
-            if db.list().any(|r| r.chain_ids.contains(&name)) || self.held(&name) {
-                continue;
+            if !chains.contains(&name) && !self.held(&name) {
+                self.snapshots.remove(&chain)?;
+                removed += 1;
             }
-            self.snapshots.remove(&chain)?;
-            removed += 1;
+        }
+        for blob in self.content.list()? {
+            if !blobs.contains(&blob.to_string()) {
+                self.content.remove(&blob)?;
+                removed += 1;
+            }
         }
         Ok(removed)
     }

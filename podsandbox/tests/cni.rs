@@ -422,6 +422,32 @@ async fn non_json_failure_carries_stderr() {
     }
 }
 
+#[tokio::test]
+async fn del_runs_every_plugin_when_one_fails_and_reports_the_failure() {
+    let _serial = SERIAL.lock().await;
+    let dirs = Dirs::new();
+    dirs.fake_plugin("keeper", "exit 0");
+    dirs.fake_plugin(
+        "broken",
+        "echo '{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"cannot delete\"}'\nexit 1",
+    );
+    dirs.write_conf(
+        "10-d.conflist",
+        &json!({"cniVersion": "1.0.0", "name": "delnet", "plugins": [{"type": "keeper"}, {"type": "broken"}]}),
+    );
+    let network = load(&dirs.settings(vec![dirs.path("bin")]));
+    let err = network
+        .del(&fake_pod("pod6", &[]))
+        .await
+        .expect_err("broken DEL");
+    assert!(err.to_string().contains("cannot delete"), "{err}");
+    assert_eq!(
+        dirs.calls(),
+        ["DEL broken", "DEL keeper"],
+        "the plugin before the broken one still releases what it holds"
+    );
+}
+
 /// Process ids whose process group is one of `groups`, zombies excluded.
 fn live_members(groups: &HashSet<i32>) -> Vec<i32> {
     let Ok(entries) = fs::read_dir("/proc") else {

@@ -259,7 +259,9 @@ impl CniNetwork {
         })
     }
 
-    /// Runs CHECK (in order) or DEL (in reverse) with the same previous result for all.
+    /// Runs CHECK (in order, stopping at the first failure) or DEL (in reverse, every plugin
+    /// even after one failed, so a broken plugin does not keep the others from releasing what
+    /// they hold; the first failure is returned) with the same previous result for all.
     async fn run_all(
         &self,
         command: CniCommand,
@@ -271,6 +273,7 @@ impl CniNetwork {
             CniCommand::Del => attachment.list.plugins.iter().rev().collect(),
             CniCommand::Add | CniCommand::Check => attachment.list.plugins.iter().collect(),
         };
+        let mut first_error = None;
         for plugin in plugins {
             let call = plugin_call(attachment.list, plugin, command);
             let stdin = plugin_stdin(
@@ -279,9 +282,16 @@ impl CniNetwork {
                 attachment.prev_result,
                 attachment.capability_args,
             );
-            runner.run(&call, &stdin).await?;
+            match runner.run(&call, &stdin).await {
+                Ok(_) => {}
+                Err(err) if command == CniCommand::Del => {
+                    tracing::warn!(pod_id = %env.container_id, error = %err, "CNI DEL failed; running the remaining plugins");
+                    first_error.get_or_insert(err);
+                }
+                Err(err) => return Err(err),
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// The spec's advice after a failed ADD: DEL every plugin, even those not reached.

@@ -30,10 +30,28 @@ pub enum ShimError {
 }
 
 impl ShimError {
-    /// True when no shim answers on the socket (it exited or was killed).
+    /// True when no shim answers on the socket: it exited or was killed (nothing listens), or
+    /// it is exiting (it closed the listener with this connection still queued, or hung up
+    /// without answering). A slow shim (a timeout) is not gone.
     pub fn is_gone(&self) -> bool {
-        matches!(self, ShimError::Connect { source, .. }
-            if matches!(source.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused))
+        match self {
+            ShimError::Connect { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ),
+            ShimError::Protocol {
+                source: FrameError::Io(source),
+                ..
+            } => matches!(
+                source.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            ),
+            ShimError::Protocol {
+                source: FrameError::Closed,
+                ..
+            } => true,
+            _ => false,
+        }
     }
 }
 
@@ -162,4 +180,38 @@ pub fn shutdown(socket: &Path, timeout: Duration) -> Result<(), ShimError> {
         timeout,
     )
     .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect(kind: io::ErrorKind) -> ShimError {
+        ShimError::Connect {
+            socket: "s".into(),
+            source: kind.into(),
+        }
+    }
+
+    fn protocol(source: FrameError) -> ShimError {
+        ShimError::Protocol {
+            socket: "s".into(),
+            source,
+        }
+    }
+
+    #[test]
+    fn only_an_unreachable_or_hanging_up_shim_is_gone() {
+        assert!(connect(io::ErrorKind::ConnectionRefused).is_gone());
+        assert!(connect(io::ErrorKind::NotFound).is_gone());
+        assert!(protocol(FrameError::Io(io::ErrorKind::ConnectionReset.into())).is_gone());
+        assert!(protocol(FrameError::Closed).is_gone());
+        assert!(!connect(io::ErrorKind::PermissionDenied).is_gone());
+        assert!(!protocol(FrameError::Io(io::ErrorKind::WouldBlock.into())).is_gone());
+        let refused = ShimError::Refused {
+            socket: "s".into(),
+            message: "container x not found in this pod".into(),
+        };
+        assert!(!refused.is_gone());
+    }
 }

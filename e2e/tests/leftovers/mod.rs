@@ -1,0 +1,126 @@
+//! What the concurrency and fault tests check once everything is removed: nothing of the
+//! daemon's pods and containers is left on the host (mounts, shims, cgroups, veths, IPAM
+//! entries, namespace pins, records and temp files under its dirs).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use e2e::daemon::Berthd;
+use e2e::pods::{mounts_under, test_cgroup_parent};
+
+/// Everything of `d`'s pods and containers still on the host, one line per item; empty when
+/// the host is clean. `bridge` is the daemon's pod bridge (its veths are pods' links).
+pub fn leftovers(d: &Berthd, bridge: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    let mut mounts: BTreeSet<PathBuf> = mounts_under(d.dir()).into_iter().collect();
+    // The root dir may be a filesystem of its own (the disk-full tests): not a leftover.
+    mounts.extend(mounts_under(&d.root_dir));
+    mounts.remove(&d.root_dir);
+    for m in mounts {
+        left.push(format!("mount {}", m.display()));
+    }
+    for pid in shims_under(d.dir()) {
+        left.push(format!("shim process {pid}"));
+    }
+    for cg in cgroups_under(&test_cgroup_parent()) {
+        left.push(format!("cgroup {}", cg.display()));
+    }
+    for veth in links_on(bridge) {
+        left.push(format!("veth {veth} on {bridge}"));
+    }
+    for f in entries(&d.root_dir.join("network/ipam")) {
+        if f.file_name().is_some_and(|n| n != "last_reserved_ip") {
+            left.push(format!("IPAM entry {}", f.display()));
+        }
+    }
+    for dir in [
+        d.root_dir.join("pods"),
+        d.root_dir.join("containers"),
+        d.state_dir.join("pods"),
+        d.state_dir.join("ns"),
+        d.state_dir.join("shims"),
+        d.state_dir.join("rootfs"),
+    ] {
+        for e in entries(&dir) {
+            left.push(format!("file {}", e.display()));
+        }
+    }
+    for dir in [
+        d.root_dir.join("snapshots"),
+        d.root_dir.join("content/sha256"),
+        d.root_dir.clone(),
+    ] {
+        for e in entries(&dir) {
+            if e.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
+            {
+                left.push(format!("temp file {}", e.display()));
+            }
+        }
+    }
+    left
+}
+
+/// Panics listing what is left unless [`leftovers`] finds nothing.
+pub fn assert_clean(d: &Berthd, bridge: &str) {
+    let left = leftovers(d, bridge);
+    assert!(left.is_empty(), "left on the host:\n{}", left.join("\n"));
+}
+
+/// Entries of a directory (none if it does not exist).
+pub fn entries(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect()
+}
+
+/// PIDs of live `berth-shim` processes whose command line names a path under `dir`.
+pub fn shims_under(dir: &Path) -> Vec<i32> {
+    let needle = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            cmd.contains("berth-shim")
+                && cmd.contains(&needle)
+                && e2e::pods::process_alive(*pid as u32)
+        })
+        .collect()
+}
+
+/// Child cgroups of `parent` in every hierarchy (the parent itself is the test's).
+pub fn cgroups_under(parent: &str) -> Vec<PathBuf> {
+    std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|h| h.path().join(parent))
+        .chain(std::iter::once(Path::new("/sys/fs/cgroup").join(parent)))
+        .flat_map(|p| entries(&p))
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+/// Links enslaved to `bridge`.
+pub fn links_on(bridge: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-o", "link", "show", "master", bridge])
+        .output();
+    let text = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
+}
