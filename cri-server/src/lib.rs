@@ -34,6 +34,7 @@ pub mod image_remove;
 pub mod image_service;
 pub mod image_status;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod metrics_grpc;
 pub mod metrics_http;

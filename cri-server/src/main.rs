@@ -6,6 +6,7 @@ use clap::Parser;
 use cri_server::{cli::Cli, config, logging, server};
 
 fn main() -> ExitCode {
+    cri_server::memory::tune_allocator();
     let cli = Cli::parse();
     if cli.print_default_config {
         print!("{}", config::default_config_toml());
