@@ -74,7 +74,8 @@ fn kill(pid: i32) {
     );
 }
 
-/// PIDs of `berth-shim` processes whose spec file lies under `dir`.
+/// PIDs of live (not zombie) `berth-shim` processes whose command line names a path under
+/// `dir`.
 pub fn shims_under(dir: &Path) -> Vec<i32> {
     let needle = dir.display().to_string();
     std::fs::read_dir("/proc")
@@ -85,7 +86,9 @@ pub fn shims_under(dir: &Path) -> Vec<i32> {
         .filter(|pid| {
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmd = String::from_utf8_lossy(&cmd);
-            cmd.contains("berth-shim") && cmd.contains(&needle)
+            cmd.contains("berth-shim")
+                && cmd.contains(&needle)
+                && crate::pods::process_alive(*pid as u32)
         })
         .collect()
 }

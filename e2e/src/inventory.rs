@@ -1,83 +1,107 @@
-//! What a test's berthd holds on the host, to check that nothing is left once everything is
-//! removed: mounts, shim processes, cgroups, links on the test bridge, IP allocations,
-//! pinned namespaces and the files of pods and containers under the state dirs.
+//! What the crash, fault and concurrency tests check once everything is removed: nothing of the
+//! daemon's pods and containers is left on the host (mounts, shims, cgroups, veths, IPAM
+//! entries, namespace pins, records and temp files under its dirs).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::cleanup::shims_under;
 use crate::daemon::Berthd;
-use crate::pods::{TestNetwork, mounts_under, test_cgroup_parent};
+use crate::pods::{mounts_under, test_cgroup_parent};
 
-/// Everything found, by kind; empty when the host is clean.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Inventory {
-    pub mounts: Vec<PathBuf>,
-    pub shims: Vec<i32>,
-    pub cgroups: Vec<PathBuf>,
-    pub links: Vec<String>,
-    pub files: Vec<PathBuf>,
-}
-
-impl Inventory {
-    /// What `d` (on network `net`) holds now.
-    pub fn take(d: &Berthd, net: &TestNetwork) -> Inventory {
-        let mut cgroups = crate::cleanup::cgroup_tree(&test_cgroup_parent());
-        // The parent itself is the test's, not a pod's.
-        cgroups.retain(|p| !p.ends_with(test_cgroup_parent()));
-        Inventory {
-            mounts: mounts_under(d.dir()),
-            shims: crate::cleanup::shims_under(d.dir()),
-            cgroups,
-            links: bridge_ports(&net.bridge),
-            files: [
-                d.root_dir.join("pods"),
-                d.root_dir.join("containers"),
-                d.root_dir.join("network"),
-                d.state_dir.join("pods"),
-                d.state_dir.join("ns"),
-                d.state_dir.join("shims"),
-                d.state_dir.join("rootfs"),
-            ]
-            .iter()
-            .flat_map(|dir| files_below(dir))
-            // The allocator's cursor, not an allocation.
-            .filter(|f| !f.ends_with("last_reserved_ip"))
-            .collect(),
+/// Everything of `d`'s pods and containers still on the host, one line per item; empty when
+/// the host is clean. `bridge` is the daemon's pod bridge (its veths are pods' links).
+pub fn leftovers(d: &Berthd, bridge: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    let mut mounts: BTreeSet<PathBuf> = mounts_under(d.dir()).into_iter().collect();
+    // The root dir may be a filesystem of its own (the disk-full tests): not a leftover.
+    mounts.extend(mounts_under(&d.root_dir));
+    mounts.remove(&d.root_dir);
+    for m in mounts {
+        left.push(format!("mount {}", m.display()));
+    }
+    for pid in shims_under(d.dir()) {
+        left.push(format!("shim process {pid}"));
+    }
+    for cg in cgroups_under(&test_cgroup_parent()) {
+        left.push(format!("cgroup {}", cg.display()));
+    }
+    for veth in links_on(bridge) {
+        left.push(format!("veth {veth} on {bridge}"));
+    }
+    for f in entries(&d.root_dir.join("network/ipam")) {
+        if f.file_name().is_some_and(|n| n != "last_reserved_ip") {
+            left.push(format!("IPAM entry {}", f.display()));
         }
     }
-
-    pub fn is_clean(&self) -> bool {
-        *self == Inventory::default()
+    for dir in [
+        d.root_dir.join("pods"),
+        d.root_dir.join("containers"),
+        d.state_dir.join("pods"),
+        d.state_dir.join("ns"),
+        d.state_dir.join("shims"),
+        d.state_dir.join("rootfs"),
+    ] {
+        for e in entries(&dir) {
+            left.push(format!("file {}", e.display()));
+        }
     }
+    for dir in [
+        d.root_dir.join("snapshots"),
+        d.root_dir.join("content/sha256"),
+        d.root_dir.clone(),
+    ] {
+        for e in entries(&dir) {
+            if e.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
+            {
+                left.push(format!("temp file {}", e.display()));
+            }
+        }
+    }
+    left
 }
 
-/// Interfaces enslaved to `bridge` (the pods' host-side veths).
-fn bridge_ports(bridge: &str) -> Vec<String> {
-    let out = Command::new("ip")
-        .args(["-o", "link", "show", "master", bridge])
-        .output();
-    let Ok(out) = out else { return Vec::new() };
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split(':').nth(1))
-        .map(|n| n.trim().split('@').next().unwrap_or_default().to_string())
+/// Panics listing what is left unless [`leftovers`] finds nothing.
+pub fn assert_clean(d: &Berthd, bridge: &str) {
+    let left = leftovers(d, bridge);
+    assert!(left.is_empty(), "left on the host:\n{}", left.join("\n"));
+}
+
+/// Entries of a directory (none if it does not exist).
+pub fn entries(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
         .collect()
 }
 
-/// Regular files, sockets and other non-directories below `dir` (IPAM leases are files;
-/// empty bookkeeping directories do not count).
-fn files_below(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        match e.file_type() {
-            Ok(t) if t.is_dir() => out.extend(files_below(&path)),
-            Ok(_) => out.push(path),
-            Err(_) => {}
-        }
-    }
-    out
+/// Child cgroups of `parent` in every hierarchy (the parent itself is the test's).
+pub fn cgroups_under(parent: &str) -> Vec<PathBuf> {
+    std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|h| h.path().join(parent))
+        .chain(std::iter::once(Path::new("/sys/fs/cgroup").join(parent)))
+        .flat_map(|p| entries(&p))
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+/// Links enslaved to `bridge`.
+pub fn links_on(bridge: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-o", "link", "show", "master", bridge])
+        .output();
+    let text = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
 }

@@ -17,7 +17,7 @@
 //! - StopPodSandbox, RemovePodSandbox, RemoveContainer, PullImage, RemoveImage, lists:
 //!   no error (stop and remove are idempotent, unknown IDs included).
 
-mod leftovers;
+use e2e::inventory as leftovers;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -311,7 +311,7 @@ async fn exit_while_berthd_is_down_is_recorded_at_start() {
         .expect("kill -9 berthd");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let dir = e.d.dir().to_path_buf();
-    let mut again = Berthd::spawn_in_existing(&dir, &e.config_toml).expect("respawn");
+    let mut again = Berthd::spawn_in_existing(&dir, &e.config).expect("respawn");
     again
         .wait_ready(Duration::from_secs(20))
         .await

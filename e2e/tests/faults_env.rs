@@ -5,7 +5,7 @@
 //! operations succeed, and nothing is left on the host once everything is removed. Needs root
 //! (CI runs as root).
 
-mod leftovers;
+use e2e::inventory as leftovers;
 
 use std::io::Write;
 use std::net::SocketAddr;

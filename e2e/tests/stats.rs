@@ -6,87 +6,42 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use e2e::daemon::{Berthd, BerthdOptions};
-use e2e::images::push_test_images;
-use e2e::pods::{TestNetwork, listen_once_in, pod_config, read_from};
-use e2e::registry::Registry;
+use e2e::pods::{listen_once_in, read_from};
 use proto::cri::runtime_service_client::RuntimeServiceClient;
 use proto::cri::{
     self, ContainerConfig, ContainerMetadata, ContainerStats, ContainerStatsFilter,
     ContainerStatsRequest, ImageSpec, LinuxContainerConfig, LinuxContainerResources,
     ListContainerStatsRequest, ListMetricDescriptorsRequest, ListPodSandboxMetricsRequest,
     ListPodSandboxStatsRequest, NamespaceMode, PodSandboxConfig, PodSandboxStats,
-    PodSandboxStatsFilter, PodSandboxStatsRequest, PodSandboxStatusRequest, PullImageRequest,
-    RemoveContainerRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    PodSandboxStatsFilter, PodSandboxStatsRequest, PodSandboxStatusRequest, RemoveContainerRequest,
+    StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
 };
 use tonic::Code;
 use tonic::transport::Channel;
 
 const MIB: u64 = 1 << 20;
 
+/// The shared container environment plus one long-lived RuntimeService client.
 struct Env {
-    d: Berthd,
+    base: e2e::containers::Env,
     rt: RuntimeServiceClient<Channel>,
-    _registry: Registry,
-    _net: TestNetwork,
-    _cni: tempfile::TempDir,
-    logs: tempfile::TempDir,
-    image: String,
+}
+
+impl std::ops::Deref for Env {
+    type Target = e2e::containers::Env;
+    fn deref(&self) -> &Self::Target {
+        &self.base
+    }
 }
 
 async fn env() -> Option<Env> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: containers need root");
-        return None;
-    }
-    let registry = Registry::start().expect("registry");
-    let images = push_test_images(&registry).await.expect("push images");
-    let image = images.get("oci").expect("oci").reference.clone();
-    let net = TestNetwork::new();
-    let cni = tempfile::tempdir().expect("cni dir");
-    let config = format!(
-        "{}[registry]\ninsecure = [\"{}\"]\n",
-        net.config_toml(cni.path()),
-        registry.host()
-    );
-    let d = Berthd::start_with(BerthdOptions {
-        config_toml: Some(config),
-        ..Default::default()
-    })
-    .await
-    .expect("berthd");
-    d.images()
-        .await
-        .expect("client")
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            auth: None,
-            sandbox_config: None,
-        })
-        .await
-        .expect("pull busybox");
-    let rt = d.runtime().await.expect("client");
-    Some(Env {
-        d,
-        rt,
-        _registry: registry,
-        _net: net,
-        _cni: cni,
-        logs: tempfile::tempdir().expect("log dir"),
-        image,
-    })
+    let base = e2e::containers::env().await?;
+    let rt = base.d.runtime().await.expect("client");
+    Some(Env { base, rt })
 }
 
 impl Env {
-    fn pod(&self, name: &str) -> PodSandboxConfig {
-        let mut c = pod_config(name);
-        c.log_directory = self.logs.path().join(name).display().to_string();
-        c
-    }
-
+    /// A container whose log is `<pod log dir>/<name>.log`.
     fn container(&self, name: &str, command: &[&str]) -> ContainerConfig {
         ContainerConfig {
             metadata: Some(ContainerMetadata {
