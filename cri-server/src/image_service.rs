@@ -60,8 +60,8 @@ impl ImageService for ImageServer {
         &self,
         _: Request<cri::ImageFsInfoRequest>,
     ) -> Rpc<cri::ImageFsInfoResponse> {
-        Ok(Response::new(image_fs_info::image_fs_info(
-            &self.state.images,
-        )))
+        Ok(Response::new(
+            image_fs_info::image_fs_info(&self.state).await,
+        ))
     }
 }

@@ -363,6 +363,20 @@ async fn writable_layer_grows_by_the_file_written() {
     );
     assert!(v(&after.inodes_used) > v(&before.inodes_used));
     assert!(after.timestamp > before.timestamp);
+    // ImageFsInfo counts the writable layers as the container filesystem.
+    let fs =
+        e.d.images()
+            .await
+            .expect("client")
+            .image_fs_info(proto::cri::ImageFsInfoRequest {})
+            .await
+            .expect("ImageFsInfo")
+            .into_inner();
+    let containers = fs.container_filesystems.first().expect("container fs");
+    assert!(
+        v(&containers.used_bytes) >= 8 * MIB,
+        "container filesystem: {containers:?}"
+    );
     e.d.remove_pod(&pod).await;
 }
 
