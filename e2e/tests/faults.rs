@@ -357,10 +357,6 @@ async fn host_state_no_record_owns_is_swept_at_start() {
     assert!(pods(&e).await.is_empty());
     // Its shim, pinned namespaces, files, address and veth are gone.
     assert!(no_shims_soon(&e).await, "orphan shim still runs");
-    // The pod cgroup is named by kubelet's parent, which only the lost record knew.
-    let left: Vec<String> = e2e::inventory::leftovers(&e.d, &e.net.bridge)
-        .into_iter()
-        .filter(|l| !l.starts_with("cgroup "))
-        .collect();
-    assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
+    // The pod's cgroup too, although only the lost record had its (kubelet-chosen) parent.
+    e2e::inventory::assert_clean(&e.d, &e.net.bridge);
 }

@@ -131,6 +131,9 @@ struct Started {
     network: bool,
 }
 
+/// File in a pod's files dir naming its cgroup (relative to the hierarchy roots).
+const POD_CGROUP_FILE: &str = "cgroup";
+
 impl PodRuntime {
     /// `cgroups` is None on a host without usable cgroups (pods then run without limits).
     pub fn new(
@@ -220,6 +223,10 @@ impl PodRuntime {
         let cgroup = match &self.cgroups {
             Some(cg) => {
                 let path = Self::cgroup_path(spec);
+                // Named beside the pod's files first, so the start-up sweep can find the
+                // cgroup of a pod whose record is lost (its parent is kubelet's choice).
+                std::fs::write(files_dir.join(POD_CGROUP_FILE), &path)
+                    .map_err(|e| step_err(id, "record pod cgroup")(e.to_string()))?;
                 cg.create(&path, &spec.resources)
                     .map_err(|e| step_err(id, "create pod cgroup")(e.to_string()))?;
                 done.cgroup = Some(path.clone());
@@ -418,6 +425,14 @@ impl PodRuntime {
             removed.push(format!("namespaces of {id}"));
         }
         for (id, dir) in unknown(self.cfg.state_dir.join("pods"), "") {
+            if let (Some(cg), Ok(path)) = (
+                &self.cgroups,
+                std::fs::read_to_string(dir.join(POD_CGROUP_FILE)),
+            ) && Cgroups::validate_path(path.trim()).is_ok()
+            {
+                remove_cgroup(cg, &id, path.trim());
+                removed.push(format!("cgroup of {id}"));
+            }
             let _ = std::fs::remove_dir_all(&dir);
             removed.push(format!("files of {id}"));
         }
