@@ -59,20 +59,7 @@ pub async fn env_with(extra: &str) -> Option<Env> {
     })
     .await
     .expect("berthd");
-    d.images()
-        .await
-        .expect("client")
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            auth: None,
-            sandbox_config: None,
-        })
-        .await
-        .expect("pull busybox");
-    Some(Env {
+    let env = Env {
         d,
         registry,
         net,
@@ -80,7 +67,9 @@ pub async fn env_with(extra: &str) -> Option<Env> {
         logs: tempfile::tempdir().expect("log dir"),
         image,
         config,
-    })
+    };
+    env.pull(&env.image).await.expect("pull busybox");
+    Some(env)
 }
 
 impl Env {
@@ -199,6 +188,59 @@ impl Env {
             .expect("Exec")
             .into_inner()
             .url
+    }
+
+    /// A streaming attach URL with stdout and stderr, and stdin if asked.
+    pub async fn attach_url(&self, id: &str, stdin: bool) -> String {
+        self.d
+            .runtime()
+            .await
+            .expect("client")
+            .attach(cri::AttachRequest {
+                container_id: id.into(),
+                stdin,
+                tty: false,
+                stdout: true,
+                stderr: true,
+            })
+            .await
+            .expect("Attach")
+            .into_inner()
+            .url
+    }
+
+    /// A streaming port-forward URL for `pod` (`ports` as the CRI request lists them).
+    pub async fn port_forward_url(&self, pod: &str, ports: &[i32]) -> String {
+        self.d
+            .runtime()
+            .await
+            .expect("client")
+            .port_forward(cri::PortForwardRequest {
+                pod_sandbox_id: pod.into(),
+                port: ports.to_vec(),
+            })
+            .await
+            .expect("PortForward")
+            .into_inner()
+            .url
+    }
+
+    /// A pod whose busybox httpd serves `hello-from-pod` at `/index.html` on `port`, inside
+    /// the pod's network namespace only; returns once it answers: (pod ID, container ID).
+    pub async fn run_web_server(&self, name: &str, port: u16) -> (String, String) {
+        let script = format!(
+            "mkdir -p /www; echo hello-from-pod > /www/index.html; exec httpd -f -p {port} -h /www"
+        );
+        let (pod, id) = self
+            .run_container(name, &["/bin/sh", "-c", &script], |_| {})
+            .await;
+        let probe = format!(
+            "until wget -q -O /dev/null http://127.0.0.1:{port}/index.html; do usleep 50000; done"
+        );
+        self.exec_sync(&id, &["sh", "-c", &probe], 10)
+            .await
+            .expect("web server up");
+        (pod, id)
     }
 
     /// ExecSync of `cmd` with `timeout` seconds (0: none).

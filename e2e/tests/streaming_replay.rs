@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use e2e::containers::env;
-use proto::cri::{AttachRequest, ExecSyncRequest, PortForwardRequest};
 use streaming::capture::{read_pcap, split_http};
 use streaming::spdy::frame::{self, FLAG_FIN, Frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -213,55 +212,15 @@ async fn recorded_attach_and_port_forward_sessions_get_the_answers_containerd_ga
         )
         .await;
     let (head, frames, theirs) = recorded("attach-spdy");
-    let url =
-        e.d.runtime()
-            .await
-            .expect("client")
-            .attach(AttachRequest {
-                container_id: att,
-                stdin: true,
-                tty: false,
-                stdout: true,
-                stderr: true,
-            })
-            .await
-            .expect("Attach")
-            .into_inner()
-            .url;
+    let url = e.attach_url(&att, true).await;
     let ours = replay(&url, &head, &frames, |t| t.text(5).contains("got ping")).await;
     assert_eq!(ours.protocol, theirs.protocol);
     assert_eq!(ours.text(5), theirs.text(5));
 
     // crictl port-forward <pod> 18080:80, then curl 127.0.0.1:18080/index.html
-    let script =
-        "mkdir -p /www; echo hello-from-pod > /www/index.html; exec httpd -f -p 80 -h /www";
-    let (pod, web) = e
-        .run_container("web", &["/bin/sh", "-c", script], |c| c.stdin = false)
-        .await;
-    let probe = "until wget -q -O /dev/null http://127.0.0.1/index.html; do usleep 50000; done";
-    e.d.runtime()
-        .await
-        .expect("client")
-        .exec_sync(ExecSyncRequest {
-            container_id: web,
-            cmd: vec!["sh".into(), "-c".into(), probe.into()],
-            timeout: 10,
-        })
-        .await
-        .expect("web server up");
+    let (pod, _) = e.run_web_server("web", 80).await;
     let (head, frames, theirs) = recorded("portforward-spdy");
-    let url =
-        e.d.runtime()
-            .await
-            .expect("client")
-            .port_forward(PortForwardRequest {
-                pod_sandbox_id: pod,
-                port: vec![80],
-            })
-            .await
-            .expect("PortForward")
-            .into_inner()
-            .url;
+    let url = e.port_forward_url(&pod, &[80]).await;
     let data_stream = *theirs
         .data
         .keys()

@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use e2e::containers::env;
-use proto::cri::{AttachRequest, ExecSyncRequest, PortForwardRequest};
 use streaming::protocol::{self, Outcome, PORT_FORWARD, V1, V2, V3, V4, V5};
 use streaming::spdy::{self, Connection, Headers, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -134,21 +133,7 @@ async fn spdy_attach_feeds_stdin_and_reads_output() {
             |c| c.stdin = true,
         )
         .await;
-    let url =
-        e.d.runtime()
-            .await
-            .expect("client")
-            .attach(AttachRequest {
-                container_id: id,
-                stdin: true,
-                tty: false,
-                stdout: true,
-                stderr: true,
-            })
-            .await
-            .expect("Attach")
-            .into_inner()
-            .url;
+    let url = e.attach_url(&id, true).await;
     let (_, conn) = dial(&url, &CLIENT_PROTOCOLS).await;
     let _error = open(&conn, &[("streamtype", "error")]).await;
     let mut stdin = open(&conn, &[("streamtype", "stdin")]).await;
@@ -172,35 +157,8 @@ async fn spdy_attach_feeds_stdin_and_reads_output() {
 #[tokio::test]
 async fn spdy_port_forward_serves_several_connections_and_reports_refused_ports() {
     let Some(e) = env().await else { return };
-    let script =
-        "mkdir -p /www; echo hello-from-pod > /www/index.html; exec httpd -f -p 8080 -h /www";
-    let (pod, id) = e
-        .run_container("sppf", &["/bin/sh", "-c", script], |c| c.stdin = false)
-        .await;
-    let probe =
-        "until wget -q -O /dev/null http://127.0.0.1:8080/index.html; do usleep 50000; done";
-    e.d.runtime()
-        .await
-        .expect("client")
-        .exec_sync(ExecSyncRequest {
-            container_id: id,
-            cmd: vec!["sh".into(), "-c".into(), probe.into()],
-            timeout: 10,
-        })
-        .await
-        .expect("server up");
-    let url =
-        e.d.runtime()
-            .await
-            .expect("client")
-            .port_forward(PortForwardRequest {
-                pod_sandbox_id: pod,
-                port: vec![],
-            })
-            .await
-            .expect("PortForward")
-            .into_inner()
-            .url;
+    let (pod, _) = e.run_web_server("sppf", 8080).await;
+    let url = e.port_forward_url(&pod, &[]).await;
     let (chosen, conn) = dial(&url, &[PORT_FORWARD]).await;
     assert_eq!(chosen, PORT_FORWARD);
     // Two connections to the same port in one session, as two curls through kubectl would.

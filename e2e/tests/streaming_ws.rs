@@ -116,28 +116,8 @@ async fn websocket_attach_fans_out_to_several_clients_and_feeds_stdin() {
             c.tty = false;
         })
         .await;
-    let attach_url = |stdin: bool| {
-        let e = &e;
-        let id = id.clone();
-        async move {
-            e.d.runtime()
-                .await
-                .expect("client")
-                .attach(AttachRequest {
-                    container_id: id,
-                    stdin,
-                    tty: false,
-                    stdout: true,
-                    stderr: true,
-                })
-                .await
-                .expect("Attach")
-                .into_inner()
-                .url
-        }
-    };
-    let mut watcher = connect(&attach_url(false).await, &[V5]).await;
-    let mut writer = connect(&attach_url(true).await, &[V5]).await;
+    let mut watcher = connect(&e.attach_url(&id, false).await, &[V5]).await;
+    let mut writer = connect(&e.attach_url(&id, true).await, &[V5]).await;
     // Give both sessions a moment to be registered by the shim before writing.
     tokio::time::sleep(Duration::from_millis(300)).await;
     writer.send(STDIN, b"ping\n").await.expect("stdin");
@@ -186,42 +166,8 @@ async fn websocket_attach_fans_out_to_several_clients_and_feeds_stdin() {
 #[tokio::test]
 async fn websocket_port_forward_reaches_the_pod_and_reports_refused_ports() {
     let Some(e) = env().await else { return };
-    let script =
-        "mkdir -p /www; echo hello-from-pod > /www/index.html; exec httpd -f -p 8080 -h /www";
-    let (pod, id) = e
-        .run_container("wspf", &["/bin/sh", "-c", script], |c| {
-            c.stdin = false;
-            c.tty = false;
-        })
-        .await;
-    // Wait for the server to listen (inside the pod's network namespace only).
-    let probe = [
-        "sh",
-        "-c",
-        "until wget -q -O /dev/null http://127.0.0.1:8080/index.html; do usleep 50000; done",
-    ];
-    e.d.runtime()
-        .await
-        .expect("client")
-        .exec_sync(proto::cri::ExecSyncRequest {
-            container_id: id,
-            cmd: probe.iter().map(|s| s.to_string()).collect(),
-            timeout: 10,
-        })
-        .await
-        .expect("server up");
-    let url =
-        e.d.runtime()
-            .await
-            .expect("client")
-            .port_forward(PortForwardRequest {
-                pod_sandbox_id: pod.clone(),
-                port: vec![8080, 8081],
-            })
-            .await
-            .expect("PortForward")
-            .into_inner()
-            .url;
+    let (pod, _) = e.run_web_server("wspf", 8080).await;
+    let url = e.port_forward_url(&pod, &[8080, 8081]).await;
     let mut s = connect(&format!("{url}?ports=8080,8081"), &[protocol::PORT_FORWARD]).await;
     s.send(0, b"GET /index.html HTTP/1.0\r\n\r\n")
         .await
