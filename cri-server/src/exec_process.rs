@@ -74,16 +74,38 @@ impl StartError {
     }
 }
 
-/// The running container `id` and its pod, or NotFound / FailedPrecondition.
+/// The running container `id` and its pod, or NotFound / FailedPrecondition, after asking
+/// the pod's shim (for the URL-minting RPCs, which cannot check again later).
 pub async fn running_container(
     state: &DaemonState,
     id: &str,
 ) -> Result<(ContainerRecord, PodRecord), Status> {
+    let rec = container_status::find(state, required(id)?)?;
+    let rec = container_status::refresh(state, rec).await;
+    running(state, rec)
+}
+
+/// [`running_container`] as the record says, without a shim round trip: for ExecSync (the
+/// exec probes' hot path) and streaming sessions, whose exec helper or shim check the
+/// container's process themselves and answer "not running" if it just exited.
+pub fn recorded_running_container(
+    state: &DaemonState,
+    id: &str,
+) -> Result<(ContainerRecord, PodRecord), Status> {
+    running(state, container_status::find(state, required(id)?)?)
+}
+
+fn required(id: &str) -> Result<&str, Status> {
     if id.is_empty() {
         return Err(Status::invalid_argument("container_id is required"));
     }
-    let rec = container_status::find(state, id)?;
-    let rec = container_status::refresh(state, rec).await;
+    Ok(id)
+}
+
+fn running(
+    state: &DaemonState,
+    rec: ContainerRecord,
+) -> Result<(ContainerRecord, PodRecord), Status> {
     if rec.phase != ContainerPhase::Running {
         return Err(Status::failed_precondition(format!(
             "container {} is not running ({:?})",

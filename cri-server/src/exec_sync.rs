@@ -38,7 +38,7 @@ pub async fn exec_sync(
             req.timeout
         )));
     }
-    let (rec, pod) = exec_process::running_container(state, &req.container_id).await?;
+    let (rec, pod) = exec_process::recorded_running_container(state, &req.container_id)?;
     let spec = exec_process::exec_spec(state, &rec, &pod, &req.cmd, false)?;
     let shim = shim_binary(&state.config);
     let mut running = match exec_process::start(&shim, spec, ExecIo::Pipes { stdin: false }).await {

@@ -45,7 +45,7 @@ async fn run(state: &DaemonState, req: &AttachRequest, streams: Streams) -> Outc
         mut stderr,
         resize,
     } = streams;
-    let (rec, pod) = match exec_process::running_container(state, &req.container_id).await {
+    let (rec, pod) = match exec_process::recorded_running_container(state, &req.container_id) {
         Ok(found) => found,
         Err(status) => return Outcome::Error(status.message().to_string()),
     };

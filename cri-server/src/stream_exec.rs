@@ -77,7 +77,7 @@ pub async fn serve_remote_command<F, Fut>(
 }
 
 async fn run(state: &DaemonState, req: &ExecRequest, s: Streams) -> Outcome {
-    let (rec, pod) = match exec_process::running_container(state, &req.container_id).await {
+    let (rec, pod) = match exec_process::recorded_running_container(state, &req.container_id) {
         Ok(found) => found,
         Err(status) => return Outcome::Error(status.message().to_string()),
     };
