@@ -52,6 +52,18 @@ pub async fn create_container(
         .unwrap_or_default();
     crate::container_start::seccomp_setting(&sc)?;
     crate::container_start::apparmor_setting(&sc)?;
+    // As containerd: a group alone would silently run the image's user with another group.
+    if sc.run_as_group.is_some() && sc.run_as_user.is_none() && sc.run_as_username.is_empty() {
+        return Err(Status::invalid_argument(
+            "config.linux.security_context.run_as_group is set without run_as_user or run_as_username",
+        ));
+    }
+    if proto::cri::Signal::try_from(config.stop_signal).is_err() {
+        return Err(Status::invalid_argument(format!(
+            "config.stop_signal: unknown signal {}",
+            config.stop_signal
+        )));
+    }
     // Under the pod's lock, so the pod cannot be stopped or removed (leaving this container
     // behind) between the check that it is ready and the container's record.
     let pod_id = sandbox_status::find(state, &req.pod_sandbox_id)?.id;
@@ -73,12 +85,13 @@ pub async fn create_container(
     let (image_config, _) = state.images.config(&image).map_err(errors::image_status)?;
     let lower = state.images.lower_dirs(&image);
     let process = process_spec(config, &image_config, &lower)?;
-    let stop_signal = image_config
-        .config
-        .as_ref()
-        .and_then(|c| c.stop_signal.as_deref())
-        .and_then(parse_signal)
-        .unwrap_or(libc::SIGTERM);
+    let stop_signal = crate::stop_signal::effective(
+        config,
+        image_config
+            .config
+            .as_ref()
+            .and_then(|c| c.stop_signal.as_deref()),
+    );
 
     let id = new_id();
     let dir = state.containers.dir_of(&id);
@@ -174,19 +187,4 @@ fn log_path(dir: &str, rel: &str) -> String {
         ("", _) => String::new(),
         (d, r) => PathBuf::from(d).join(r).display().to_string(),
     }
-}
-
-/// `SIGTERM`, `TERM` or `15`.
-pub fn parse_signal(s: &str) -> Option<i32> {
-    if let Ok(n) = s.parse::<i32>() {
-        return Some(n);
-    }
-    let name = if s.starts_with("SIG") {
-        s.to_string()
-    } else {
-        format!("SIG{s}")
-    };
-    name.parse::<nix::sys::signal::Signal>()
-        .ok()
-        .map(|sig| sig as i32)
 }

@@ -43,7 +43,7 @@ pub fn process_spec(
             "config.command: no command given and the image defines no entrypoint or cmd",
         ));
     }
-    let env = merge_env(img.env.as_deref().unwrap_or_default(), config);
+    let env = merge_env(img.env.as_deref().unwrap_or_default(), config)?;
     let cwd = match (config.working_dir.as_str(), img.working_dir.as_deref()) {
         ("", Some(w)) if !w.is_empty() => w.to_string(),
         ("", _) => "/".to_string(),
@@ -66,10 +66,18 @@ pub fn process_spec(
     })
 }
 
-fn merge_env(image_env: &[String], config: &ContainerConfig) -> Vec<String> {
+/// The CRI carries env values as bytes; Kubernetes only admits UTF-8 (and a process
+/// environment here is text end to end), so other bytes are refused naming the variable.
+fn merge_env(image_env: &[String], config: &ContainerConfig) -> Result<Vec<String>, Status> {
     let mut env: Vec<String> = image_env.to_vec();
-    for kv in &config.envs {
-        let entry = format!("{}={}", kv.key, kv.value);
+    for (i, kv) in config.envs.iter().enumerate() {
+        let value = std::str::from_utf8(&kv.value).map_err(|_| {
+            Status::invalid_argument(format!(
+                "config.envs[{i}] ({}): value is not valid UTF-8",
+                kv.key
+            ))
+        })?;
+        let entry = format!("{}={value}", kv.key);
         match env
             .iter_mut()
             .find(|e| e.split('=').next() == Some(kv.key.as_str()))
@@ -81,7 +89,7 @@ fn merge_env(image_env: &[String], config: &ContainerConfig) -> Vec<String> {
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, DEFAULT_PATH.to_string());
     }
-    env
+    Ok(env)
 }
 
 /// (uid, gid, supplementary gids — the primary group first) from `run_as_user`/`run_as_username`/`run_as_group`, else the

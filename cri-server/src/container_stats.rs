@@ -96,6 +96,8 @@ pub fn to_cri(sample: &ContainerSample, rates: &CpuRates) -> ContainerStats {
         memory: sample.cgroup.map(memory_usage),
         writable_layer: sample.layer.as_ref().map(filesystem_usage),
         swap: None,
+        // Pressure (PSI) figures are not read yet: io carries only them.
+        io: None,
     }
 }
 
@@ -109,6 +111,7 @@ pub fn cpu_usage(id: &str, c: CgroupSample, rates: &CpuRates) -> CpuUsage {
         timestamp: c.at_ns,
         usage_core_nano_seconds: Some(value(c.stats.cpu_usage_ns)),
         usage_nano_cores: rates.observe(id, sample).map(value),
+        psi: None,
     }
 }
 
@@ -125,6 +128,7 @@ pub fn memory_usage(c: CgroupSample) -> MemoryUsage {
         rss_bytes: Some(value(s.memory_rss)),
         page_faults: Some(value(s.page_faults)),
         major_page_faults: Some(value(s.major_page_faults)),
+        psi: None,
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use proto::cri::{self, image_service_server::ImageService};
 use tonic::{Request, Response, Status};
 
+use crate::list_streams::{ListStream, chunked};
 use crate::state::DaemonState;
 use crate::{image_fs_info, image_list, image_pull, image_remove, image_status};
 
@@ -63,5 +64,22 @@ impl ImageService for ImageServer {
         Ok(Response::new(
             image_fs_info::image_fs_info(&self.state).await,
         ))
+    }
+
+    type StreamImagesStream = ListStream<cri::StreamImagesResponse>;
+
+    async fn stream_images(
+        &self,
+        r: Request<cri::StreamImagesRequest>,
+    ) -> Rpc<Self::StreamImagesStream> {
+        let list = image_list::list_images(
+            &self.state.images,
+            &cri::ListImagesRequest {
+                filter: r.into_inner().filter,
+            },
+        );
+        Ok(Response::new(chunked(list.images, |images| {
+            cri::StreamImagesResponse { images }
+        })))
     }
 }

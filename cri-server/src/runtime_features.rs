@@ -34,6 +34,8 @@ pub fn handler_features() -> RuntimeHandlerFeatures {
 pub fn runtime_features() -> RuntimeFeatures {
     RuntimeFeatures {
         supplemental_groups_policy: true,
+        // A user namespace with the host's network is refused (crate::userns).
+        user_namespaces_host_network: false,
     }
 }
 

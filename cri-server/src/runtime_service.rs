@@ -7,12 +7,14 @@ use std::sync::Arc;
 use proto::cri::{self, runtime_service_server::RuntimeService};
 use tonic::{Request, Response, Status};
 
+use crate::list_streams::{ListStream, chunked};
 use crate::state::DaemonState;
 use crate::{
     attach, container_checkpoint, container_create, container_events, container_list,
     container_remove, container_start, container_stats, container_status, container_stop,
     container_update, exec, exec_sync, pod_metrics, port_forward, runtime_config, sandbox_list,
-    sandbox_remove, sandbox_run, sandbox_stats, sandbox_status, sandbox_stop, status, version,
+    sandbox_remove, sandbox_run, sandbox_stats, sandbox_status, sandbox_stop, sandbox_update,
+    status, version,
 };
 
 type Rpc<T> = Result<Response<T>, Status>;
@@ -272,5 +274,104 @@ impl RuntimeService for Runtime {
         pod_metrics::list_pod_sandbox_metrics(&self.state, r.get_ref())
             .await
             .map(Response::new)
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        r: Request<cri::UpdatePodSandboxResourcesRequest>,
+    ) -> Rpc<cri::UpdatePodSandboxResourcesResponse> {
+        sandbox_update::update_pod_sandbox_resources(&self.state, r.get_ref())
+            .await
+            .map(Response::new)
+    }
+
+    type StreamPodSandboxesStream = ListStream<cri::StreamPodSandboxesResponse>;
+
+    async fn stream_pod_sandboxes(
+        &self,
+        r: Request<cri::StreamPodSandboxesRequest>,
+    ) -> Rpc<Self::StreamPodSandboxesStream> {
+        let list = sandbox_list::list_pod_sandbox(
+            &self.state,
+            &cri::ListPodSandboxRequest {
+                filter: r.into_inner().filter,
+            },
+        );
+        Ok(Response::new(chunked(list.items, |pod_sandboxes| {
+            cri::StreamPodSandboxesResponse { pod_sandboxes }
+        })))
+    }
+
+    type StreamContainersStream = ListStream<cri::StreamContainersResponse>;
+
+    async fn stream_containers(
+        &self,
+        r: Request<cri::StreamContainersRequest>,
+    ) -> Rpc<Self::StreamContainersStream> {
+        let list = container_list::list_containers(
+            &self.state,
+            &cri::ListContainersRequest {
+                filter: r.into_inner().filter,
+            },
+        )
+        .await;
+        Ok(Response::new(chunked(list.containers, |containers| {
+            cri::StreamContainersResponse { containers }
+        })))
+    }
+
+    type StreamContainerStatsStream = ListStream<cri::StreamContainerStatsResponse>;
+
+    async fn stream_container_stats(
+        &self,
+        r: Request<cri::StreamContainerStatsRequest>,
+    ) -> Rpc<Self::StreamContainerStatsStream> {
+        let list = container_stats::list_container_stats(
+            &self.state,
+            &cri::ListContainerStatsRequest {
+                filter: r.into_inner().filter,
+            },
+        )
+        .await?;
+        Ok(Response::new(chunked(list.stats, |container_stats| {
+            cri::StreamContainerStatsResponse { container_stats }
+        })))
+    }
+
+    type StreamPodSandboxStatsStream = ListStream<cri::StreamPodSandboxStatsResponse>;
+
+    async fn stream_pod_sandbox_stats(
+        &self,
+        r: Request<cri::StreamPodSandboxStatsRequest>,
+    ) -> Rpc<Self::StreamPodSandboxStatsStream> {
+        let list = sandbox_stats::list_pod_sandbox_stats(
+            &self.state,
+            &cri::ListPodSandboxStatsRequest {
+                filter: r.into_inner().filter,
+            },
+        )
+        .await?;
+        Ok(Response::new(chunked(list.stats, |pod_sandbox_stats| {
+            cri::StreamPodSandboxStatsResponse { pod_sandbox_stats }
+        })))
+    }
+
+    type StreamPodSandboxMetricsStream = ListStream<cri::StreamPodSandboxMetricsResponse>;
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _: Request<cri::StreamPodSandboxMetricsRequest>,
+    ) -> Rpc<Self::StreamPodSandboxMetricsStream> {
+        let list = pod_metrics::list_pod_sandbox_metrics(
+            &self.state,
+            &cri::ListPodSandboxMetricsRequest {},
+        )
+        .await?;
+        Ok(Response::new(chunked(
+            list.pod_metrics,
+            |pod_sandbox_metrics| cri::StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics,
+            },
+        )))
     }
 }

@@ -129,6 +129,7 @@ pub fn to_cri(sample: &PodSample, cache: &StatsCache) -> PodSandboxStats {
                 process_count: Some(value(c.stats.pids)),
             }),
             containers,
+            io: None,
         }),
         windows: None,
     }
