@@ -1,5 +1,7 @@
 //! `StopContainer`: the image's stop signal (default SIGTERM), then SIGKILL after the
-//! timeout; returns once the container is dead. Stopping a stopped container succeeds.
+//! timeout; returns once the container is dead. Stopping a stopped container succeeds, and so
+//! does stopping one that does not exist (CRI idempotence: kubelet retries stops of containers
+//! that may already be gone, and critest checks it).
 
 use std::time::{Duration, Instant};
 
@@ -9,8 +11,9 @@ use runtime_core::shim::client;
 use tonic::Status;
 use tracing::info;
 
-use crate::container_status::{find, refresh};
+use crate::container_status::refresh;
 use crate::container_store::{ContainerPhase, ContainerRecord};
+use crate::record_store::Lookup;
 use crate::state::DaemonState;
 
 /// How long berthd waits for a SIGKILLed container to be reaped.
@@ -23,11 +26,22 @@ pub async fn stop_container(
     if req.container_id.is_empty() {
         return Err(Status::invalid_argument("container_id is required"));
     }
-    let id = find(state, &req.container_id)?.id;
+    let id = match state.containers.lookup(&req.container_id) {
+        Lookup::Found(rec) => rec.id,
+        Lookup::Missing => return Ok(StopContainerResponse {}),
+        Lookup::Ambiguous(n) => {
+            return Err(Status::not_found(format!(
+                "container id prefix {} matches {n} containers",
+                req.container_id
+            )));
+        }
+    };
     let lock = state.containers.lock_for(&id);
     let _guard = lock.lock().await;
-    // Another call may have started or removed it while this one waited for the lock.
-    let rec = find(state, &id)?;
+    // Another call may have removed it while this one waited for the lock: stopped enough.
+    let Some(rec) = state.containers.get(&id) else {
+        return Ok(StopContainerResponse {});
+    };
     let timeout = Duration::from_secs(req.timeout.max(0) as u64);
     stop(state, rec, timeout).await?;
     Ok(StopContainerResponse {})

@@ -131,8 +131,12 @@ pub fn pod_spec(id: &str, c: &PodSandboxConfig) -> Result<PodSpec, Status> {
         .and_then(|s| s.namespace_options.clone())
         .unwrap_or_default();
     let namespaces = namespace_modes(&ns)?;
+    // As containerd and CRI-O: a pod without a hostname gets the node's (kubelet always sets
+    // one for real pods; the pod's name need not be a valid host name).
     let hostname = if c.hostname.is_empty() {
-        m.name.clone()
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .map_err(|e| Status::internal(format!("read the node's hostname: {e}")))?
     } else {
         c.hostname.clone()
     };

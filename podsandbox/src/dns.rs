@@ -53,23 +53,23 @@ pub fn hosts(hostname: &str, ip: Option<IpAddr>) -> String {
     out
 }
 
-/// Checks a hostname (RFC 1123 labels, at most 64 bytes as Linux allows).
+/// Checks a hostname against what the kernel and the pod's files can hold: at most 64 bytes
+/// (`HOST_NAME_MAX`), and no whitespace or control characters, which would corrupt the pod's
+/// `/etc/hosts` and `/etc/hostname`. Anything else is the kubelet's to validate, as in
+/// containerd and CRI-O (capitals, long labels and underscores are accepted).
 pub fn validate_hostname(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.split('.').all(|l| {
-            !l.is_empty()
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "hostname `{name}` is not a valid RFC 1123 host name of at most 64 bytes"
-        ))
+    if name.len() > 64 {
+        return Err(format!(
+            "hostname `{name}` is {} bytes; the kernel takes at most 64",
+            name.len()
+        ));
     }
+    if let Some(c) = name.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "hostname {name:?} contains {c:?}; whitespace and control characters would corrupt the pod's /etc/hosts"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -111,7 +111,11 @@ mod tests {
         assert!(h.contains("127.0.0.1\tlocalhost"));
         assert!(h.ends_with("10.88.0.5\tweb-0\n"));
         assert!(validate_hostname("web-0.svc").is_ok());
-        assert!(validate_hostname("-bad").is_err());
+        // What the kernel takes and other runtimes accept.
+        assert!(validate_hostname("-odd_Name.").is_ok());
+        assert!(validate_hostname(&"A".repeat(64)).is_ok());
         assert!(validate_hostname(&"a".repeat(65)).is_err());
+        assert!(validate_hostname("two words").is_err());
+        assert!(validate_hostname("line\n10.0.0.1 evil").is_err());
     }
 }

@@ -151,7 +151,8 @@ impl PodRuntime {
     /// Checks a spec before anything is created.
     pub fn validate(&self, spec: &PodSpec) -> Result<BTreeMap<String, String>, PodError> {
         if !spec.namespaces.host_network && !spec.hostname.is_empty() {
-            dns::validate_hostname(&spec.hostname).map_err(PodError::Invalid)?;
+            dns::validate_hostname(&spec.hostname)
+                .map_err(|e| PodError::Invalid(format!("config.hostname: {e}")))?;
         }
         dns::resolv_conf(&spec.dns, "").map_err(|e| PodError::Invalid(e.to_string()))?;
         if !spec.cgroup_parent.is_empty() {

@@ -11,8 +11,10 @@ pub struct SysctlError {
 }
 
 /// Checks `sysctls` (names with `.` or `/` separators) and returns them normalized to `.`.
-/// Allowed: `net.*` when the pod has its own network namespace, and `kernel.shm*`,
-/// `kernel.msg*`, `kernel.sem` when it has its own IPC namespace.
+/// Allowed, as runc allows them: `net.*` when the pod has its own network namespace;
+/// `kernel.shm*`, `kernel.msg*`, `kernel.sem` and `fs.mqueue.*` when it has its own IPC
+/// namespace; `kernel.hostname` and `kernel.domainname` when it has its own UTS namespace
+/// (berth gives a pod its own UTS namespace exactly when it has its own network namespace).
 pub fn validate(
     sysctls: &BTreeMap<String, String>,
     own_net: bool,
@@ -47,15 +49,22 @@ pub fn validate(
         } else if key.starts_with("kernel.shm")
             || key.starts_with("kernel.msg")
             || key == "kernel.sem"
+            || key.starts_with("fs.mqueue.")
         {
             if !own_ipc {
                 return Err(bad(
                     "IPC sysctls need the pod's own IPC namespace (not hostIPC)",
                 ));
             }
+        } else if key == "kernel.hostname" || key == "kernel.domainname" {
+            if !own_net {
+                return Err(bad(
+                    "UTS sysctls need the pod's own UTS namespace (not hostNetwork)",
+                ));
+            }
         } else {
             return Err(bad(
-                "not a namespaced sysctl a pod may set (allowed: net.*, kernel.shm*, kernel.msg*, kernel.sem)",
+                "not a namespaced sysctl a pod may set (allowed: net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*, kernel.hostname, kernel.domainname)",
             ));
         }
         out.insert(key, value.clone());
@@ -80,6 +89,8 @@ mod tests {
                 ("net/ipv4/ip_unprivileged_port_start", "0"),
                 ("kernel.shmmax", "1000"),
                 ("kernel.sem", "1 2 3 4"),
+                ("fs.mqueue.msg_max", "100"),
+                ("kernel.domainname", "example"),
             ]),
             true,
             true,
@@ -96,6 +107,9 @@ mod tests {
         let e = validate(&map(&[("net.ipv4.ip_forward", "1")]), false, true).expect_err("host net");
         assert!(e.reason.contains("hostNetwork"));
         assert!(validate(&map(&[("kernel.msgmax", "1")]), true, false).is_err());
+        assert!(validate(&map(&[("fs.mqueue.msg_max", "1")]), true, false).is_err());
+        assert!(validate(&map(&[("fs.file-max", "1")]), true, true).is_err());
+        assert!(validate(&map(&[("kernel.domainname", "x")]), false, true).is_err());
         assert!(validate(&map(&[("net..x", "1")]), true, true).is_err());
         assert!(validate(&map(&[("net.x", "1\n2")]), true, true).is_err());
     }
