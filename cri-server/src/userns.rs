@@ -160,6 +160,11 @@ pub fn ranges(mappings: &[IdMapping], field: &str) -> Result<Vec<IdRange>, Statu
             }
         }
     }
+    // As containerd: the namespace's root must exist, for the pod's files and for the
+    // container's own setup to have an owner inside.
+    if !mappings.iter().any(|m| m.container_id == 0) {
+        return invalid("container ID 0 must be mapped".into());
+    }
     for side in ["container_id", "host_id"] {
         if let Some((a, b)) = overlap(mappings, side) {
             return invalid(format!("[{a}] and [{b}] overlap in {side}"));
@@ -269,6 +274,8 @@ mod tests {
             "f",
         )
         .expect("a large mapping is accepted");
+        let e = err(&opts(NamespaceMode::Pod, vec![mapping(1, 100_000, 1000)]));
+        assert!(e.contains("container ID 0 must be mapped"), "{e}");
         let e = err(&opts(NamespaceMode::Pod, vec![]));
         assert!(e.contains("at least one mapping"), "{e}");
         let e = err(&opts(NamespaceMode::Pod, vec![mapping(0, u32::MAX, 2)]));

@@ -271,10 +271,13 @@ fn next_cut(pending: &[u8], skip: usize, max_line: usize, eof: bool) -> Option<C
             consumed: max_line,
         });
     }
+    // An unterminated last chunk is partial, as containerd writes it: kubelet reads `F` as a
+    // complete line and would add a newline the container never wrote (a termination
+    // message from logs, `FallbackToLogsOnError`, would then end in one).
     if eof && !pending.is_empty() {
         return Some(Cut {
             content_len: pending.len(),
-            tag: Tag::Full,
+            tag: Tag::Partial,
             consumed: pending.len(),
         });
     }
@@ -501,7 +504,7 @@ mod tests {
 
     #[test]
     fn cut_at_eof_flushes_unterminated_line() {
-        assert_eq!(next_cut(b"abc", 0, 4, true), cut(3, Tag::Full, 3));
+        assert_eq!(next_cut(b"abc", 0, 4, true), cut(3, Tag::Partial, 3));
     }
 
     #[test]
@@ -510,7 +513,7 @@ mod tests {
         assert_eq!(next_cut(&long, 0, 0, false), None);
         assert_eq!(
             next_cut(&long, 0, 0, true),
-            cut(100_000, Tag::Full, 100_000)
+            cut(100_000, Tag::Partial, 100_000)
         );
     }
 

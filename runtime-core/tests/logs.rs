@@ -100,7 +100,7 @@ fn many_lines_in_one_write_are_separate_records() {
         ]
     );
     t.log.close_stream(Stream::Stdout).expect("close");
-    assert_eq!(records(t.log.path())[3], full(Stream::Stdout, b"fou"));
+    assert_eq!(records(t.log.path())[3], partial(Stream::Stdout, b"fou"));
 }
 
 #[test]
@@ -154,7 +154,7 @@ fn line_of_exactly_max_line_is_one_full_record() {
 }
 
 #[test]
-fn close_stream_writes_unterminated_line_as_full() {
+fn close_stream_writes_unterminated_line_as_partial() {
     let mut t = open_log();
     t.log
         .write(Stream::Stdout, b"no newline at end")
@@ -163,7 +163,7 @@ fn close_stream_writes_unterminated_line_as_full() {
     t.log.close_stream(Stream::Stdout).expect("close twice");
     assert_eq!(
         records(t.log.path()),
-        [full(Stream::Stdout, b"no newline at end")]
+        [partial(Stream::Stdout, b"no newline at end")]
     );
 }
 
@@ -189,7 +189,7 @@ fn stdout_and_stderr_keep_separate_buffers() {
         [
             full(Stream::Stdout, b"out-line"),
             full(Stream::Stderr, b"err-line"),
-            full(Stream::Stdout, b"out2"),
+            partial(Stream::Stdout, b"out2"),
         ]
     );
 }
