@@ -103,6 +103,12 @@ fn image_volume(
             m.host_path
         )));
     }
+    // The CRI: image volumes are read-only by definition; a client asking otherwise is told.
+    if !m.readonly {
+        return Err(Status::invalid_argument(format!(
+            "{field}.readonly: an image volume is always read-only; set readonly to true"
+        )));
+    }
     let image = state.images.resolve(&spec.image).ok_or_else(|| {
         Status::not_found(format!(
             "{field}.image: image `{}` for the volume at {} is not present: pull it first",
@@ -116,12 +122,44 @@ fn image_volume(
             spec.image
         )));
     }
+    if !m.image_sub_path.is_empty() {
+        check_sub_path(&m.image_sub_path, &spec.image, &lower, field)?;
+    }
     Ok(ImageVolume {
         index,
         image: spec.image.clone(),
         image_id: image.id,
         lower,
     })
+}
+
+/// An image volume's `image_sub_path`: relative, without `..`, and an existing directory of
+/// the image (resolved inside its merged layers, as the container will see it).
+fn check_sub_path(sub: &str, image: &str, lower: &[PathBuf], field: &str) -> Result<(), Status> {
+    let invalid = |why: String| Status::invalid_argument(format!("{field}.image_sub_path: {why}"));
+    let path = std::path::Path::new(sub);
+    if path.is_absolute()
+        || path
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Err(invalid(format!(
+            "`{sub}` must be a relative path without `..`"
+        )));
+    }
+    let layers: Vec<&std::path::Path> = lower.iter().map(PathBuf::as_path).collect();
+    match mount_api::stat_in_layers(&layers, sub) {
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => Ok(()),
+        Ok(_) => Err(invalid(format!(
+            "`{sub}` in image `{image}` is not a directory (berth mounts directories of images only)"
+        ))),
+        Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ENOTDIR) => Err(Status::not_found(
+            format!("{field}.image_sub_path: `{sub}` does not exist in image `{image}`"),
+        )),
+        Err(e) => Err(Status::internal(format!(
+            "{field}.image_sub_path: look up `{sub}` in image `{image}`: {e}"
+        ))),
+    }
 }
 
 /// Who holds an image volume's layers: one holder per container mount.
@@ -172,6 +210,11 @@ pub fn mount_spec(rec: &ContainerRecord, index: usize, m: &cri::Mount) -> MountS
             _ => 0,
         },
         recursive_read_only: m.recursive_read_only,
+        image_sub_path: if volume.is_some() {
+            m.image_sub_path.clone()
+        } else {
+            String::new()
+        },
         image_layers: volume
             .map(|v| v.lower.iter().map(|p| p.display().to_string()).collect())
             .unwrap_or_default(),

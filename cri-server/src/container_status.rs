@@ -157,6 +157,18 @@ pub fn cri_state(rec: &ContainerRecord) -> ContainerState {
     }
 }
 
+/// The container's mounts; an image volume's `image.image_ref` is the ID of the image it
+/// mounts (as `PullImage` returned it: kubelet reports it as the volume's image digest).
+fn mounts_with_image_refs(rec: &ContainerRecord) -> Vec<proto::cri::Mount> {
+    let mut mounts = rec.config.mounts.clone();
+    for v in &rec.image_volumes {
+        if let Some(image) = mounts.get_mut(v.index).and_then(|m| m.image.as_mut()) {
+            image.image_ref = v.image_id.clone();
+        }
+    }
+    mounts
+}
+
 /// The CRI status of a container record.
 pub fn to_status(rec: &ContainerRecord) -> ContainerStatus {
     ContainerStatus {
@@ -176,7 +188,7 @@ pub fn to_status(rec: &ContainerRecord) -> ContainerStatus {
         message: rec.message.clone(),
         labels: rec.config.labels.clone(),
         annotations: rec.config.annotations.clone(),
-        mounts: rec.config.mounts.clone(),
+        mounts: mounts_with_image_refs(rec),
         log_path: rec.log_path.clone(),
         resources: rec.config.linux.as_ref().and_then(|l| {
             l.resources.clone().map(|r| ContainerResources {

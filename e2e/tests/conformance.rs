@@ -27,7 +27,7 @@ async fn hostnames_are_taken_as_the_kernel_takes_them() {
     let (_, lines) = e
         .run_to_end(&pod, &pc, e.container("h", &["hostname"]))
         .await;
-    assert_eq!(lines, [node.clone()], "empty hostname gives the node's");
+    assert_eq!(lines, [node], "empty hostname gives the node's");
 
     // Capitals, underscores and 64 bytes: what the kernel accepts, berth accepts.
     let long = format!("Web_{}", "X".repeat(60));
@@ -148,7 +148,7 @@ async fn stop_of_unknown_container_succeeds_and_list_streams_match_lists() {
     while let Some(r) = s.message().await.expect("stream") {
         pods.extend(r.pod_sandboxes.into_iter().map(|p| p.id));
     }
-    assert_eq!(pods, [pod.clone()]);
+    assert_eq!(pods, std::slice::from_ref(&pod));
 
     let mut ctrs = Vec::new();
     let mut s = rt

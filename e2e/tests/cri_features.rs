@@ -461,6 +461,74 @@ async fn image_volumes_mount_an_images_layers_read_only_and_hold_them() {
 }
 
 #[tokio::test]
+async fn image_volume_sub_paths_mount_a_directory_of_the_image_only() {
+    let Some(e) = env().await else { return };
+    let mut base = LayerBuilder::new();
+    base.file("/etc/passwd", "root:x:0:0::/root:/bin/sh\n", 0o644)
+        .file("/data/deep/file", "deep\n", 0o644)
+        .symlink("/escape", "../../../../..");
+    let mut top = LayerBuilder::new();
+    top.file("/data/top", "top\n", 0o644);
+    let (_, id_ref) = data_image(&e, "subpath", vec![base, top]).await;
+
+    let pc = e.pod("imgvol-sub");
+    let pod = e.run_pod(&pc).await;
+    let mut etc = image_mount("/vol", &id_ref);
+    etc.image_sub_path = "etc".into();
+    let mut data = image_mount("/data", &id_ref);
+    data.image_sub_path = "data".into();
+    let id = sleeping(&e, &pod, &pc, "imgvol-sub", |c| {
+        c.mounts = vec![etc.clone(), data.clone()];
+    })
+    .await;
+    let (code, out, err) = exec_sh(
+        &e,
+        &id,
+        "ls /vol; ls /data; cat /data/deep/file; ls /vol/etc 2>/dev/null || echo no-etc; \
+         touch /vol/x 2>/dev/null && echo writable || echo readonly",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out, "passwd\ndeep\ntop\ndeep\nno-etc\nreadonly\n",
+        "only the sub path is mounted, merged across layers, read-only"
+    );
+    // ContainerStatus reports the volume's image by the ID PullImage returned.
+    let st = e.status(&id).await;
+    let image = st.mounts[0].image.as_ref().expect("image");
+    assert!(image.image_ref.starts_with("sha256:"), "{image:?}");
+    assert_eq!(st.mounts[0].image_sub_path, "etc");
+
+    // Missing, escaping, absolute and file sub paths, and a writable image volume, are refused
+    // at CreateContainer, naming the field.
+    let cases: [(&str, bool, Code, &str); 6] = [
+        ("not-existing", true, Code::NotFound, "does not exist"),
+        // Leads to the host's /etc/hostname if symlinks were followed on the host.
+        (
+            "escape/etc/hostname",
+            true,
+            Code::NotFound,
+            "does not exist",
+        ),
+        ("../etc", true, Code::InvalidArgument, "without `..`"),
+        ("/etc", true, Code::InvalidArgument, "relative"),
+        ("etc/passwd", true, Code::InvalidArgument, "not a directory"),
+        ("", false, Code::InvalidArgument, "readonly"),
+    ];
+    for (i, (sub, readonly, code, says)) in cases.into_iter().enumerate() {
+        let mut m = image_mount("/vol", &id_ref);
+        m.image_sub_path = sub.into();
+        m.readonly = readonly;
+        let mut c = e.container(&format!("bad-sub-{i}"), &["true"]);
+        c.mounts = vec![m];
+        let err = e.create(&pod, &pc, c).await.expect_err("refused");
+        assert_eq!(err.code(), code, "{sub}: {err}");
+        assert!(err.message().contains("config.mounts[0]"), "{err}");
+        assert!(err.message().contains(says), "{sub}: {err}");
+    }
+}
+
+#[tokio::test]
 async fn image_volume_for_an_image_not_pulled_is_not_found() {
     let Some(e) = env().await else { return };
     let pc = e.pod("imgvol-missing");

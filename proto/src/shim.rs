@@ -310,6 +310,10 @@ pub struct MountSpec {
     pub uid_mappings: Vec<IdMapping>,
     #[prost(message, repeated, tag = "10")]
     pub gid_mappings: Vec<IdMapping>,
+    /// For an image volume: the directory inside the image to mount instead of its root
+    /// (CRI `image_sub_path`), resolved inside the image.
+    #[prost(string, tag = "11")]
+    pub image_sub_path: String,
 }
 
 /// A container process as the shim knows it.

@@ -165,6 +165,112 @@ fn parse_release(release: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
+/// `open_how` of `openat2(2)`.
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_IN_ROOT: u64 = 0x10;
+
+/// An `O_PATH` fd of `path` looked up inside the tree `root` refers to, as if `root` were `/`:
+/// absolute symlinks and `..` stay inside it, `/proc` magic links are refused
+/// (`openat2(RESOLVE_IN_ROOT)`, Linux 5.6). For paths taken from untrusted images.
+pub fn open_in_tree(root: &OwnedFd, path: &str) -> nix::Result<OwnedFd> {
+    let path = CString::new(path).map_err(|_| Errno::EINVAL)?;
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: openat2 with a valid dirfd, NUL-terminated path and correctly sized open_how.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// A detached copy (non-recursive) of the mount at the `O_PATH` fd `at`, which must be in
+/// the caller's mount namespace.
+pub fn clone_at(at: &OwnedFd) -> nix::Result<OwnedFd> {
+    let flags =
+        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint;
+    // SAFETY: open_tree on an fd with an empty path; a non-negative result is a new fd.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, at.as_raw_fd(), c"".as_ptr(), flags) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+
+/// A read-only, nosuid, nodev overlay of `lowers` (top first, at least two) that is attached
+/// nowhere (`fsopen`/`fsmount`, Linux 5.2): a view of an image's merged layers that needs no
+/// mount namespace of its own and vanishes with the fd.
+pub fn detached_overlay(lowers: &[&Path]) -> nix::Result<OwnedFd> {
+    let joined: Vec<&[u8]> = lowers.iter().map(|p| p.as_os_str().as_bytes()).collect();
+    let value = CString::new(joined.join(&b':')).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: fsopen with a NUL-terminated fs name; a non-negative result is a new fd.
+    let fs = unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) };
+    if fs < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as i32) };
+    let config = |cmd: libc::c_uint, key: *const libc::c_char, value: *const libc::c_char| {
+        // SAFETY: fsconfig on our fs context with NUL-terminated strings (or nulls for CREATE).
+        let rc = unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, key, value, 0) };
+        if rc < 0 { Err(Errno::last()) } else { Ok(()) }
+    };
+    config(FSCONFIG_SET_STRING, c"lowerdir".as_ptr(), value.as_ptr())?;
+    config(FSCONFIG_CMD_CREATE, std::ptr::null(), std::ptr::null())?;
+    let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    // SAFETY: fsmount of a created fs context; a non-negative result is a new fd.
+    let mnt = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) };
+    if mnt < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(mnt as i32) })
+}
+
+/// What `sub_path` is inside the merged view of an image's layers (`lowers`, top first),
+/// resolved as the container would see it (whiteouts, opaque dirs and symlinks included, never
+/// leaving the image): its `stat`, or the error of the lookup (`ENOENT` when it is absent).
+pub fn stat_in_layers(lowers: &[&Path], sub_path: &str) -> nix::Result<nix::sys::stat::FileStat> {
+    let root = match lowers {
+        [] => return Err(Errno::ENOENT),
+        [single] => nix::fcntl::open(
+            *single,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?,
+        many => detached_overlay(many)?,
+    };
+    let found = open_in_tree(&root, sub_path)?;
+    nix::sys::stat::fstat(&found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +285,37 @@ mod tests {
     #[test]
     fn mount_attr_has_the_kernels_version_0_size() {
         assert_eq!(std::mem::size_of::<MountAttr>(), 32);
+    }
+
+    #[test]
+    fn sub_paths_resolve_in_merged_layers_and_never_leave_them() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: overlay mounts need root");
+            return;
+        }
+        let t = tempfile::tempdir().expect("tempdir");
+        let (top, base) = (t.path().join("top"), t.path().join("base"));
+        std::fs::create_dir_all(base.join("etc/conf")).expect("base");
+        std::fs::create_dir_all(top.join("data")).expect("top");
+        std::os::unix::fs::symlink("/etc", top.join("link")).expect("symlink");
+        std::os::unix::fs::symlink("../../../../..", top.join("up")).expect("symlink");
+        let layers = [top.as_path(), base.as_path()];
+        let is_dir = |p: &str| {
+            stat_in_layers(&layers, p).map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        };
+        assert_eq!(is_dir("etc/conf"), Ok(true), "from the lower layer");
+        assert_eq!(is_dir("data"), Ok(true), "from the upper layer");
+        assert_eq!(
+            is_dir("link/conf"),
+            Ok(true),
+            "an absolute symlink stays in the image"
+        );
+        assert_eq!(is_dir("nope"), Err(Errno::ENOENT));
+        // `..` past the image's root stays at its root: the host's /etc/passwd is not found.
+        assert_eq!(is_dir("up/etc/passwd"), Err(Errno::ENOENT));
+        assert_eq!(
+            is_dir("etc/conf"),
+            stat_in_layers(&[base.as_path()], "etc/conf").map(|_| true)
+        );
     }
 }

@@ -42,10 +42,50 @@ pub(super) fn mount_image(
     root: &OwnedFd,
     destination: &str,
     layers: &[PathBuf],
+    sub_path: &str,
     userns: Option<(&IdMap, &OwnedFd)>,
 ) -> Result<(), Failure> {
     let target_fd = create_in_root(root, destination, Leaf::Dir)?;
-    let target = fd_path(&target_fd);
+    mount_image_root(root, &target_fd, destination, layers, userns)?;
+    if sub_path.is_empty() {
+        return Ok(());
+    }
+    narrow_to_sub_path(root, &target_fd, destination, sub_path)
+}
+
+/// Replaces the image mounted at `destination` by its directory `sub_path`: looked up inside
+/// the mounted image (never leaving it), cloned, restricted before it is attached, then the
+/// whole image is unmounted from under it.
+fn narrow_to_sub_path(
+    root: &OwnedFd,
+    target_fd: &OwnedFd,
+    destination: &str,
+    sub_path: &str,
+) -> Result<(), Failure> {
+    let what = || format!("mount {sub_path} of the image volume on {destination}");
+    let image_root = open_in_root(root, destination).context(what)?;
+    let sub = mount_api::open_in_tree(&image_root, sub_path).context(what)?;
+    let tree = mount_api::clone_at(&sub).context(what)?;
+    let restricted =
+        mount_api::MOUNT_ATTR_RDONLY | mount_api::MOUNT_ATTR_NOSUID | mount_api::MOUNT_ATTR_NODEV;
+    mount_api::set_attributes(&tree, false, restricted, None).context(what)?;
+    nix::mount::umount2(
+        fd_path(&image_root).as_str(),
+        nix::mount::MntFlags::MNT_DETACH,
+    )
+    .context(what)?;
+    mount_api::attach(&tree, target_fd).context(what)
+}
+
+/// Mounts the image's layers read-only on `target_fd` (see [`mount_image`]).
+fn mount_image_root(
+    root: &OwnedFd,
+    target_fd: &OwnedFd,
+    destination: &str,
+    layers: &[PathBuf],
+    userns: Option<(&IdMap, &OwnedFd)>,
+) -> Result<(), Failure> {
+    let target = fd_path(target_fd);
     let idmapped = idmapped_layers(layers, userns, destination)?;
     let sources: Vec<PathBuf> = if idmapped.is_empty() {
         layers.to_vec()
@@ -58,7 +98,7 @@ pub(super) fn mount_image(
         [] => Err(Failure::plain(format!("{}: no layers", what()), None)),
         [single] => {
             match idmapped.first() {
-                Some(tree) => mount_api::attach(tree, &target_fd).context(what)?,
+                Some(tree) => mount_api::attach(tree, target_fd).context(what)?,
                 None => mount(
                     Some(single.as_path()),
                     target.as_str(),

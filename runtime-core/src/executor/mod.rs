@@ -209,6 +209,9 @@ pub enum MountKind {
     Image {
         /// Layer directories, top layer first.
         layers: Vec<PathBuf>,
+        /// A directory inside the image to mount instead of its root ("" for the root),
+        /// looked up inside the mounted image.
+        sub_path: String,
     },
     /// A new tmpfs; `options` as for mount(8), e.g. `"size=64m,mode=1777,noexec"`.
     Tmpfs {

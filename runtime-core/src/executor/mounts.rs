@@ -213,9 +213,13 @@ pub(super) fn mount_cri(root: &OwnedFd, m: &Mount, idmaps: &Idmaps) -> Result<()
             let (flags, data) = parse_options(options);
             mount_new(root, &m.destination, "tmpfs", "tmpfs", flags, &data)
         }
-        MountKind::Image { layers } => {
-            super::image_mount::mount_image(root, &m.destination, layers, idmaps.container())
-        }
+        MountKind::Image { layers, sub_path } => super::image_mount::mount_image(
+            root,
+            &m.destination,
+            layers,
+            sub_path,
+            idmaps.container(),
+        ),
     }
 }
 

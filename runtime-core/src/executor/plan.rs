@@ -155,7 +155,7 @@ fn check_mount_kind(mount: &super::Mount) -> Result<(), String> {
             }
             Ok(())
         }
-        MountKind::Image { layers } => {
+        MountKind::Image { layers, .. } => {
             if layers.is_empty() {
                 return Err(format!("image volume {dest} has no layers"));
             }

@@ -637,6 +637,7 @@ fn to_mount(m: &MountSpec) -> Mount {
     } else if !m.image_layers.is_empty() {
         MountKind::Image {
             layers: m.image_layers.iter().map(PathBuf::from).collect(),
+            sub_path: m.image_sub_path.clone(),
         }
     } else {
         MountKind::Bind {
