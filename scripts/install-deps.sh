@@ -6,12 +6,14 @@
 #   tests:  docker-registry (the e2e registry), apache2-utils (htpasswd for its auth),
 #           busybox (dynamic; the test images' userland), nftables + iproute2 (pod network),
 #           containernetworking-plugins (CNI bridge/host-local/portmap for CNI tests),
-#           openssl (a throwaway certificate for the streaming server's TLS test)
+#           openssl (a throwaway certificate for the streaming server's TLS test),
+#           skopeo + jq + xz-utils (critest's offline images and the critest binary)
 set -euo pipefail
 
 packages=(protobuf-compiler gcc libc6-dev ca-certificates)
 if [[ ${1:-test} == test ]]; then
-    packages+=(docker-registry apache2-utils busybox nftables iproute2 containernetworking-plugins openssl)
+    packages+=(docker-registry apache2-utils busybox nftables iproute2 containernetworking-plugins openssl
+        skopeo jq xz-utils)
 fi
 
 missing=()

@@ -16,3 +16,5 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --locked --no-fail-fast
 fi
+# The community's CRI validation suite against this tree's berthd (serially, after the rest).
+scripts/critest.sh

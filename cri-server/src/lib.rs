@@ -27,6 +27,7 @@ pub mod events;
 pub mod exec;
 pub mod exec_process;
 pub mod exec_sync;
+pub mod grpc_deadline;
 pub mod image_fs_info;
 pub mod image_list;
 pub mod image_pull;

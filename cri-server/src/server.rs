@@ -77,6 +77,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .layer(GrpcMetricsLayer::new(state.metrics.clone()))
+        .layer(crate::grpc_deadline::DeadlineLayer)
         .add_service(
             RuntimeServiceServer::new(Runtime::new(state.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)

@@ -26,18 +26,19 @@ pub fn berthd_binary() -> io::Result<PathBuf> {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test-binary> -> target/<profile>/berthd
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| io::Error::other(format!("no target dir above {}", exe.display())))?;
-    let bin = profile_dir.join("berthd");
-    if !bin.exists() {
+    // target/<profile>/deps/<test-binary> or target/<profile>/<bin> -> target/<profile>/berthd
+    let dirs = [exe.parent(), exe.parent().and_then(Path::parent)];
+    let Some(bin) = dirs
+        .into_iter()
+        .flatten()
+        .map(|d| d.join("berthd"))
+        .find(|b| b.is_file())
+    else {
         return Err(io::Error::other(format!(
-            "{} not found: build it first (cargo build -p cri-server --bin berthd) or set BERTHD_BIN",
-            bin.display()
+            "no berthd beside {}: build it first (cargo build -p cri-server --bin berthd) or set BERTHD_BIN",
+            exe.display()
         )));
-    }
+    };
     Ok(bin)
 }
 

@@ -1,0 +1,250 @@
+//! Runs the community's CRI validation suite, `critest` (cri-tools), against a berthd built
+//! from this tree, the way containerd and CRI-O run it in their CI: a private berthd (own
+//! socket, dirs, bridge, /24 and nftables table), a private registry holding offline
+//! stand-ins of every image critest pulls (built by `cri-test-images.sh`), and berthd's
+//! registry mirrors pointing every public registry at it. Prints
+//! `critest: N passed, M failed, K skipped` from critest's JUnit report, keeps the report, and
+//! exits non-zero on any failed spec or when fewer than `--min-passed` specs passed.
+//!
+//! Usage: `berth-critest --critest PATH --images-script PATH [--work-dir DIR]
+//! [--report-dir DIR] [--min-passed N] [--config-extra TOML] [-- CRITEST-ARGS...]` (root).
+//! Specs run serially. The one spec skipped by default pulls an image by a digest published
+//! upstream, which no offline image can have.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use e2e::daemon::{Berthd, BerthdOptions};
+use e2e::pods::TestNetwork;
+use e2e::registry::Registry;
+
+/// Specs that cannot pass offline, skipped by name.
+const SKIPPED: &str = "public image with digest should be pulled and removed";
+
+/// The registries critest names images in; each is mirrored to the local registry.
+const PUBLIC_REGISTRIES: [&str; 6] = [
+    "registry.k8s.io",
+    "k8s.gcr.io",
+    "gcr.io",
+    "docker.io",
+    "quay.io",
+    "public.ecr.aws",
+];
+
+struct Args {
+    critest: PathBuf,
+    images_script: PathBuf,
+    work_dir: PathBuf,
+    report_dir: PathBuf,
+    min_passed: usize,
+    config_extra: String,
+    critest_args: Vec<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut it = std::env::args().skip(1);
+    let mut critest = None;
+    let mut images_script = None;
+    let mut work_dir = PathBuf::from("/var/tmp/berth-cri-test-images");
+    let mut report_dir = PathBuf::from("target/critest");
+    let mut min_passed = 0;
+    let mut config_extra = String::new();
+    let mut critest_args = Vec::new();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--critest" => critest = Some(PathBuf::from(value()?)),
+            "--images-script" => images_script = Some(PathBuf::from(value()?)),
+            "--work-dir" => work_dir = PathBuf::from(value()?),
+            "--report-dir" => report_dir = PathBuf::from(value()?),
+            "--min-passed" => {
+                min_passed = value()?.parse().map_err(|e| format!("--min-passed: {e}"))?
+            }
+            "--config-extra" => config_extra = value()?,
+            "--" => critest_args.extend(it.by_ref()),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(Args {
+        critest: critest.ok_or("--critest PATH is required")?,
+        images_script: images_script.ok_or("--images-script PATH is required")?,
+        work_dir,
+        report_dir,
+        min_passed,
+        config_extra,
+        critest_args,
+    })
+}
+
+/// Counts of specs from a JUnit report: (passed, failed, skipped). Suite nodes
+/// (`[BeforeSuite]`, …) are not specs, but a failed one counts as a failure.
+fn junit_counts(xml: &str) -> (usize, usize, usize) {
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    for case in xml.split("<testcase").skip(1) {
+        let body = case.split("</testcase>").next().unwrap_or_default();
+        let spec = body.trim_start().starts_with("name=\"[It]");
+        // A self-closing <testcase .../> has no children: it passed.
+        let open_end = body.find('>').unwrap_or(body.len());
+        let children = if body[..open_end].ends_with('/') {
+            ""
+        } else {
+            &body[open_end..]
+        };
+        if children.contains("<failure") || children.contains("<error") {
+            failed += 1;
+        } else if !spec {
+            continue;
+        } else if children.contains("<skipped") {
+            skipped += 1;
+        } else {
+            passed += 1;
+        }
+    }
+    (passed, failed, skipped)
+}
+
+fn berthd_config(net: &TestNetwork, cni: &Path, registry: &str, extra: &str) -> String {
+    let mirrors: String = PUBLIC_REGISTRIES
+        .iter()
+        .map(|r| format!("\"{r}\" = [\"http://{registry}\"]\n"))
+        .collect();
+    format!(
+        "{}[registry]\ninsecure = [\"{registry}\"]\n[registry.mirrors]\n{mirrors}{extra}\n",
+        net.config_toml(cni)
+    )
+}
+
+async fn run(args: Args) -> Result<bool, String> {
+    let started = Instant::now();
+    let registry = Registry::start().map_err(|e| format!("start registry: {e}"))?;
+    let host = registry.host();
+    std::fs::create_dir_all(&args.work_dir)
+        .map_err(|e| format!("create {}: {e}", args.work_dir.display()))?;
+    let status = Command::new("bash")
+        .arg(&args.images_script)
+        .env("REGISTRY", &host)
+        .env("WORK_DIR", &args.work_dir)
+        .status()
+        .map_err(|e| format!("run {}: {e}", args.images_script.display()))?;
+    if !status.success() {
+        return Err(format!("{} failed: {status}", args.images_script.display()));
+    }
+    eprintln!(
+        "berth-critest: test images pushed to {host} ({:.0?})",
+        started.elapsed()
+    );
+
+    let net = TestNetwork::new();
+    let cni = tempfile::tempdir().map_err(|e| format!("cni dir: {e}"))?;
+    let d = Berthd::start_with(BerthdOptions {
+        config_toml: Some(berthd_config(&net, cni.path(), &host, &args.config_extra)),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("start berthd: {e}"))?;
+
+    std::fs::create_dir_all(&args.report_dir)
+        .map_err(|e| format!("create {}: {e}", args.report_dir.display()))?;
+    let report_dir = std::fs::canonicalize(&args.report_dir)
+        .map_err(|e| format!("{}: {e}", args.report_dir.display()))?;
+    let junit = report_dir.join("junit.xml");
+    let _ = std::fs::remove_file(&junit);
+    // An empty crictl config, so a stray /etc/crictl.yaml is never read.
+    let crictl_config = d.dir().join("crictl.yaml");
+    std::fs::write(&crictl_config, "").map_err(|e| format!("crictl config: {e}"))?;
+    let endpoint = format!("unix://{}", d.socket.display());
+    let critest_started = Instant::now();
+    let status = Command::new(&args.critest)
+        .arg("--config")
+        .arg(&crictl_config)
+        .arg("--runtime-endpoint")
+        .arg(&endpoint)
+        .arg("--image-endpoint")
+        .arg(&endpoint)
+        .arg(format!("-ginkgo.skip={SKIPPED}"))
+        .arg("-ginkgo.no-color")
+        .arg(format!("-ginkgo.junit-report={}", junit.display()))
+        .arg(format!(
+            "-ginkgo.json-report={}",
+            report_dir.join("report.json").display()
+        ))
+        .args(&args.critest_args)
+        .status()
+        .map_err(|e| format!("run {}: {e}", args.critest.display()))?;
+    let took = critest_started.elapsed();
+    let xml = std::fs::read_to_string(&junit).map_err(|e| {
+        format!(
+            "critest wrote no report {} ({status}): {e}",
+            junit.display()
+        )
+    })?;
+    let (passed, failed, skipped) = junit_counts(&xml);
+    println!(
+        "berth-critest: critest took {took:.0?}; JUnit report {}",
+        junit.display()
+    );
+    if std::env::var_os("BERTH_E2E_SHOW_LOGS").is_some() || failed > 0 {
+        eprintln!("--- berthd stderr (tail) ---");
+        let log = d.stderr();
+        let tail: Vec<&str> = log.lines().rev().take(60).collect();
+        for l in tail.into_iter().rev() {
+            eprintln!("{l}");
+        }
+    }
+    drop(d);
+    println!("critest: {passed} passed, {failed} failed, {skipped} skipped");
+    if failed == 0 && !status.success() {
+        eprintln!("berth-critest: critest exited {status} with no failed spec in its report");
+        return Ok(false);
+    }
+    if passed < args.min_passed {
+        eprintln!(
+            "berth-critest: {passed} specs passed, fewer than the {} expected",
+            args.min_passed
+        );
+        return Ok(false);
+    }
+    Ok(failed == 0)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("berth-critest: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("berth-critest: needs root (pods, cgroups and a pod network)");
+        return ExitCode::from(2);
+    }
+    match run(args).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("berth-critest: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn junit_cases_are_counted_by_outcome() {
+        let xml = r#"<testsuites><testsuite>
+            <testcase name="[BeforeSuite]" time="0"></testcase>
+            <testcase name="[It] a" time="1"></testcase>
+            <testcase name="[It] b"/>
+            <testcase name="[It] c"><skipped message="x"></skipped></testcase>
+            <testcase name="[It] d"><failure message="boom">trace</failure></testcase>
+            <testcase name="[It] e"><system-err>noise</system-err></testcase>
+            </testsuite></testsuites>"#;
+        assert_eq!(junit_counts(xml), (3, 1, 1));
+    }
+}
