@@ -45,6 +45,7 @@ pub async fn create_container(
         return Err(Status::invalid_argument("config.image.image is required"));
     }
     validate_mounts(config)?;
+    unsupported_fields(config)?;
     let sc = config
         .linux
         .as_ref()
@@ -155,6 +156,53 @@ pub async fn create_container(
 }
 
 /// Every CRI mount needs an absolute, `..`-free container path and an absolute host path.
+/// Fields of the CRI berth does not act on, refused with an error naming them rather than
+/// ignored (a container silently missing its device or label is worse than a clear refusal).
+fn unsupported_fields(config: &ContainerConfig) -> Result<(), Status> {
+    if !config.cdi_devices.is_empty() {
+        return Err(Status::failed_precondition(format!(
+            "config.CDI_devices: berth does not support Container Device Interface devices ({} requested)",
+            config
+                .cdi_devices
+                .iter()
+                .map(|d| d.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let sc = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref());
+    if sc.is_some_and(|s| {
+        s.capabilities
+            .as_ref()
+            .is_some_and(|c| !c.add_ambient_capabilities.is_empty())
+    }) {
+        return Err(Status::failed_precondition(
+            "config.linux.security_context.capabilities.add_ambient_capabilities: berth does not set ambient capabilities yet",
+        ));
+    }
+    let relabel = config.mounts.iter().any(|m| m.selinux_relabel);
+    let labelled = sc.is_some_and(|s| s.selinux_options.as_ref().is_some_and(has_label));
+    if (relabel || labelled) && selinux_enabled() {
+        return Err(Status::failed_precondition(
+            "config.linux.security_context.selinux_options: berth does not apply SELinux labels, and SELinux is enabled on this host",
+        ));
+    }
+    Ok(())
+}
+
+fn has_label(o: &proto::cri::SeLinuxOption) -> bool {
+    !(o.user.is_empty() && o.role.is_empty() && o.r#type.is_empty() && o.level.is_empty())
+}
+
+/// Whether the host enforces SELinux labels. Without SELinux, labels and relabel requests are
+/// meaningless and, as in containerd and CRI-O, ignored.
+pub fn selinux_enabled() -> bool {
+    std::path::Path::new("/sys/fs/selinux/enforce").exists()
+}
+
 fn validate_mounts(config: &ContainerConfig) -> Result<(), Status> {
     for (i, m) in config.mounts.iter().enumerate() {
         let clean = |p: &str| {

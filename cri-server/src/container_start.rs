@@ -48,6 +48,7 @@ pub async fn start_container(
             pod.id
         )));
     }
+    let target_pid_ns = target_pid_namespace(state, &rec)?;
     let devices = devices(&rec.config)?;
     let mut limits = resources(&rec.config);
     limits.device_rules = Some(device_rules(&rec.config, &devices));
@@ -72,6 +73,9 @@ pub async fn start_container(
     }
     failpoint::hit("start_container.before_shim");
     let mut msg = start_message(&rec, &pod, procs)?;
+    if let Some(path) = target_pid_ns {
+        msg.pid_ns_path = path;
+    }
     msg.mounts.extend(devices.iter().map(|d| d.mount.clone()));
     let socket = pod.host.shim_socket.clone();
     let request = ShimRequest {
@@ -190,7 +194,15 @@ fn persist(state: &DaemonState, rec: ContainerRecord) -> Result<(), Status> {
 /// A Localhost profile is compiled here once so a bad one fails with its reason.
 pub fn seccomp_setting(sc: &cri::LinuxContainerSecurityContext) -> Result<(i32, String), Status> {
     use cri::security_profile::ProfileType;
-    let Some(p) = sc.seccomp.as_ref().filter(|_| !sc.privileged) else {
+    // Deprecated in the CRI but still honoured, as containerd does, when `seccomp` is unset.
+    #[allow(deprecated)]
+    let legacy = legacy_seccomp(&sc.seccomp_profile_path)?;
+    let Some(p) = sc
+        .seccomp
+        .as_ref()
+        .or(legacy.as_ref())
+        .filter(|_| !sc.privileged)
+    else {
         return Ok((0, String::new()));
     };
     match ProfileType::try_from(p.profile_type) {
@@ -209,6 +221,29 @@ pub fn seccomp_setting(sc: &cri::LinuxContainerSecurityContext) -> Result<(i32, 
             p.profile_type
         ))),
     }
+}
+
+/// The deprecated `seccomp_profile_path` (`runtime/default`, `docker/default`, `unconfined`,
+/// `localhost/<path>`), used as containerd does when `seccomp` is unset.
+fn legacy_seccomp(path: &str) -> Result<Option<cri::SecurityProfile>, Status> {
+    use cri::security_profile::ProfileType;
+    let (profile_type, localhost_ref) = match path {
+        "" => return Ok(None),
+        "runtime/default" | "docker/default" => (ProfileType::RuntimeDefault, String::new()),
+        "unconfined" => (ProfileType::Unconfined, String::new()),
+        p => match p.strip_prefix("localhost/") {
+            Some(file) if file.starts_with('/') => (ProfileType::Localhost, file.to_string()),
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "linux.security_context.seccomp_profile_path `{path}`: expected runtime/default, docker/default, unconfined or localhost/<absolute path>"
+                )));
+            }
+        },
+    };
+    Ok(Some(cri::SecurityProfile {
+        profile_type: profile_type as i32,
+        localhost_ref,
+    }))
 }
 
 /// The AppArmor setting for the shim, checked against the host (a named profile on a host
@@ -348,6 +383,54 @@ pub fn cgroup_resources(r: &cri::LinuxContainerResources) -> CgroupResources {
     }
 }
 
+/// For a container whose PID namespace mode is TARGET (`kubectl debug --target`): the PID
+/// namespace of the running container `target_id` of the same pod, as a `/proc` path the shim
+/// joins. The target's process is checked to still be in its cgroup, so a recycled PID is
+/// never joined. None for other modes.
+fn target_pid_namespace(
+    state: &DaemonState,
+    rec: &ContainerRecord,
+) -> Result<Option<String>, Status> {
+    let field = "config.linux.security_context.namespace_options";
+    let Some(ns) = rec
+        .config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .filter(|n| n.pid == NamespaceMode::Target as i32)
+    else {
+        return Ok(None);
+    };
+    if ns.target_id.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "{field}.target_id is required when pid is TARGET"
+        )));
+    }
+    let target = state
+        .containers
+        .find(&ns.target_id)
+        .filter(|t| t.pod_id == rec.pod_id)
+        .ok_or_else(|| {
+            Status::not_found(format!(
+                "{field}.target_id: container {} not found in pod sandbox {}",
+                ns.target_id, rec.pod_id
+            ))
+        })?;
+    let running = target.phase == ContainerPhase::Running && target.pid > 0;
+    let in_cgroup = running
+        && (target.cgroup.is_empty()
+            || std::fs::read_to_string(format!("/proc/{}/cgroup", target.pid))
+                .is_ok_and(|c| c.contains(target.cgroup.trim_start_matches('/'))));
+    if !in_cgroup {
+        return Err(Status::failed_precondition(format!(
+            "{field}.target_id: container {} is not running",
+            target.id
+        )));
+    }
+    Ok(Some(format!("/proc/{}/ns/pid", target.pid)))
+}
+
 pub(crate) fn start_message(
     rec: &ContainerRecord,
     pod: &PodRecord,
@@ -365,6 +448,8 @@ pub(crate) fn start_message(
     ) {
         Ok(NamespaceMode::Pod) if pod.host.ns_dir.join("pid").exists() => 1,
         Ok(NamespaceMode::Node) => 2,
+        // The target container's namespace: `pid_ns_path` is filled in by StartContainer.
+        Ok(NamespaceMode::Target) => 3,
         _ => 0,
     };
     let (capabilities, all_capabilities) = capabilities(&sc)?;
@@ -406,6 +491,7 @@ pub(crate) fn start_message(
         pod_ipc: pod.host.ns_dir.join("ipc").exists(),
         pod_uts: pod.host.ns_dir.join("uts").exists(),
         pid_mode,
+        pid_ns_path: String::new(),
         args: rec.process.args.clone(),
         env: rec.process.env.clone(),
         cwd: rec.process.cwd.clone(),

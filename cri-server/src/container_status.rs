@@ -181,6 +181,12 @@ pub fn to_status(rec: &ContainerRecord) -> ContainerStatus {
         exit_code: rec.exit_code,
         image: Some(ImageSpec {
             image: rec.image.clone(),
+            user_specified_image: rec
+                .config
+                .image
+                .as_ref()
+                .map(|i| i.user_specified_image.clone())
+                .unwrap_or_default(),
             ..Default::default()
         }),
         image_ref: rec.image_ref.clone(),

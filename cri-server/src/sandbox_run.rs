@@ -131,6 +131,18 @@ pub fn pod_spec(id: &str, c: &PodSandboxConfig) -> Result<PodSpec, Status> {
         .and_then(|s| s.namespace_options.clone())
         .unwrap_or_default();
     let namespaces = namespace_modes(&ns)?;
+    let labelled = linux
+        .security_context
+        .as_ref()
+        .and_then(|s| s.selinux_options.as_ref())
+        .is_some_and(|o| {
+            !(o.user.is_empty() && o.role.is_empty() && o.r#type.is_empty() && o.level.is_empty())
+        });
+    if labelled && crate::container_create::selinux_enabled() {
+        return Err(Status::failed_precondition(
+            "config.linux.security_context.selinux_options: berth does not apply SELinux labels, and SELinux is enabled on this host",
+        ));
+    }
     // As containerd and CRI-O: a pod without a hostname gets the node's (kubelet always sets
     // one for real pods; the pod's name need not be a valid host name).
     let hostname = if c.hostname.is_empty() {

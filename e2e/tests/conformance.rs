@@ -249,3 +249,83 @@ async fn ipc_and_uts_sysctls_apply_in_the_pods_namespaces() {
         "the host's value is untouched"
     );
 }
+
+#[tokio::test]
+async fn a_debug_container_joins_its_targets_pid_namespace() {
+    let Some(e) = env().await else { return };
+    let pc = e.pod("target");
+    let pod = e.run_pod(&pc).await;
+    let app = e
+        .run(&pod, &pc, e.container("app", &["sleep", "3600"]))
+        .await;
+    // `kubectl debug --target=app`: the debug container sees app's processes.
+    let mut debug = e.container("debug", &["sh", "-c", "ps -o comm | grep -c sleep"]);
+    let sc = e2e::containers::security(&mut debug);
+    sc.namespace_options = Some(cri::NamespaceOption {
+        network: cri::NamespaceMode::Pod as i32,
+        ipc: cri::NamespaceMode::Pod as i32,
+        pid: cri::NamespaceMode::Target as i32,
+        target_id: app.clone(),
+        ..Default::default()
+    });
+    let (st, lines) = e.run_to_end(&pod, &pc, debug.clone()).await;
+    assert_eq!(st.exit_code, 0, "{lines:?}");
+    assert_eq!(lines, ["1"], "the target's sleep is visible");
+
+    // An unknown or stopped target is refused at StartContainer, naming the field.
+    let mut bad = debug.clone();
+    bad.metadata.as_mut().expect("metadata").name = "debug-missing".into();
+    bad.log_path = "debug-missing.log".into();
+    e2e::containers::security(&mut bad)
+        .namespace_options
+        .as_mut()
+        .expect("ns")
+        .target_id = "nope".into();
+    let id = e.create(&pod, &pc, bad).await.expect("create");
+    let err = e.start(&id).await.expect_err("no such target");
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    assert!(err.message().contains("target_id"), "{err}");
+    e.stop(&app).await;
+    let mut late = debug;
+    late.metadata.as_mut().expect("metadata").name = "debug-late".into();
+    late.log_path = "debug-late.log".into();
+    let id = e.create(&pod, &pc, late).await.expect("create");
+    let err = e.start(&id).await.expect_err("target stopped");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+}
+
+#[tokio::test]
+async fn fields_berth_does_not_act_on_are_refused_by_name() {
+    let Some(e) = env().await else { return };
+    let pc = e.pod("unsupported");
+    let pod = e.run_pod(&pc).await;
+    let mut c = e.container("cdi", &["true"]);
+    c.cdi_devices = vec![cri::CdiDevice {
+        name: "vendor.com/gpu=0".into(),
+    }];
+    let err = e.create(&pod, &pc, c).await.expect_err("CDI refused");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(
+        err.message().contains("config.CDI_devices") && err.message().contains("vendor.com/gpu=0")
+    );
+
+    // The deprecated seccomp_profile_path is honoured when `seccomp` is unset.
+    let mut c = e.container(
+        "legacy-seccomp",
+        &["sh", "-c", "grep Seccomp: /proc/self/status"],
+    );
+    #[allow(deprecated)]
+    {
+        e2e::containers::security(&mut c).seccomp_profile_path = "runtime/default".into();
+    }
+    let (_, lines) = e.run_to_end(&pod, &pc, c).await;
+    assert_eq!(lines, ["Seccomp:\t2"], "filter mode from the legacy field");
+    let mut c = e.container("legacy-bad", &["true"]);
+    #[allow(deprecated)]
+    {
+        e2e::containers::security(&mut c).seccomp_profile_path = "localhost/relative.json".into();
+    }
+    let err = e.create(&pod, &pc, c).await.expect_err("refused");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("seccomp_profile_path"), "{err}");
+}

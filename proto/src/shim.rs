@@ -213,7 +213,8 @@ pub struct StartContainer {
     pub pod_ipc: bool,
     #[prost(bool, tag = "10")]
     pub pod_uts: bool,
-    /// 0: own PID namespace, 1: the pod's, 2: the host's.
+    /// 0: own PID namespace, 1: the pod's, 2: the host's, 3: the one at `pid_ns_path`
+    /// (another container's, for NamespaceMode TARGET).
     #[prost(int32, tag = "11")]
     pub pid_mode: i32,
     #[prost(string, repeated, tag = "12")]
@@ -279,6 +280,10 @@ pub struct StartContainer {
     pub userns_uids: Vec<IdMapping>,
     #[prost(message, repeated, tag = "37")]
     pub userns_gids: Vec<IdMapping>,
+    /// With `pid_mode` 3: the PID namespace file to join (`/proc/<pid>/ns/pid` of the target
+    /// container's process).
+    #[prost(string, tag = "38")]
+    pub pid_ns_path: String,
 }
 
 /// One mount of a container.

@@ -601,6 +601,7 @@ fn to_process(req: &StartContainer, ns_dir: &Path, stdio: Stdio) -> ContainerPro
         pid_ns: match req.pid_mode {
             1 => PidNamespace::Join(ns_dir.join(NS_PID)),
             2 => PidNamespace::Host,
+            3 => PidNamespace::Join(PathBuf::from(&req.pid_ns_path)),
             _ => PidNamespace::New,
         },
         args: req.args.clone(),
