@@ -270,6 +270,48 @@ async fn mounts_onto_proc_are_refused() {
     }
 }
 
+/// Row 2, the indirect way: a volume holding a symlink to `/proc/sys`, and a second mount
+/// through it. The path looks harmless; it resolves onto procfs and is refused at start.
+#[tokio::test]
+async fn mounts_through_a_symlink_into_proc_are_refused() {
+    let Some(e) = env().await else { return };
+    let volume = tempfile::tempdir().expect("volume");
+    std::os::unix::fs::symlink("/proc/sys", volume.path().join("link")).expect("symlink");
+    let other = tempfile::tempdir().expect("other");
+    let pc = e.pod("proclink");
+    let pod = e.run_pod(&pc).await;
+    let mut c = e.container(
+        "proclink",
+        &["/bin/sh", "-c", "ls /proc/sys/kernel; echo ran"],
+    );
+    c.mounts = vec![
+        Mount {
+            container_path: "/data".into(),
+            host_path: volume.path().display().to_string(),
+            ..Default::default()
+        },
+        Mount {
+            container_path: "/data/link/kernel".into(),
+            host_path: other.path().display().to_string(),
+            ..Default::default()
+        },
+    ];
+    let id = e.create(&pod, &pc, c).await.expect("CreateContainer");
+    match e.start(&id).await {
+        Err(status) => assert!(
+            status.message().contains("resolves into /proc"),
+            "{status:?}"
+        ),
+        Ok(()) => {
+            e.wait_exited(&id).await;
+            let lines = read_log(&Path::new(&pc.log_directory).join("proclink/0.log"));
+            panic!(
+                "a container started with a mount on /proc/sys/kernel through a symlink: {lines:?}"
+            );
+        }
+    }
+}
+
 /// F_GET_SEALS of `/proc/<pid>/exe`: the seals of a memfd, an error for a host file.
 fn exe_seals(pid: i32) -> Result<i32, String> {
     let exe = std::fs::File::open(format!("/proc/{pid}/exe"))

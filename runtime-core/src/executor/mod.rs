@@ -48,6 +48,7 @@ use std::path::{Path, PathBuf};
 pub use error::ExecError;
 pub use exec_in::exec_in_container;
 pub use overlay::cleanup_rootfs;
+pub use proc_targets::is_proc_destination;
 pub use spawn::spawn;
 
 /// Everything needed to start one container process in a pod.

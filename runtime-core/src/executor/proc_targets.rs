@@ -8,6 +8,7 @@
 //! files that tools such as lxcfs replace are allowed.
 
 use std::os::fd::OwnedFd;
+use std::path::Path;
 
 use nix::errno::Errno;
 use nix::sys::statfs::{PROC_SUPER_MAGIC, fstatfs};
@@ -30,15 +31,25 @@ const REPLACEABLE: [&str; 10] = [
     "/proc/sys/kernel/ns_last_pid",
 ];
 
+/// Whether a bind of `source` on `destination` is one of the allowed `/proc` file binds.
+fn replaceable(destination: &str, source: &Path) -> bool {
+    let lexical = format!("/{}", clean(destination).join("/"));
+    source.is_file() && REPLACEABLE.contains(&lexical.as_str())
+}
+
+/// Whether `destination` is refused by its path alone: under `/proc` (after lexical cleaning)
+/// and not an allowed bind of the file `source` (`None`: not a bind). What CreateContainer
+/// checks; [`check`] also resolves the path in the rootfs at start.
+pub fn is_proc_destination(destination: &str, source: Option<&Path>) -> bool {
+    clean(destination).first() == Some(&"proc")
+        && !source.is_some_and(|s| replaceable(destination, s))
+}
+
 /// Refuses `m` if it would be mounted on procfs (see the module doc). Runs after `/proc` is
 /// mounted in the rootfs.
 pub(super) fn check(root: &OwnedFd, m: &Mount) -> Result<(), Failure> {
     let components = clean(&m.destination);
-    let lexical = format!("/{}", components.join("/"));
-    let replaceable = matches!(m.kind, MountKind::Bind { .. })
-        && m.source.is_file()
-        && REPLACEABLE.contains(&lexical.as_str());
-    if replaceable {
+    if matches!(m.kind, MountKind::Bind { .. }) && replaceable(&m.destination, &m.source) {
         return Ok(());
     }
     let refuse = |why: &str| {
@@ -71,4 +82,40 @@ pub(super) fn check(root: &OwnedFd, m: &Mount) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_proc_destination;
+    use std::path::Path;
+
+    #[test]
+    fn destinations_under_proc_are_refused_whatever_their_spelling() {
+        for path in [
+            "/proc",
+            "/proc/sys",
+            "//proc/./self/attr",
+            "/x/../proc/1",
+            "/proc/",
+        ] {
+            assert!(is_proc_destination(path, None), "{path}");
+            assert!(is_proc_destination(path, Some(Path::new("/"))), "{path}");
+        }
+        for path in ["/", "/data", "/procs", "/data/proc", "/etc/proc"] {
+            assert!(!is_proc_destination(path, None), "{path}");
+        }
+    }
+
+    #[test]
+    fn only_files_bound_on_the_lxcfs_files_are_allowed() {
+        let file = Path::new("/etc/hostname");
+        assert!(!is_proc_destination("/proc/cpuinfo", Some(file)));
+        assert!(!is_proc_destination("/proc//meminfo", Some(file)));
+        assert!(is_proc_destination(
+            "/proc/cpuinfo",
+            Some(Path::new("/etc"))
+        ));
+        assert!(is_proc_destination("/proc/cpuinfo", None));
+        assert!(is_proc_destination("/proc/self/attr/exec", Some(file)));
+    }
 }
