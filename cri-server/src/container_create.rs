@@ -221,6 +221,13 @@ fn validate_mounts(config: &ContainerConfig) -> Result<(), Status> {
                 m.host_path
             )));
         }
+        let source = m.image.is_none().then(|| Path::new(&m.host_path));
+        if runtime_core::executor::is_proc_destination(&m.container_path, source) {
+            return Err(Status::invalid_argument(format!(
+                "config.mounts[{i}].container_path `{}`: mounts on /proc are not allowed",
+                m.container_path
+            )));
+        }
     }
     Ok(())
 }

@@ -57,7 +57,13 @@ pub async fn start_container(
         .container_cgroup(&pod.host.cgroup, &rec.id, &limits);
     let (cgroup_path, procs) = match cgroup {
         Ok(Some((path, procs))) => (path, procs),
-        Ok(None) => (String::new(), Vec::new()),
+        // Fail closed: no cgroup means no device filter.
+        Ok(None) => {
+            return Err(Status::failed_precondition(format!(
+                "container {}: pod {} has no cgroup; berth does not start containers without a device cgroup",
+                rec.id, pod.id
+            )));
+        }
         Err(e) => {
             return Err(Status::invalid_argument(format!(
                 "config.linux.resources: {e}"

@@ -6,7 +6,6 @@
 //! helper then kills the process: an exec never outlives the call or session that made it.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::Path;
 use std::process::Stdio;
 
 use nix::errno::Errno;
@@ -20,6 +19,7 @@ use crate::pod_store::PodRecord;
 use crate::shim_frames::{read_message, write_message};
 use crate::state::DaemonState;
 use crate::{container_start, container_status, sandbox_status};
+use runtime_core::shim::ShimBinary;
 
 /// Largest report frame the helper sends.
 const MAX_REPORT: usize = 64 * 1024;
@@ -137,10 +137,15 @@ pub fn exec_spec(
 }
 
 /// Starts the exec helper and waits until the process runs or fails to start.
-pub async fn start(shim: &Path, spec: ExecSpec, io: ExecIo) -> Result<RunningExec, StartError> {
+pub async fn start(
+    shim: &ShimBinary,
+    spec: ExecSpec,
+    io: ExecIo,
+) -> Result<RunningExec, StartError> {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()
         .map_err(|e| StartError::Runtime(format!("exec control socket: {e}")))?;
-    let mut cmd = Command::new(shim);
+    let mut cmd = Command::new(shim.program());
+    cmd.arg0(shim.host_path());
     cmd.arg(runtime_core::shim::exec::EXEC_ARG);
     match &io {
         ExecIo::Pipes { stdin } => {
@@ -178,7 +183,7 @@ pub async fn start(shim: &Path, spec: ExecSpec, io: ExecIo) -> Result<RunningExe
     }
     let mut helper = cmd
         .spawn()
-        .map_err(|e| StartError::Runtime(format!("start {}: {e}", shim.display())))?;
+        .map_err(|e| StartError::Runtime(format!("start {}: {e}", shim.host_path().display())))?;
     drop(theirs);
     drop(io);
     ours.set_nonblocking(true)

@@ -15,7 +15,7 @@ use tonic::Status;
 use tracing::debug;
 
 use crate::exec_process::{self, ExecIo, StartError};
-use crate::state::{DaemonState, shim_binary};
+use crate::state::DaemonState;
 
 /// Output kept per stream.
 pub const MAX_OUTPUT: usize = 16 << 20;
@@ -40,7 +40,7 @@ pub async fn exec_sync(
     }
     let (rec, pod) = exec_process::recorded_running_container(state, &req.container_id)?;
     let spec = exec_process::exec_spec(state, &rec, &pod, &req.cmd, false)?;
-    let shim = shim_binary(&state.config);
+    let shim = state.shim.clone();
     let mut running = match exec_process::start(&shim, spec, ExecIo::Pipes { stdin: false }).await {
         Ok(r) => r,
         Err(e @ StartError::Command { .. }) => {

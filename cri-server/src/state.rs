@@ -10,6 +10,7 @@ use podsandbox::cni::{CniNetwork, CniSettings};
 use podsandbox::network::{BridgeConfig, BridgeNetwork};
 use podsandbox::pod::{Networking, PodRuntime, PodRuntimeConfig};
 use runtime_core::cgroups::{self, CgroupLayout, Cgroups};
+use runtime_core::shim::ShimBinary;
 
 use crate::config::{Config, RegistryConfig};
 use crate::container_exits::ExitWatcher;
@@ -28,6 +29,8 @@ pub struct DaemonState {
     pub pods: PodStore,
     pub containers: ContainerStore,
     pub pod_runtime: PodRuntime,
+    /// The shim executable: a sealed copy that shims and exec helpers run from.
+    pub shim: ShimBinary,
     /// Pending streaming URLs (Exec, Attach, PortForward).
     pub streams: crate::stream_tokens::StreamTokens,
     /// Container lifecycle events for `GetContainerEvents` subscribers.
@@ -58,6 +61,12 @@ pub enum StateError {
     Network(String),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("shim binary: {0}")]
+    Shim(std::io::Error),
+    #[error(
+        "cgroups: {0}; berth does not run containers without cgroups (no device filter would confine them)"
+    )]
+    Cgroups(String),
 }
 
 impl DaemonState {
@@ -80,7 +89,8 @@ impl DaemonState {
                 path: config.root_dir.join("containers"),
                 source,
             })?;
-        let pod_runtime = pod_runtime(&config)?;
+        let shim = ShimBinary::sealed(shim_binary(&config)).map_err(StateError::Shim)?;
+        let pod_runtime = pod_runtime(&config, &shim)?;
         let streams = crate::stream_tokens::StreamTokens::new(Duration::from_secs(
             config.streaming.token_ttl_seconds,
         ));
@@ -94,6 +104,7 @@ impl DaemonState {
             pods,
             containers,
             pod_runtime,
+            shim,
             events,
             exits: ExitWatcher::new(),
             kubelet_config,
@@ -104,21 +115,17 @@ impl DaemonState {
     }
 }
 
-fn pod_runtime(config: &Config) -> Result<PodRuntime, StateError> {
+fn pod_runtime(config: &Config, shim: &ShimBinary) -> Result<PodRuntime, StateError> {
     let networking = networking(config)?;
-    let cgroups = match Cgroups::detect() {
-        Ok(c) => Some(c),
-        Err(e) => {
-            tracing::warn!(error = %e, "cgroups unavailable: pods run without cgroup limits");
-            None
-        }
-    };
+    // Fail closed: without cgroups a container would have no device filter, and CAP_MKNOD
+    // (in the default set) would let it open the host's disks.
+    let cgroups = Cgroups::detect().map_err(|e| StateError::Cgroups(e.to_string()))?;
     let cfg = PodRuntimeConfig {
         state_dir: config.state_dir.clone(),
-        shim_bin: shim_binary(config),
+        shim_bin: shim.clone(),
         host_resolv_conf: "/etc/resolv.conf".into(),
     };
-    Ok(PodRuntime::new(cfg, networking, cgroups))
+    Ok(PodRuntime::new(cfg, networking, Some(cgroups)))
 }
 
 /// CNI when a network config exists in `cni.conf_dir`, else the built-in bridge.

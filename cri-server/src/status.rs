@@ -121,6 +121,8 @@ mod tests {
             ..Config::default()
         };
         config.cni.conf_dir = dir.join("no-cni");
+        // Any readable file: berthd only copies it into its sealed memfd here.
+        config.shim_path = "/bin/true".into();
         let mut state = DaemonState::new(config).expect("daemon state");
         state.cgroup_layout = Ok(runtime_core::cgroups::CgroupLayout::Hybrid);
         state

@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 
 use crate::exec_process::{self, ExecIo, StartError};
 use crate::pty::Pty;
-use crate::state::{DaemonState, shim_binary};
+use crate::state::DaemonState;
 
 /// How long a tty exec waits for the client's first terminal size before starting.
 const INITIAL_SIZE_WAIT: Duration = Duration::from_millis(200);
@@ -85,7 +85,7 @@ async fn run(state: &DaemonState, req: &ExecRequest, s: Streams) -> Outcome {
         Ok(spec) => spec,
         Err(status) => return Outcome::Error(status.message().to_string()),
     };
-    let shim = shim_binary(&state.config);
+    let shim = state.shim.clone();
     let result = if req.tty {
         run_tty(&shim, spec, s).await
     } else {
@@ -112,7 +112,7 @@ fn start_message(e: &StartError) -> String {
 }
 
 async fn run_pipes(
-    shim: &std::path::Path,
+    shim: &runtime_core::shim::ShimBinary,
     spec: proto::shim::ExecSpec,
     s: Streams,
 ) -> Result<i32, StartError> {
@@ -131,7 +131,7 @@ async fn run_pipes(
 }
 
 async fn run_tty(
-    shim: &std::path::Path,
+    shim: &runtime_core::shim::ShimBinary,
     spec: proto::shim::ExecSpec,
     s: Streams,
 ) -> Result<i32, StartError> {

@@ -35,6 +35,16 @@ pub async fn env() -> Option<Env> {
 
 /// [`env`] with `extra` appended to berthd's config (TOML tables after the network's).
 pub async fn env_with(extra: &str) -> Option<Env> {
+    Some(
+        env_started(extra, BerthdOptions::default())
+            .await?
+            .expect("berthd"),
+    )
+}
+
+/// [`env_with`] with berthd started with `opts` (its config is the environment's); the
+/// error is berthd's failure to start.
+pub async fn env_started(extra: &str, opts: BerthdOptions) -> Option<std::io::Result<Env>> {
     if !nix::unistd::geteuid().is_root() {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -53,12 +63,15 @@ pub async fn env_with(extra: &str) -> Option<Env> {
         net.config_toml(cni.path()),
         registry.host()
     );
-    let d = Berthd::start_with(BerthdOptions {
+    let d = match Berthd::start_with(BerthdOptions {
         config_toml: Some(config.clone()),
-        ..Default::default()
+        ..opts
     })
     .await
-    .expect("berthd");
+    {
+        Ok(d) => d,
+        Err(e) => return Some(Err(e)),
+    };
     let env = Env {
         d,
         registry,
@@ -69,7 +82,7 @@ pub async fn env_with(extra: &str) -> Option<Env> {
         config,
     };
     env.pull(&env.image).await.expect("pull busybox");
-    Some(env)
+    Some(Ok(env))
 }
 
 impl Env {

@@ -92,6 +92,9 @@ pub struct BerthdOptions {
     pub root_dir: Option<PathBuf>,
     /// Extra environment variables (e.g. `BERTH_FAILPOINT`).
     pub env: Vec<(String, String)>,
+    /// A command that runs berthd (its path and arguments appended), e.g. to start it in a
+    /// mount namespace of the test's making; empty runs berthd directly.
+    pub wrapper: Vec<String>,
 }
 
 /// A running berthd owned by one test.
@@ -143,7 +146,14 @@ impl Berthd {
         static SPAWNED: AtomicUsize = AtomicUsize::new(0);
         let n = SPAWNED.fetch_add(1, Ordering::Relaxed);
         let stderr_path = dir.join(format!("berthd.{n}.stderr"));
-        let mut cmd = Command::new(berthd_binary()?);
+        let mut cmd = match opts.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(berthd_binary()?);
+                cmd
+            }
+            None => Command::new(berthd_binary()?),
+        };
         cmd.env_remove("BERTH_CONFIG")
             .env(
                 "BERTH_LOG_LEVEL",

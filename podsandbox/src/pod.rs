@@ -111,7 +111,8 @@ impl Networking {
 pub struct PodRuntimeConfig {
     /// Volatile state dir (`/run/berth`).
     pub state_dir: PathBuf,
-    pub shim_bin: PathBuf,
+    /// The shim executable (berthd's sealed copy).
+    pub shim_bin: runtime_core::shim::ShimBinary,
     /// The host resolv.conf copied into pods without DNS settings.
     pub host_resolv_conf: PathBuf,
 }
@@ -635,8 +636,11 @@ fn remove_cgroup(cg: &Cgroups, pod: &str, path: &str) {
 /// True if `pid` runs the berth-shim binary (so a recycled PID is never killed).
 fn is_shim(pid: u32) -> bool {
     std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| {
-        p.file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("berth-shim"))
+        p.file_name().is_some_and(|n| {
+            let name = n.to_string_lossy();
+            // Run from berthd's sealed copy: `/memfd:berth-shim (deleted)`.
+            name.starts_with("berth-shim") || name.starts_with("memfd:berth-shim")
+        })
     })
 }
 

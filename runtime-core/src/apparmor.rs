@@ -5,10 +5,23 @@
 //! does not ship or load one itself, so on a node without it RuntimeDefault runs unconfined
 //! (logged at debug level by [`validate`]). On a host without AppArmor, Unconfined and
 //! RuntimeDefault have nothing to apply and Localhost profiles are refused.
+//!
+//! Everything is decided before the container's process is forked, from the host's view
+//! ([`prepare`]): whether AppArmor is on, which profile, and a handle on the host's procfs.
+//! The child writes the `exec` attribute through that handle as its first step, before it
+//! joins a namespace or mounts anything, so nothing the container brings (an emptyDir over
+//! `/sys/module/apparmor`, an image symlink into `/proc`, a mount over `/proc`) can turn
+//! confinement off silently (CVE-2019-16884 / CVE-2025-52881 class). Any failure fails the
+//! start.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
+
+use nix::fcntl::{OFlag, open, openat};
+use nix::sys::stat::Mode;
+use nix::sys::statfs::{PROC_SUPER_MAGIC, fstatfs};
 
 /// The AppArmor profile kubelet asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,22 +47,77 @@ pub fn validate(profile: &AppArmorProfile) -> Result<(), String> {
     Host::system().validate(profile)
 }
 
-/// Makes the calling thread's next `execve` enter the profile (`exec <name>` to the thread's
-/// `attr/apparmor/exec`, or `attr/exec` on kernels before 5.8). A no-op for Unconfined, when
-/// AppArmor is disabled, and for RuntimeDefault when [`DEFAULT_PROFILE`] is not loaded.
-///
-/// Called in the container's process before `execve`, while `/proc` is mounted; allocates
-/// only to report an error.
-pub fn apply_on_exec(profile: &AppArmorProfile) -> Result<(), String> {
-    Host::system().apply_on_exec(profile)
+/// Decides, in the host's mount namespace and before the fork, what the container's process
+/// must write: `None` when there is nothing to apply (Unconfined; RuntimeDefault with AppArmor
+/// off or [`DEFAULT_PROFILE`] not loaded). A Localhost profile that cannot be applied is an
+/// error, as is a `/proc` that is not procfs.
+pub fn prepare(profile: &AppArmorProfile) -> Result<Option<ExecLabel>, String> {
+    Host::system().prepare(profile)
+}
+
+/// A profile to enter on the next `execve`, with the host's procfs to set it through.
+#[derive(Debug)]
+pub struct ExecLabel {
+    /// The profile's name.
+    name: String,
+    /// `/proc` of the host, opened (and checked to be procfs) before the fork.
+    proc: OwnedFd,
+}
+
+impl ExecLabel {
+    /// The profile's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Makes the calling thread's next `execve` enter the profile: `exec <name>` in a single
+    /// write to the thread's `attr/apparmor/exec` (or `attr/exec` on kernels before 5.8),
+    /// opened under the procfs handle and checked to be on procfs.
+    ///
+    /// Called first thing in the forked child; allocates only to report an error.
+    pub fn apply(&self) -> Result<(), String> {
+        let fail = |e: nix::Error| format!("set AppArmor profile `{}` for exec: {e}", self.name);
+        let attr = self.open_exec_attr().map_err(fail)?;
+        if !is_procfs(&attr) {
+            return Err(format!(
+                "set AppArmor profile `{}` for exec: the attr file is not on procfs",
+                self.name
+            ));
+        }
+        let mut command = [0u8; 4096];
+        let len = "exec ".len() + self.name.len();
+        if len > command.len() {
+            return Err(fail(nix::Error::ENAMETOOLONG));
+        }
+        command[..5].copy_from_slice(b"exec ");
+        command[5..len].copy_from_slice(self.name.as_bytes());
+        match nix::unistd::write(&attr, &command[..len]) {
+            Ok(n) if n == len => Ok(()),
+            Ok(_) => Err(fail(nix::Error::EIO)),
+            Err(e) => Err(fail(e)),
+        }
+    }
+
+    fn open_exec_attr(&self) -> nix::Result<OwnedFd> {
+        let flags = OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+        let open_attr = |path: &str| openat(self.proc.as_fd(), path, flags, Mode::empty());
+        match open_attr("thread-self/attr/apparmor/exec") {
+            Err(nix::Error::ENOENT) => open_attr("thread-self/attr/exec"),
+            result => result,
+        }
+    }
+}
+
+fn is_procfs(fd: &impl AsFd) -> bool {
+    fstatfs(fd).is_ok_and(|fs| fs.filesystem_type() == PROC_SUPER_MAGIC)
 }
 
 /// Where the kernel exposes AppArmor; tests point it at files of their own.
 struct Host<'a> {
     enabled: &'a Path,
     profiles: &'a Path,
-    /// Tried in order; the first that exists is written.
-    exec_attrs: [&'a Path; 2],
+    /// The procfs the child sets its profile through.
+    proc: &'a Path,
 }
 
 impl Host<'static> {
@@ -57,10 +125,7 @@ impl Host<'static> {
         Host {
             enabled: Path::new("/sys/module/apparmor/parameters/enabled"),
             profiles: Path::new("/sys/kernel/security/apparmor/profiles"),
-            exec_attrs: [
-                Path::new("/proc/thread-self/attr/apparmor/exec"),
-                Path::new("/proc/thread-self/attr/exec"),
-            ],
+            proc: Path::new("/proc"),
         }
     }
 }
@@ -118,49 +183,44 @@ impl Host<'_> {
             .any(|(loaded, _)| loaded == name))
     }
 
-    fn apply_on_exec(&self, profile: &AppArmorProfile) -> Result<(), String> {
-        if !self.enabled() {
-            return Ok(());
-        }
-        match profile {
-            AppArmorProfile::Unconfined => Ok(()),
-            AppArmorProfile::RuntimeDefault => match self.write_exec(DEFAULT_PROFILE) {
-                // Not loaded: unconfined, as `validate` logged.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                result => result.map_err(|e| exec_error(DEFAULT_PROFILE, e)),
-            },
+    /// The profile to apply, decided from this host's view (see [`prepare`]).
+    fn prepare(&self, profile: &AppArmorProfile) -> Result<Option<ExecLabel>, String> {
+        let name = match profile {
+            AppArmorProfile::Unconfined => return Ok(None),
+            AppArmorProfile::RuntimeDefault => {
+                if !self.enabled() {
+                    return Ok(None);
+                }
+                match self.is_loaded(DEFAULT_PROFILE) {
+                    // Not loaded: unconfined, as `validate` logged.
+                    Ok(false) => return Ok(None),
+                    Ok(true) => DEFAULT_PROFILE.to_string(),
+                    Err(e) => {
+                        return Err(format!(
+                            "AppArmor is enabled but the loaded profiles cannot be read from {}: {e}",
+                            self.profiles.display()
+                        ));
+                    }
+                }
+            }
             AppArmorProfile::Localhost(name) => {
-                check_name(name)?;
-                self.write_exec(name).map_err(|e| exec_error(name, e))
+                self.validate(profile)?;
+                name.clone()
             }
+        };
+        let proc = open(
+            self.proc,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| format!("open {} for AppArmor: {e}", self.proc.display()))?;
+        if !is_procfs(&proc) {
+            return Err(format!(
+                "{} is not procfs: cannot set the AppArmor profile `{name}`",
+                self.proc.display()
+            ));
         }
-    }
-
-    /// Writes `exec <name>` in a single write, as the kernel requires.
-    fn write_exec(&self, name: &str) -> io::Result<()> {
-        let mut command = [0u8; 4096];
-        let len = "exec ".len() + name.len();
-        if len > command.len() {
-            return Err(io::Error::from(io::ErrorKind::InvalidInput));
-        }
-        command[..5].copy_from_slice(b"exec ");
-        command[5..len].copy_from_slice(name.as_bytes());
-        let mut attr = self.open_exec_attr()?;
-        let written = attr.write(&command[..len])?;
-        if written != len {
-            return Err(io::Error::from(io::ErrorKind::WriteZero));
-        }
-        Ok(())
-    }
-
-    fn open_exec_attr(&self) -> io::Result<File> {
-        let [apparmor_attr, legacy_attr] = self.exec_attrs;
-        match OpenOptions::new().write(true).open(apparmor_attr) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                OpenOptions::new().write(true).open(legacy_attr)
-            }
-            result => result,
-        }
+        Ok(Some(ExecLabel { name, proc }))
     }
 }
 
@@ -170,10 +230,6 @@ fn check_name(name: &str) -> Result<(), String> {
         return Err(format!("invalid AppArmor profile name {name:?}"));
     }
     Ok(())
-}
-
-fn exec_error(name: &str, error: io::Error) -> String {
-    format!("set AppArmor profile `{name}` for exec: {error}")
 }
 
 #[cfg(test)]
@@ -196,7 +252,6 @@ mod tests {
             if let Some(profiles) = profiles {
                 fs::write(dir.path().join("profiles"), profiles).unwrap();
             }
-            fs::write(dir.path().join("exec"), "").unwrap();
             FakeHost { dir }
         }
 
@@ -204,22 +259,27 @@ mod tests {
             self.dir.path().join(name)
         }
 
+        /// With the real `/proc` as the procfs.
         fn with<T>(&self, f: impl FnOnce(&Host) -> T) -> T {
+            self.with_proc(Path::new("/proc"), f)
+        }
+
+        fn with_proc<T>(&self, proc: &Path, f: impl FnOnce(&Host) -> T) -> T {
             let (enabled, profiles) = (self.path("enabled"), self.path("profiles"));
-            let (apparmor_attr, exec) = (self.path("apparmor-exec"), self.path("exec"));
             f(&Host {
                 enabled: &enabled,
                 profiles: &profiles,
-                exec_attrs: [&apparmor_attr, &exec],
+                proc,
             })
-        }
-
-        fn exec_attr(&self) -> String {
-            fs::read_to_string(self.path("exec")).unwrap()
         }
     }
 
     const LOADED: &str = "berth-default (enforce)\nmy app (complain)\n/usr/bin/x (enforce)\n";
+
+    fn prepared(host: &Host, profile: &AppArmorProfile) -> Result<Option<String>, String> {
+        host.prepare(profile)
+            .map(|label| label.map(|l| l.name().to_string()))
+    }
 
     #[test]
     fn disabled_host_accepts_unconfined_and_default_but_not_localhost() {
@@ -231,17 +291,15 @@ mod tests {
                 assert!(!host.enabled());
                 assert_eq!(host.validate(&AppArmorProfile::Unconfined), Ok(()));
                 assert_eq!(host.validate(&AppArmorProfile::RuntimeDefault), Ok(()));
-                assert_eq!(
-                    host.validate(&AppArmorProfile::Localhost("x".into())),
-                    Err(
-                        "AppArmor is not enabled on this host; profile `x` cannot be applied"
-                            .to_owned()
-                    )
-                );
-                let localhost = AppArmorProfile::Localhost("berth-default".into());
-                assert_eq!(host.apply_on_exec(&localhost), Ok(()));
+                let refused = "AppArmor is not enabled on this host; profile `x` cannot be applied"
+                    .to_owned();
+                let localhost = AppArmorProfile::Localhost("x".into());
+                assert_eq!(host.validate(&localhost), Err(refused.clone()));
+                // Fails closed at start too (the host may have changed since creation).
+                assert_eq!(prepared(host, &localhost), Err(refused));
+                assert_eq!(prepared(host, &AppArmorProfile::RuntimeDefault), Ok(None));
+                assert_eq!(prepared(host, &AppArmorProfile::Unconfined), Ok(None));
             });
-            assert_eq!(fake.exec_attr(), "");
         }
     }
 
@@ -253,22 +311,25 @@ mod tests {
             for loaded in ["berth-default", "my app", "/usr/bin/x"] {
                 let profile = AppArmorProfile::Localhost(loaded.into());
                 assert_eq!(host.validate(&profile), Ok(()), "{loaded}");
+                assert_eq!(prepared(host, &profile), Ok(Some(loaded.to_string())));
             }
-            let missing = host.validate(&AppArmorProfile::Localhost("other".into()));
-            assert_eq!(
-                missing,
-                Err(
-                    "AppArmor profile `other` is not loaded on this host (load it with apparmor_parser)"
-                        .to_owned()
-                )
-            );
+            let missing = AppArmorProfile::Localhost("other".into());
+            let refused =
+                "AppArmor profile `other` is not loaded on this host (load it with apparmor_parser)"
+                    .to_owned();
+            assert_eq!(host.validate(&missing), Err(refused.clone()));
+            assert_eq!(prepared(host, &missing), Err(refused));
             let bad = host.validate(&AppArmorProfile::Localhost("a\nchangehat b".into()));
             assert!(bad.unwrap_err().contains("invalid AppArmor profile name"));
+            assert_eq!(
+                prepared(host, &AppArmorProfile::RuntimeDefault),
+                Ok(Some(DEFAULT_PROFILE.to_string()))
+            );
         });
     }
 
     #[test]
-    fn unreadable_profile_list_is_reported_for_localhost_only() {
+    fn unreadable_profile_list_fails_closed_at_start() {
         let fake = FakeHost::new(Some("Y"), None);
         fake.with(|host| {
             assert_eq!(host.validate(&AppArmorProfile::RuntimeDefault), Ok(()));
@@ -276,32 +337,33 @@ mod tests {
                 .validate(&AppArmorProfile::Localhost("x".into()))
                 .unwrap_err();
             assert!(err.contains("read the loaded profiles"), "{err}");
+            let err = prepared(host, &AppArmorProfile::RuntimeDefault).unwrap_err();
+            assert!(err.contains("cannot be read"), "{err}");
         });
     }
 
     #[test]
-    fn apply_writes_one_exec_command_to_the_legacy_attr_when_needed() {
-        let fake = FakeHost::new(Some("Y"), Some(LOADED));
+    fn default_profile_not_loaded_runs_unconfined() {
+        let fake = FakeHost::new(Some("Y"), Some("other (enforce)\n"));
         fake.with(|host| {
-            let profile = AppArmorProfile::Localhost("my app".into());
-            assert_eq!(host.apply_on_exec(&profile), Ok(()));
+            assert_eq!(prepared(host, &AppArmorProfile::RuntimeDefault), Ok(None));
         });
-        assert_eq!(fake.exec_attr(), "exec my app");
     }
 
     #[test]
-    fn apply_prefers_the_apparmor_attr_and_skips_unconfined() {
+    fn a_proc_that_is_not_procfs_is_refused() {
         let fake = FakeHost::new(Some("Y"), Some(LOADED));
-        fs::write(fake.path("apparmor-exec"), "").unwrap();
-        fake.with(|host| {
-            assert_eq!(host.apply_on_exec(&AppArmorProfile::Unconfined), Ok(()));
-            assert_eq!(host.apply_on_exec(&AppArmorProfile::RuntimeDefault), Ok(()));
+        let not_proc = tempfile::tempdir().unwrap();
+        fs::create_dir_all(not_proc.path().join("thread-self/attr/apparmor")).unwrap();
+        fs::write(not_proc.path().join("thread-self/attr/apparmor/exec"), "").unwrap();
+        fake.with_proc(not_proc.path(), |host| {
+            let err = prepared(host, &AppArmorProfile::Localhost("my app".into())).unwrap_err();
+            assert!(err.contains("is not procfs"), "{err}");
         });
         assert_eq!(
-            fs::read_to_string(fake.path("apparmor-exec")).unwrap(),
-            "exec berth-default"
+            fs::read_to_string(not_proc.path().join("thread-self/attr/apparmor/exec")).unwrap(),
+            ""
         );
-        assert_eq!(fake.exec_attr(), "");
     }
 
     #[test]
@@ -317,7 +379,7 @@ mod tests {
                 message,
                 "AppArmor is not enabled on this host; profile `berth-test-missing` cannot be applied"
             );
-            assert_eq!(apply_on_exec(&AppArmorProfile::RuntimeDefault), Ok(()));
+            assert!(prepare(&AppArmorProfile::RuntimeDefault).unwrap().is_none());
         }
     }
 }

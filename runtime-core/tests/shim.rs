@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use proto::shim::ShimSpec;
-use runtime_core::shim::client;
+use runtime_core::shim::{ShimBinary, client};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -57,7 +57,7 @@ fn start(new_pid: bool, sysctls: &[(&str, &str)]) -> Result<ShimUnderTest, clien
         ..Default::default()
     };
     let pid = client::spawn(
-        Path::new(env!("CARGO_BIN_EXE_berth-shim")),
+        &ShimBinary::sealed(env!("CARGO_BIN_EXE_berth-shim")).expect("sealed shim"),
         &spec,
         &dir.path().join("shim.spec"),
         TIMEOUT,

@@ -1,7 +1,14 @@
 //! Capabilities: names, the bounding set, capset and the ambient set.
 //!
 //! Raw `capset(2)` and `prctl(2)` rather than a crate: three calls, and the order matters
-//! (bounding set while still fully privileged, E/P/I after the user switch, ambient last).
+//! (bounding set while still fully privileged, E/P after the user switch, ambient cleared).
+//!
+//! As containerd + runc: the configured set is the bounding, effective and permitted set;
+//! the inheritable and ambient sets are empty. A root process keeps the set across `execve`
+//! (the kernel gives uid 0 its bounding set); a non-root process ends with no effective,
+//! permitted, inheritable or ambient capability, only the bounding set: otherwise a non-root
+//! process holding CAP_SETUID or CAP_DAC_OVERRIDE would be root in all but name
+//! (CVE-2022-24769 class).
 
 use super::error::{Context, Failure};
 
@@ -59,30 +66,18 @@ pub(super) struct CapPlan {
     pub set: u64,
     /// Highest capability number the kernel knows.
     pub last_cap: u32,
-    /// Also put `set` in the inheritable and ambient sets (non-root users keep their
-    /// capabilities across `execve` only through the ambient set).
-    pub ambient: bool,
 }
 
 impl CapPlan {
-    /// The plan for `names` and a process running as `uid`; `None` means every capability in
-    /// `all` (what the shim itself holds).
-    pub fn new(
-        names: Option<&[String]>,
-        uid: u32,
-        last_cap: u32,
-        all: u64,
-    ) -> Result<Self, String> {
+    /// The plan for `names`; `None` means every capability in `all` (what the shim itself
+    /// holds).
+    pub fn new(names: Option<&[String]>, last_cap: u32, all: u64) -> Result<Self, String> {
         let known = known_mask(last_cap);
         let set = match names {
             None => all & known,
             Some(names) => parse(names)? & known,
         };
-        Ok(CapPlan {
-            set,
-            last_cap,
-            ambient: uid != 0,
-        })
+        Ok(CapPlan { set, last_cap })
     }
 }
 
@@ -173,12 +168,12 @@ struct CapData {
 
 const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
-/// Sets effective, permitted and inheritable sets, then the ambient set for non-root users.
+/// Sets the effective and permitted sets to the plan's, empties the inheritable and ambient
+/// sets.
 pub(super) fn apply(plan: &CapPlan) -> Result<(), Failure> {
-    let inheritable = if plan.ambient { plan.set } else { 0 };
-    capset(plan.set, plan.set, inheritable)?;
-    if plan.ambient {
-        raise_ambient(plan)?;
+    capset(plan.set, plan.set, 0)?;
+    if ambient(libc::PR_CAP_AMBIENT_CLEAR_ALL, 0) != 0 {
+        return Err(Failure::last_os(|| "clear the ambient capability set"));
     }
     Ok(())
 }
@@ -206,16 +201,12 @@ fn capset(effective: u64, permitted: u64, inheritable: u64) -> Result<(), Failur
     Ok(())
 }
 
-fn raise_ambient(plan: &CapPlan) -> Result<(), Failure> {
-    if ambient(libc::PR_CAP_AMBIENT_CLEAR_ALL, 0) != 0 {
-        return Err(Failure::last_os(|| "clear the ambient capability set"));
-    }
-    for cap in (0..=plan.last_cap).filter(|c| plan.set & (1 << c) != 0) {
-        if ambient(libc::PR_CAP_AMBIENT_RAISE, cap) != 0 {
-            return Err(Failure::last_os(|| format!("raise ambient {}", name(cap))));
-        }
-    }
-    Ok(())
+/// Drops every capability from every set of the calling process, the bounding set first
+/// (what a helper that must never act for a container does before it waits).
+pub(super) fn drop_all(last_cap: u32) -> Result<(), Failure> {
+    let plan = CapPlan { set: 0, last_cap };
+    drop_bounding(&plan)?;
+    apply(&plan)
 }
 
 /// `prctl(PR_CAP_AMBIENT, op, cap, 0, 0)`.
@@ -249,17 +240,16 @@ mod tests {
     }
 
     #[test]
-    fn none_means_every_known_capability_and_root_gets_no_ambient() {
-        let plan = CapPlan::new(None, 0, 40, u64::MAX).expect("plan");
+    fn none_means_every_known_capability() {
+        let plan = CapPlan::new(None, 40, u64::MAX).expect("plan");
         assert_eq!(plan.set, (1 << 41) - 1);
-        assert!(!plan.ambient);
-        assert!(CapPlan::new(Some(&[]), 1000, 40, 0).expect("plan").ambient);
-        assert_eq!(CapPlan::new(None, 0, 40, 0b101).expect("plan").set, 0b101);
+        assert_eq!(CapPlan::new(Some(&[]), 40, 0).expect("plan").set, 0);
+        assert_eq!(CapPlan::new(None, 40, 0b101).expect("plan").set, 0b101);
     }
 
     #[test]
     fn capabilities_the_kernel_lacks_are_dropped() {
-        let plan = CapPlan::new(Some(&["CAP_BPF".to_string()]), 0, 38, 0).expect("plan");
+        let plan = CapPlan::new(Some(&["CAP_BPF".to_string()]), 38, 0).expect("plan");
         assert_eq!(plan.set, 0);
     }
 }

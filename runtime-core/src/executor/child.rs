@@ -40,6 +40,9 @@ fn become_container(
     plan: &Plan,
     idmaps: &Idmaps,
 ) -> Result<Infallible, Failure> {
+    // First, while this process still sees only the host's mounts and namespaces.
+    set_dumpable(false)?;
+    apply_apparmor(plan)?;
     join_cgroups(&spec.cgroup_procs)?;
     reset_signals()?;
     // Modes of created directories and device nodes are exact; the container gets 022.
@@ -63,17 +66,50 @@ fn become_container(
     caps::drop_bounding(&plan.caps)?;
     user::switch(&spec.user)?;
     caps::apply(&plan.caps)?;
-    chdir(spec.cwd.as_str()).context(|| format!("chdir `{}`", spec.cwd))?;
+    enter_cwd(&spec.cwd)?;
     umask(Mode::from_bits_truncate(0o022));
     if spec.no_new_privs {
         set_no_new_privs()?;
         install_seccomp(spec.seccomp.as_ref())?;
     }
-    if let Some(profile) = &spec.apparmor {
-        crate::apparmor::apply_on_exec(profile)
-            .map_err(|e| Failure::plain(format!("apparmor: {e}"), None))?;
-    }
     exec::exec(plan)
+}
+
+/// Clears (or sets) the dumpable flag. Cleared first in every setup child, so that no
+/// process of the container can ptrace it or open its `/proc/<pid>` files (fds, memory, exe)
+/// before it has exec'd (CVE-2016-9962 class); `execve` sets it again for the container's
+/// program as usual.
+pub(super) fn set_dumpable(on: bool) -> Result<(), Failure> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, libc::c_ulong::from(on), 0, 0, 0) } != 0 {
+        return Err(Failure::last_os(|| "set dumpable"));
+    }
+    Ok(())
+}
+
+/// Sets the AppArmor profile for `execve` through the host procfs handle taken before the
+/// fork (see [`crate::apparmor`]).
+pub(super) fn apply_apparmor(plan: &Plan) -> Result<(), Failure> {
+    match &plan.apparmor {
+        Some(label) => label
+            .apply()
+            .map_err(|e| Failure::plain(format!("apparmor: {e}"), None)),
+        None => Ok(()),
+    }
+}
+
+/// Enters the working directory and checks that it is inside the process's root: a path
+/// through `/proc/<pid>/root` or `/proc/<pid>/cwd` of a process in another mount namespace
+/// would otherwise start the process outside the container (CVE-2024-21626 class).
+pub(super) fn enter_cwd(cwd: &str) -> Result<(), Failure> {
+    chdir(cwd).context(|| format!("chdir `{cwd}`"))?;
+    match nix::unistd::getcwd() {
+        Ok(path) if path.is_absolute() => Ok(()),
+        _ => Err(Failure::plain(
+            format!("working directory `{cwd}` is outside the container's root"),
+            None,
+        )),
+    }
 }
 
 pub(super) fn install_seccomp(

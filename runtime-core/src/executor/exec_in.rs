@@ -16,7 +16,7 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
 use nix::sched::{CloneFlags, setns};
 use nix::sys::stat::{Mode, umask};
-use nix::unistd::{ForkResult, Pid, chdir, fork, pipe2, setsid};
+use nix::unistd::{ForkResult, Pid, fork, pipe2, setsid};
 
 use super::error::{Context, ExecError, Failure};
 use super::plan::Plan;
@@ -134,6 +134,9 @@ fn run(spec: &ExecProcess, plan: &Plan, target: &OwnedFd, report: OwnedFd) -> ! 
 }
 
 fn become_exec(spec: &ExecProcess, plan: &Plan, target: &OwnedFd) -> Result<Infallible, Failure> {
+    // First, while this process still sees only the host's mounts and namespaces.
+    child::set_dumpable(false)?;
+    child::apply_apparmor(plan)?;
     child::join_cgroups(&spec.cgroup_procs)?;
     child::reset_signals()?;
     umask(Mode::empty());
@@ -174,15 +177,11 @@ fn become_exec(spec: &ExecProcess, plan: &Plan, target: &OwnedFd) -> Result<Infa
     // switch, which clears it.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    chdir(spec.cwd.as_str()).context(|| format!("chdir `{}`", spec.cwd))?;
+    child::enter_cwd(&spec.cwd)?;
     umask(Mode::from_bits_truncate(0o022));
     if spec.no_new_privs {
         child::set_no_new_privs()?;
         child::install_seccomp(spec.seccomp.as_ref())?;
-    }
-    if let Some(profile) = &spec.apparmor {
-        crate::apparmor::apply_on_exec(profile)
-            .map_err(|e| Failure::plain(format!("apparmor: {e}"), None))?;
     }
     exec::exec(plan)
 }

@@ -37,6 +37,7 @@ mod mounts;
 mod overlay;
 mod pidns;
 mod plan;
+mod proc_targets;
 mod rootfs;
 mod spawn;
 mod user;
@@ -47,6 +48,7 @@ use std::path::{Path, PathBuf};
 pub use error::ExecError;
 pub use exec_in::exec_in_container;
 pub use overlay::cleanup_rootfs;
+pub use proc_targets::is_proc_destination;
 pub use spawn::spawn;
 
 /// Everything needed to start one container process in a pod.
@@ -76,9 +78,9 @@ pub struct ContainerProcess {
     pub cwd: String,
     /// Credentials the process runs with.
     pub user: User,
-    /// Capability names (`"CAP_CHOWN"`) for the bounding, effective and permitted sets (and
-    /// inheritable and ambient for non-root users); `None` means every capability the shim
-    /// holds (privileged).
+    /// Capability names (`"CAP_CHOWN"`) for the bounding, effective and permitted sets (a
+    /// non-root process loses the effective and permitted ones at `execve`, as under runc);
+    /// `None` means every capability the shim holds (privileged).
     pub capabilities: Option<Vec<String>>,
     /// Set `PR_SET_NO_NEW_PRIVS` just before `execve`.
     pub no_new_privs: bool,
@@ -274,6 +276,17 @@ pub struct Stdio {
     pub stdout: OwnedFd,
     /// Standard error.
     pub stderr: OwnedFd,
+}
+
+/// The highest capability number the kernel knows (read from `/proc`).
+pub(crate) fn last_capability() -> Result<u32, String> {
+    caps::last_cap().map_err(|f| f.message)
+}
+
+/// Drops every capability up to `last_cap` from every set of the calling process, the
+/// bounding set included.
+pub(crate) fn drop_all_capabilities(last_cap: u32) -> Result<(), String> {
+    caps::drop_all(last_cap).map_err(|f| f.message)
 }
 
 /// containerd's default capability set for unprivileged containers.

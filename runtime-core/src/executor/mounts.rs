@@ -138,7 +138,7 @@ fn dangling_target(dir: &OwnedFd, name: &str, links: usize) -> nix::Result<Strin
 }
 
 /// The components of `path` after lexical cleaning (`.` dropped, `..` applied, never above `/`).
-fn clean(path: &str) -> Vec<&str> {
+pub(super) fn clean(path: &str) -> Vec<&str> {
     let mut components = Vec::new();
     for part in path.split('/') {
         match part {

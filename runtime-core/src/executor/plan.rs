@@ -23,6 +23,8 @@ pub(super) struct Plan {
     pub rlimits: Vec<ResourceLimit>,
     /// Propagation of the container's `/`: `rshared` if any bind is, else `rslave`.
     pub root_propagation: MsFlags,
+    /// The AppArmor profile the child sets for its `execve`, decided from the host's view.
+    pub apparmor: Option<crate::apparmor::ExecLabel>,
 }
 
 /// A resource limit with its `RLIMIT_*` number.
@@ -41,7 +43,7 @@ struct ProcessParts<'a> {
     args: &'a [String],
     env: &'a [String],
     capabilities: Option<&'a [String]>,
-    uid: u32,
+    apparmor: Option<&'a crate::apparmor::AppArmorProfile>,
 }
 
 impl Plan {
@@ -59,7 +61,7 @@ impl Plan {
             args: &spec.args,
             env: &spec.env,
             capabilities: spec.capabilities.as_deref(),
-            uid: spec.user.uid,
+            apparmor: spec.apparmor.as_ref(),
         };
         Plan::build(parts, "args", rlimits, root_propagation(spec))
     }
@@ -75,7 +77,7 @@ impl Plan {
             args: &spec.args,
             env: &spec.env,
             capabilities: spec.capabilities.as_deref(),
-            uid: spec.user.uid,
+            apparmor: spec.apparmor.as_ref(),
         };
         Plan::build(
             parts,
@@ -97,10 +99,14 @@ impl Plan {
             argv: c_strings(args_name, p.args).map_err(|r| invalid(p.id, r))?,
             envp: c_strings("env", p.env).map_err(|r| invalid(p.id, r))?,
             search_path: search_path(p.env),
-            caps: CapPlan::new(p.capabilities, p.uid, last_cap, all_caps)
-                .map_err(|r| invalid(p.id, r))?,
+            caps: CapPlan::new(p.capabilities, last_cap, all_caps).map_err(|r| invalid(p.id, r))?,
             rlimits,
             root_propagation,
+            apparmor: match p.apparmor {
+                Some(profile) => crate::apparmor::prepare(profile)
+                    .map_err(|r| invalid(p.id, format!("apparmor: {r}")))?,
+                None => None,
+            },
         })
     }
 }

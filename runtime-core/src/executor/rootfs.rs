@@ -26,6 +26,7 @@ pub(super) fn enter(spec: &ContainerProcess, plan: &Plan, idmaps: &Idmaps) -> Re
     }
     mount_cgroups(&root, spec)?;
     for m in &spec.mounts {
+        super::proc_targets::check(&root, m)?;
         mounts::mount_cri(&root, m, idmaps)?;
     }
     if !spec.privileged {

@@ -5,7 +5,7 @@ use std::io::{self, BufRead, BufReader};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -58,7 +58,7 @@ impl ShimError {
 /// Starts `berth-shim` for `spec` (written to `spec_path`) and waits up to `timeout` for it to
 /// report ready. Returns the shim's PID. The shim is detached: it outlives berthd.
 pub fn spawn(
-    shim_bin: &Path,
+    shim_bin: &super::ShimBinary,
     spec: &ShimSpec,
     spec_path: &Path,
     timeout: Duration,
@@ -69,13 +69,14 @@ pub fn spawn(
     };
     std::fs::write(spec_path, prost::Message::encode_to_vec(spec))
         .map_err(|e| fail(format!("write {}: {e}", spec_path.display())))?;
-    let mut child = Command::new(shim_bin)
+    let mut child = shim_bin
+        .command()
         .arg(spec_path)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| fail(format!("exec {}: {e}", shim_bin.display())))?;
+        .map_err(|e| fail(format!("exec {}: {e}", shim_bin.host_path().display())))?;
     let stdout = child
         .stdout
         .take()

@@ -7,11 +7,14 @@
 //! short-lived `berth-shim exec` mode that runs one CRI exec inside a container.
 
 mod attach;
+pub mod binary;
 pub mod client;
 pub mod containers;
 pub mod exec;
+mod reaper;
 mod server;
 
+pub use binary::ShimBinary;
 pub use server::main;
 
 /// Namespace file names pinned under a pod's ns dir, as in `/proc/<pid>/ns/`.

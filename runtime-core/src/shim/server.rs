@@ -27,6 +27,7 @@ use crate::userns::{self, Helper, IdMap};
 
 /// Entry point of the `berth-shim` binary: `berth-shim <spec-file>`.
 pub fn main() -> ExitCode {
+    harden();
     let Some(spec_path) = std::env::args_os().nth(1) else {
         eprintln!("usage: berth-shim <spec-file> | berth-shim exec");
         return ExitCode::from(2);
@@ -69,6 +70,16 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Before anything else: not dumpable (no process of another user namespace may ptrace this
+/// one or its setup children, which inherit the flag), and named `berth-shim` whatever path
+/// it was exec'd through (berthd runs it as `/proc/self/fd/N`).
+fn harden() {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // SAFETY: prctl with a static NUL-terminated name.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"berth-shim".as_ptr(), 0, 0, 0) };
 }
 
 fn read_spec(path: &Path) -> io::Result<ShimSpec> {
@@ -211,14 +222,23 @@ impl Pod {
         .map_err(|e| format!("pin {source} at {}: {e}", target.display()))
     }
 
-    /// Forks the PID 1 of a new PID namespace the pod's containers will share.
+    /// Forks the PID 1 of a new PID namespace the pod's containers will share, and waits
+    /// until it has confined itself (see [`reaper`](super::reaper)).
     fn start_reaper(&mut self) -> Result<(), String> {
         unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare pid namespace: {e}"))?;
-        // SAFETY: single-threaded; the child runs only `reap_forever`.
+        let (report_rx, report_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| format!("pipe for the pid namespace reaper: {e}"))?;
+        let empty_dir = PathBuf::from(&self.spec.ns_dir);
+        // SAFETY: single-threaded; the child runs only `reaper::run`.
         match unsafe { fork() } {
-            Ok(ForkResult::Child) => reap_forever(&self.spec.cgroup_procs),
+            Ok(ForkResult::Child) => {
+                drop(report_rx);
+                super::reaper::run(&self.spec.cgroup_procs, &empty_dir, report_tx)
+            }
             Ok(ForkResult::Parent { child }) => {
+                drop(report_tx);
                 self.reaper = Some(child);
+                super::reaper::read_report(&report_rx)?;
                 self.pin(&format!("/proc/{child}/ns/pid"), NS_PID)
             }
             Err(e) => Err(format!("fork pid namespace reaper: {e}")),
@@ -546,21 +566,4 @@ fn bring_up_loopback() -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// PID 1 of a pod's shared PID namespace: joins the pod cgroup and reaps orphans forever.
-fn reap_forever(cgroup_procs: &[String]) -> ! {
-    for procs in cgroup_procs {
-        if let Err(e) = fs::write(procs, "0") {
-            log(&format!("reaper join {procs}: {e}"));
-        }
-    }
-    // SAFETY: prctl with a static NUL-terminated name.
-    unsafe { libc::prctl(libc::PR_SET_NAME, c"berth-pod-init".as_ptr(), 0, 0, 0) };
-    loop {
-        if nix::sys::wait::wait().is_err() {
-            // No children yet: check again shortly (orphans get reparented to us).
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    }
 }
