@@ -46,6 +46,7 @@ pub async fn run_pod_sandbox(
     };
     let lock = state.pods.lock_for(&id);
     let _guard = lock.lock().await;
+    let _nri = crate::nri_hooks::guard(state).await; // NRI: held until the pod is recorded
     crate::pod_store::reserve(&state.pods, record.clone()).map_err(|e| match e {
         ReserveError::Conflict(existing) => {
             let m = record.metadata();
@@ -68,6 +69,18 @@ pub async fn run_pod_sandbox(
         host,
         ..record
     };
+    // --- NRI: RunPodSandbox before the pod is Ready; a plugin's error undoes the pod ---
+    let nri_pod = PodRecord {
+        phase: PodPhase::Creating,
+        ..ready.clone()
+    };
+    if let Err(status) = crate::nri_hooks::run_pod_sandbox(state, &nri_pod).await {
+        let _ = state.pod_runtime.stop(&spec, &ready.host).await;
+        let _ = state.pod_runtime.remove(&spec, &ready.host).await;
+        let _ = state.pods.remove(&id);
+        return Err(status);
+    }
+    // --- end NRI ---
     if let Err(e) = state.pods.update(ready.clone()) {
         let _ = state.pod_runtime.stop(&spec, &ready.host).await;
         let _ = state.pod_runtime.remove(&spec, &ready.host).await;
