@@ -144,8 +144,12 @@ pub fn pod_spec(id: &str, c: &PodSandboxConfig) -> Result<PodSpec, Status> {
         .and_then(|s| s.namespace_options.clone())
         .unwrap_or_default();
     let namespaces = namespace_modes(&ns)?;
+    // An empty hostname takes the node's (as containerd), not one derived from the pod name.
     let hostname = if c.hostname.is_empty() {
-        m.name.clone()
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default()
     } else {
         c.hostname.clone()
     };
