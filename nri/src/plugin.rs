@@ -89,7 +89,8 @@ pub struct Stub {
 impl Stub {
     /// Connects to the runtime's NRI socket, registers as `idx-name` subscribed to `events`
     /// (an event mask, see [`crate::event_bit`]), and serves the runtime's calls with
-    /// `handler`. Returns once the runtime accepted the registration.
+    /// `handler`. Returns once the runtime registered the plugin and synchronized it (from
+    /// then on every event the plugin subscribed to reaches it).
     pub async fn connect(
         socket: &Path,
         name: &str,
@@ -100,9 +101,19 @@ impl Stub {
         let stream = UnixStream::connect(socket)
             .await
             .map_err(|_| CallError::Closed)?;
+        let (synced_tx, mut synced) = tokio::sync::watch::channel(false);
+        let synced_tx = Arc::new(synced_tx);
         let serve: Handler = Arc::new(move |inc: Incoming| {
             let handler = handler.clone();
-            Box::pin(serve_plugin(inc, events, handler))
+            let synced_tx = synced_tx.clone();
+            Box::pin(async move {
+                let sync = inc.method == "Synchronize";
+                let answer = serve_plugin(inc, events, handler).await;
+                if sync && answer.is_ok() {
+                    synced_tx.send_replace(true);
+                }
+                answer
+            })
         });
         let peer = Peer::plugin_side(stream, serve);
         let req = api::RegisterPluginRequest {
@@ -117,6 +128,15 @@ impl Stub {
             Duration::from_secs(5),
         )
         .await?;
+        let wait = Duration::from_secs(30);
+        tokio::select! {
+            r = tokio::time::timeout(wait, synced.wait_for(|s| *s)) => match r {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return Err(CallError::Closed),
+                Err(_) => return Err(CallError::Timeout(wait)),
+            },
+            _ = peer.closed() => return Err(CallError::Closed),
+        }
         Ok(Stub { peer })
     }
 
