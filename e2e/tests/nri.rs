@@ -450,7 +450,7 @@ async fn disconnected_plugin_is_dropped_and_a_new_one_is_synchronized() {
             .lock()
             .expect("seen")
             .iter()
-            .all(|(m, _)| m == "Synchronize"),
+            .all(|(m, _)| m == "Configure" || m == "Synchronize"),
         "a dropped plugin gets no events"
     );
     // A plugin joining now is synchronized with the existing pod and container.
@@ -473,5 +473,47 @@ async fn disconnected_plugin_is_dropped_and_a_new_one_is_synchronized() {
         .expect("container in Synchronize");
     assert_eq!(c.state, api::ContainerState::ContainerRunning as i32);
     assert_eq!(c.name, "nri-after-leave");
+    e.d.remove_pod(&pod).await;
+}
+
+#[tokio::test]
+async fn preinstalled_plugin_is_launched_with_its_config_and_adjusts_containers() {
+    let dir = tempfile::tempdir().expect("dir");
+    let plugins = dir.path().join("plugins");
+    let conf = dir.path().join("conf");
+    std::fs::create_dir_all(&plugins).expect("plugins dir");
+    std::fs::create_dir_all(&conf).expect("conf dir");
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_nri-test-plugin"),
+        plugins.join("05-preinstalled"),
+    )
+    .expect("install plugin");
+    std::fs::write(conf.join("preinstalled.conf"), "configured\n").expect("config");
+    // Not NN-name: ignored.
+    std::fs::write(plugins.join("README"), "not a plugin").expect("readme");
+    let Some(e) = env_with(&format!(
+        "[nri]\nenable = true\nsocket_path = \"{}\"\nplugin_path = \"{}\"\nplugin_config_path = \"{}\"\n",
+        dir.path().join("nri.sock").display(),
+        plugins.display(),
+        conf.display(),
+    ))
+    .await
+    else {
+        return;
+    };
+    wait_until("the pre-installed plugin registered", || {
+        e.d.stderr().contains("05-preinstalled") && e.d.stderr().contains("plugin registered")
+    })
+    .await;
+    let (pod, id) = e
+        .run_container("nri-preinstalled", &["sleep", "3600"], |_| {})
+        .await;
+    let st = e.status(&id).await;
+    assert_eq!(
+        st.annotations
+            .get("nri.test/preinstalled")
+            .map(String::as_str),
+        Some("05-preinstalled:configured")
+    );
     e.d.remove_pod(&pod).await;
 }

@@ -18,6 +18,9 @@ use crate::transport::{
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// The plugin's configuration (answered by the stub with the subscribed events; an error
+    /// fails the registration).
+    Configure(api::ConfigureRequest),
     Synchronize(api::SynchronizeRequest),
     RunPodSandbox(api::PodSandbox),
     StopPodSandbox(api::PodSandbox),
@@ -37,6 +40,7 @@ impl Event {
     /// The RPC name.
     pub fn method(&self) -> &'static str {
         match self {
+            Event::Configure(_) => "Configure",
             Event::Synchronize(_) => "Synchronize",
             Event::RunPodSandbox(_) => "RunPodSandbox",
             Event::StopPodSandbox(_) => "StopPodSandbox",
@@ -101,6 +105,18 @@ impl Stub {
         let stream = UnixStream::connect(socket)
             .await
             .map_err(|_| CallError::Closed)?;
+        Stub::over(stream, name, idx, events, handler).await
+    }
+
+    /// Like [`Stub::connect`] over a connection the runtime made: a plugin berthd launched
+    /// finds it as the fd named by `NRI_PLUGIN_SOCKET` (see [`Stub::launched`]).
+    pub async fn over(
+        stream: UnixStream,
+        name: &str,
+        idx: &str,
+        events: i32,
+        handler: EventHandler,
+    ) -> Result<Stub, CallError> {
         let (synced_tx, mut synced) = tokio::sync::watch::channel(false);
         let synced_tx = Arc::new(synced_tx);
         let serve: Handler = Arc::new(move |inc: Incoming| {
@@ -138,6 +154,35 @@ impl Stub {
             _ = peer.closed() => return Err(CallError::Closed),
         }
         Ok(Stub { peer })
+    }
+
+    /// For a plugin the runtime launched: its connection (fd `NRI_PLUGIN_SOCKET`), name
+    /// (`NRI_PLUGIN_NAME`) and index (`NRI_PLUGIN_IDX`) from the environment.
+    pub fn launched() -> std::io::Result<(UnixStream, String, String)> {
+        use std::os::fd::FromRawFd;
+        let var = |k: &str| {
+            std::env::var(k).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::NotFound, format!("{k} is not set"))
+            })
+        };
+        let fd: i32 = var(crate::adaptation::PLUGIN_SOCKET_ENV)?
+            .parse()
+            .map_err(|_| std::io::Error::other("NRI_PLUGIN_SOCKET is not a file descriptor"))?;
+        // The fd is checked to be a socket before it is owned.
+        let st = nix::sys::stat::fstat(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
+            .map_err(std::io::Error::from)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+            return Err(std::io::Error::other("NRI_PLUGIN_SOCKET is not a socket"));
+        }
+        // SAFETY: the runtime passed this fd to us alone; it is a socket (checked above).
+        let std_stream = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+        std_stream.set_nonblocking(true)?;
+        let stream = UnixStream::from_std(std_stream)?;
+        Ok((
+            stream,
+            var(crate::adaptation::PLUGIN_NAME_ENV)?,
+            var(crate::adaptation::PLUGIN_IDX_ENV)?,
+        ))
     }
 
     /// Asks the runtime to update containers; returns the updates that failed.
@@ -198,7 +243,11 @@ async fn serve_plugin(
         (pod.unwrap_or_default(), ctr.unwrap_or_default())
     };
     let event = match inc.method.as_str() {
-        "Configure" => return Ok(api::ConfigureResponse { events }.encode_to_vec()),
+        "Configure" => {
+            let req = api::ConfigureRequest::decode(p).map_err(bad)?;
+            handler(Event::Configure(req)).await?;
+            return Ok(api::ConfigureResponse { events }.encode_to_vec());
+        }
         "Synchronize" => Event::Synchronize(api::SynchronizeRequest::decode(p).map_err(bad)?),
         "Shutdown" => Event::Shutdown,
         "RunPodSandbox" => {
