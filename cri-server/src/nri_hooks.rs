@@ -110,11 +110,18 @@ pub async fn create_container(
     let Some(h) = &state.nri else {
         return Ok(Vec::new());
     };
-    let (adjustments, updates) = h
+    let (adjustments, updates) = match h
         .nri
         .create_container(&pod_sandbox(pod), &container(rec))
         .await
-        .map_err(vetoed)?;
+    {
+        Ok(answers) => answers,
+        Err(e) => {
+            // Plugins that answered before the failing one saw a container that will not exist.
+            undo_create(state, pod, rec).await;
+            return Err(vetoed(e));
+        }
+    };
     for (plugin, adjust) in &adjustments {
         if let Err(e) = apply_adjustment(rec, adjust) {
             // The plugins saw a container that will not exist.
