@@ -65,7 +65,6 @@ pub async fn create_container(
     let pod_id = pod.id;
     let pod_lock = state.pods.lock_for(&pod_id);
     let _pod_guard = pod_lock.lock().await;
-    let _nri = crate::nri_hooks::guard(state).await; // NRI: held until the container is recorded
     let pod = sandbox_status::find(state, &pod_id)?;
     if pod.phase != PodPhase::Ready {
         return Err(Status::failed_precondition(format!(
@@ -123,6 +122,7 @@ pub async fn create_container(
         image_volumes,
     };
     // NRI: plugins adjust the container before it is recorded (a refusal leaves nothing).
+    let _nri = crate::nri_hooks::guard(state).await; // held until the container is recorded
     let nri_updates = crate::nri_hooks::create_container(state, &pod, &mut rec).await?;
     if let Err(e) = crate::container_store::reserve(&state.containers, rec.clone()) {
         crate::nri_hooks::undo_create(state, &pod, &rec).await; // NRI

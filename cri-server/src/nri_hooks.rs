@@ -243,7 +243,10 @@ pub fn container_stopped(state: &DaemonState, rec: &ContainerRecord) {
     };
     let (nri, cell) = (h.nri.clone(), h.stop_cell(&rec.id));
     let (pod, ctr) = (pod_sandbox(&pod), container(rec));
-    tokio::spawn(async move { relay_stop(&nri, &cell, &pod, &ctr).await });
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move { relay_stop(&nri, &cell, &pod, &ctr).await });
 }
 
 async fn relay_stop(

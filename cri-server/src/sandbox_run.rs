@@ -46,7 +46,6 @@ pub async fn run_pod_sandbox(
     };
     let lock = state.pods.lock_for(&id);
     let _guard = lock.lock().await;
-    let _nri = crate::nri_hooks::guard(state).await; // NRI: held until the pod is recorded
     crate::pod_store::reserve(&state.pods, record.clone()).map_err(|e| match e {
         ReserveError::Conflict(existing) => {
             let m = record.metadata();
@@ -74,6 +73,7 @@ pub async fn run_pod_sandbox(
         phase: PodPhase::Creating,
         ..ready.clone()
     };
+    let _nri = crate::nri_hooks::guard(state).await; // held until the pod is recorded Ready
     if let Err(status) = crate::nri_hooks::run_pod_sandbox(state, &nri_pod).await {
         let _ = state.pod_runtime.stop(&spec, &ready.host).await;
         let _ = state.pod_runtime.remove(&spec, &ready.host).await;
