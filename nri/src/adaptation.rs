@@ -742,3 +742,111 @@ impl Drop for Nri {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+
+    use super::*;
+    use crate::plugin::{Event, EventHandler, Reply, Stub};
+
+    struct NoState;
+
+    impl RuntimeState for NoState {
+        fn snapshot(&self) -> (Vec<api::PodSandbox>, Vec<api::Container>) {
+            (
+                vec![api::PodSandbox {
+                    id: "existing".into(),
+                    ..Default::default()
+                }],
+                Vec::new(),
+            )
+        }
+
+        fn update_containers(
+            &self,
+            updates: Vec<api::ContainerUpdate>,
+        ) -> BoxFuture<Vec<api::ContainerUpdate>> {
+            Box::pin(async move { updates })
+        }
+    }
+
+    fn config(dir: &Path) -> Config {
+        Config {
+            socket_path: dir.join("nri.sock"),
+            plugin_path: dir.join("plugins"),
+            plugin_config_path: dir.join("conf"),
+            registration_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(2),
+            disable_connections: false,
+            runtime_name: "berth".into(),
+            runtime_version: "test".into(),
+        }
+    }
+
+    #[test]
+    fn event_masks_and_plugin_file_names_follow_containerd() {
+        assert_eq!(event_bit(api::Event::RunPodSandbox), 1);
+        assert_eq!(event_bit(api::Event::CreateContainer), 1 << 3);
+        assert_eq!(valid_events(), (1 << 14) - 1);
+        assert_eq!(split_plugin_file("10-topology"), Some(("10", "topology")));
+        assert_eq!(split_plugin_file("10-a-b"), Some(("10", "a-b")));
+        for bad in ["topology", "1-x", "100-x", "ab-x", "10-"] {
+            assert_eq!(split_plugin_file(bad), None, "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn plugins_register_synchronize_get_events_in_index_order_and_drop_on_close() {
+        let dir = tempfile::tempdir().expect("dir");
+        let nri = Nri::new(config(dir.path()));
+        nri.start(Arc::new(NoState)).await.expect("start");
+        let sock = dir.path().join("nri.sock");
+        let order: Arc<StdMutex<Vec<String>>> = Arc::default();
+        let handler = |name: &'static str| -> EventHandler {
+            let order = order.clone();
+            Arc::new(move |ev: Event| {
+                match &ev {
+                    Event::Synchronize(req) => {
+                        assert_eq!(req.pods.len(), 1, "synchronized with the runtime's pods");
+                    }
+                    Event::RunPodSandbox(_) => order.lock().expect("order").push(name.into()),
+                    _ => {}
+                }
+                Box::pin(async { Ok(Reply::default()) })
+            })
+        };
+        let err = Stub::connect(&sock, "bad", "1", valid_events(), handler("bad"))
+            .await
+            .err()
+            .expect("a one-digit index is refused");
+        assert!(err.to_string().contains("two digits"), "{err}");
+        let b = Stub::connect(&sock, "b", "20", valid_events(), handler("b"))
+            .await
+            .expect("b");
+        let a = Stub::connect(&sock, "a", "10", valid_events(), handler("a"))
+            .await
+            .expect("a");
+        {
+            // As a runtime call does: once it holds the guard, every synchronized plugin is in.
+            let _guard = nri.guard().await;
+            assert_eq!(nri.plugin_names(), ["10-a", "20-b"]);
+            nri.run_pod_sandbox(&api::PodSandbox::default())
+                .await
+                .expect("relayed");
+        }
+        assert_eq!(*order.lock().expect("order"), ["a", "b"]);
+        a.close();
+        drop(a);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while nri.plugin_names().len() != 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "closed plugin not dropped"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(nri.plugin_names(), ["20-b"]);
+        drop(b);
+    }
+}
