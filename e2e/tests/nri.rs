@@ -517,3 +517,32 @@ async fn preinstalled_plugin_is_launched_with_its_config_and_adjusts_containers(
     );
     e.d.remove_pod(&pod).await;
 }
+
+#[tokio::test]
+async fn unprivileged_process_cannot_register_as_a_plugin() {
+    // The socket's directory is world-searchable here, so only the socket's own mode (0600)
+    // stands between an unprivileged process and registering as a plugin (which could then
+    // adjust every container: mount host paths, add devices).
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let Some(_e) = nri_env(dir.path()).await else {
+        return;
+    };
+    let sock = dir.path().join("nri.sock");
+    let attempt = |uid: Option<u32>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_nri-test-plugin"));
+        cmd.env("NRI_TEST_CONNECT", &sock);
+        if let Some(uid) = uid {
+            cmd.uid(uid).gid(uid); // std drops supplementary groups when root changes uid
+        }
+        cmd.status().expect("run the plugin").code()
+    };
+    assert_eq!(
+        attempt(None),
+        Some(0),
+        "root registers (the attempt itself works)"
+    );
+    assert_eq!(attempt(Some(65534)), Some(3), "nobody is refused");
+}

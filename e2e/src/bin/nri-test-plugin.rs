@@ -2,6 +2,9 @@
 //! plugin_path` with its connection on fd 3 (`NRI_PLUGIN_SOCKET`) and its name and index in
 //! the environment; it annotates every container created with `nri.test/preinstalled` set to
 //! `<idx>-<name>:<its config file>`, and exits when berthd closes the connection.
+//!
+//! With `NRI_TEST_CONNECT=<socket>` it instead tries to register as an external plugin on that
+//! socket and exits 0 if the runtime accepted it, 3 if not (the tests run it unprivileged).
 
 use std::sync::{Arc, OnceLock};
 
@@ -10,6 +13,16 @@ use nri::plugin::{Event, EventHandler, Reply, Stub};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    if let Some(socket) = std::env::var_os("NRI_TEST_CONNECT") {
+        let handler: EventHandler = Arc::new(|_| Box::pin(async { Ok(Reply::default()) }));
+        match Stub::connect(socket.as_ref(), "intruder", "99", 0, handler).await {
+            Ok(_) => std::process::exit(0),
+            Err(e) => {
+                eprintln!("nri-test-plugin: not registered: {e}");
+                std::process::exit(3);
+            }
+        }
+    }
     let (stream, name, idx) = match Stub::launched() {
         Ok(x) => x,
         Err(e) => {
