@@ -1,4 +1,5 @@
-//! Generates the CRI v1 types and services from the pinned upstream `cri/api.proto`.
+//! Generates the CRI v1 types and services from the pinned upstream `cri/api.proto`, and the
+//! NRI v0.12.1 messages from the unchanged upstream `nri/api.proto`.
 //!
 //! Debian bookworm's `protoc` (3.21) predates the `debug_redact` field option (protobuf 22)
 //! that upstream puts on the registry credentials, so the file is compiled from a copy in
@@ -34,5 +35,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Upstream marks these fields `debug_redact`: our own Debug hides them.
         .skip_debug([".runtime.v1.AuthConfig"])
         .compile_protos(&[copy], &[dir])?;
+
+    // NRI v0.12.1, unchanged upstream: messages only (the `nri` crate frames ttrpc itself).
+    println!("cargo:rerun-if-changed=nri/api.proto");
+    prost_build::Config::new().compile_protos(&["nri/api.proto"], &["nri"])?;
     Ok(())
 }

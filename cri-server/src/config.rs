@@ -38,6 +38,7 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub cni: CniConfig,
     pub network: NetworkConfig,
+    pub nri: NriConfig,
 }
 
 impl Default for Config {
@@ -55,6 +56,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             cni: CniConfig::default(),
             network: NetworkConfig::default(),
+            nri: NriConfig::default(),
         }
     }
 }
@@ -281,6 +283,104 @@ impl Default for NetworkConfig {
     }
 }
 
+/// The Node Resource Interface (see docs/nri.md); the keys are containerd's
+/// (`[plugins."io.containerd.nri.v1.nri"]`), with `enable` instead of containerd's `disable`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NriConfig {
+    /// Serve NRI: relay pod and container events to plugins and apply their adjustments.
+    pub enable: bool,
+    /// Where external plugins connect.
+    pub socket_path: PathBuf,
+    /// Pre-installed plugins (`NN-name` executables) berthd launches at start.
+    pub plugin_path: PathBuf,
+    /// Their configuration files (`NN-name.conf` or `name.conf`).
+    pub plugin_config_path: PathBuf,
+    /// How long a plugin may take to register (and then to synchronize).
+    pub plugin_registration_timeout: Duration,
+    /// How long a plugin may take to answer one event.
+    pub plugin_request_timeout: Duration,
+    /// Do not accept external plugins on `socket_path` (pre-installed ones still run).
+    pub disable_connections: bool,
+}
+
+impl Default for NriConfig {
+    fn default() -> Self {
+        NriConfig {
+            enable: false,
+            socket_path: "/var/run/nri/nri.sock".into(),
+            plugin_path: "/opt/nri/plugins".into(),
+            plugin_config_path: "/etc/nri/conf.d".into(),
+            plugin_registration_timeout: Duration(std::time::Duration::from_secs(5)),
+            plugin_request_timeout: Duration(std::time::Duration::from_secs(2)),
+            disable_connections: false,
+        }
+    }
+}
+
+/// A duration written like containerd's: `"5s"`, `"500ms"`, `"2m"`, `"1m30s"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Duration(pub std::time::Duration);
+
+impl std::str::FromStr for Duration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("`{s}` is not a duration like \"2s\", \"500ms\" or \"1m30s\"");
+        let mut total = std::time::Duration::ZERO;
+        let mut rest = s.trim();
+        if rest.is_empty() {
+            return Err(bad());
+        }
+        while !rest.is_empty() {
+            let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+            if digits == 0 {
+                return Err(bad());
+            }
+            let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+            rest = &rest[digits..];
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            let unit = match &rest[..unit_len] {
+                "ms" => std::time::Duration::from_millis(n),
+                "s" => std::time::Duration::from_secs(n),
+                "m" => std::time::Duration::from_secs(n.saturating_mul(60)),
+                "h" => std::time::Duration::from_secs(n.saturating_mul(3600)),
+                _ => return Err(bad()),
+            };
+            total = total.saturating_add(unit);
+            rest = &rest[unit_len..];
+        }
+        Ok(Duration(total))
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms.is_multiple_of(1000) {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// The widest pod network berth accepts: it never claims more than a /16 of address space.
 pub const WIDEST_POD_PREFIX: u8 = 16;
 
@@ -384,6 +484,7 @@ impl Config {
             ("root_dir", &self.root_dir),
             ("state_dir", &self.state_dir),
             ("cni.conf_dir", &self.cni.conf_dir),
+            ("nri.socket_path", &self.nri.socket_path),
         ] {
             if !path.is_absolute() {
                 return bad(
@@ -398,6 +499,20 @@ impl Config {
                 "streaming.tls_cert_file",
                 "tls_cert_file and tls_key_file must be set together".into(),
             );
+        }
+        for (key, d) in [
+            (
+                "nri.plugin_registration_timeout",
+                self.nri.plugin_registration_timeout,
+            ),
+            (
+                "nri.plugin_request_timeout",
+                self.nri.plugin_request_timeout,
+            ),
+        ] {
+            if d.0.is_zero() {
+                return bad(key, "must be longer than zero".into());
+            }
         }
         if self.streaming.token_ttl_seconds == 0 {
             return bad(
@@ -611,6 +726,20 @@ pod_cidr = "{cidr}"
 bridge = {bridge}
 # nftables table (family inet) holding berth's masquerade and hostPort rules.
 nft_table = {nft_table}
+
+[nri]
+# Serve the Node Resource Interface to NRI plugins (docs/nri.md).
+enable = {nri_enable}
+# Socket external plugins connect to.
+socket_path = {nri_socket}
+# Pre-installed plugins ("NN-name" executables) launched at start, and their configs.
+plugin_path = {nri_plugins}
+plugin_config_path = {nri_conf}
+# How long a plugin may take to register (and then to synchronize), and to answer one event.
+plugin_registration_timeout = "{nri_reg}"
+plugin_request_timeout = "{nri_req}"
+# Do not accept external plugins on socket_path.
+disable_connections = {nri_noconn}
 "#,
         socket = q(&d.socket),
         root = q(&d.root_dir),
@@ -630,6 +759,13 @@ nft_table = {nft_table}
         cidr = d.network.pod_cidr,
         bridge = toml_string(&d.network.bridge),
         nft_table = toml_string(&d.network.nft_table),
+        nri_enable = d.nri.enable,
+        nri_socket = q(&d.nri.socket_path),
+        nri_plugins = q(&d.nri.plugin_path),
+        nri_conf = q(&d.nri.plugin_config_path),
+        nri_reg = d.nri.plugin_registration_timeout,
+        nri_req = d.nri.plugin_request_timeout,
+        nri_noconn = d.nri.disable_connections,
     )
 }
 
@@ -750,6 +886,22 @@ mod tests {
             .expect_err("zero queue")
             .to_string();
         assert!(err.contains("events.subscriber_queue"), "{err}");
+    }
+
+    #[test]
+    fn nri_durations_parse_like_containerd_and_bad_ones_name_the_key() {
+        let c = parse("[nri]\nenable = true\nplugin_request_timeout = \"1m30s\"\nplugin_registration_timeout = \"250ms\"\n")
+            .expect("nri");
+        assert!(c.nri.enable);
+        assert_eq!(c.nri.plugin_request_timeout.0.as_secs(), 90);
+        assert_eq!(c.nri.plugin_registration_timeout.0.as_millis(), 250);
+        assert_eq!(c.nri.plugin_registration_timeout.to_string(), "250ms");
+        for bad in ["\"\"", "\"5\"", "\"s\"", "\"5x\"", "\"0s\""] {
+            let err = parse(&format!("[nri]\nplugin_request_timeout = {bad}\n"))
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("nri.plugin_request_timeout"), "{bad}: {err}");
+        }
     }
 
     #[test]

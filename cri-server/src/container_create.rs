@@ -67,7 +67,15 @@ pub async fn create_container(
     }
     // Under the pod's lock, so the pod cannot be stopped or removed (leaving this container
     // behind) between the check that it is ready and the container's record.
-    let pod_id = sandbox_status::find(state, &req.pod_sandbox_id)?.id;
+    let pod = sandbox_status::find(state, &req.pod_sandbox_id)?;
+    if pod.phase == PodPhase::Creating {
+        // Still being created (RunPodSandbox holds its lock): not ready, do not wait.
+        return Err(Status::failed_precondition(format!(
+            "pod sandbox {} is not ready",
+            pod.id
+        )));
+    }
+    let pod_id = pod.id;
     let pod_lock = state.pods.lock_for(&pod_id);
     let _pod_guard = pod_lock.lock().await;
     let pod = sandbox_status::find(state, &pod_id)?;
@@ -97,7 +105,7 @@ pub async fn create_container(
     let id = new_id();
     let dir = state.containers.dir_of(&id);
     let log_path = log_path(&pod.config.log_directory, &config.log_path);
-    let rec = ContainerRecord {
+    let mut rec = ContainerRecord {
         id: id.clone(),
         pod_id: pod.id.clone(),
         config: config.clone(),
@@ -127,18 +135,25 @@ pub async fn create_container(
         stop_signal,
         image_volumes,
     };
-    crate::container_store::reserve(&state.containers, rec.clone()).map_err(|e| match e {
-        ReserveError::Conflict(existing) => Status::already_exists(format!(
-            "container `{name}` (attempt {}) already exists in pod sandbox {} as {existing}",
-            rec.metadata().attempt,
-            pod.id
-        )),
-        ReserveError::Io(e) => errors::io_status(&format!("record container {id}"), &e),
-    })?;
+    // NRI: plugins adjust the container before it is recorded (a refusal leaves nothing).
+    let _nri = crate::nri_hooks::guard(state).await; // held until the container is recorded
+    let nri_updates = crate::nri_hooks::create_container(state, &pod, &mut rec).await?;
+    if let Err(e) = crate::container_store::reserve(&state.containers, rec.clone()) {
+        crate::nri_hooks::undo_create(state, &pod, &rec).await; // NRI
+        return Err(match e {
+            ReserveError::Conflict(existing) => Status::already_exists(format!(
+                "container `{name}` (attempt {}) already exists in pod sandbox {} as {existing}",
+                rec.metadata().attempt,
+                pod.id
+            )),
+            ReserveError::Io(e) => errors::io_status(&format!("record container {id}"), &e),
+        });
+    }
     failpoint::hit("create_container.after_record");
     for d in [&rec.upper, &rec.work] {
         if let Err(e) = std::fs::create_dir_all(d) {
             let _ = state.containers.remove(&id);
+            crate::nri_hooks::undo_create(state, &pod, &rec).await; // NRI
             return Err(errors::io_status(&format!("create {}", d.display()), &e));
         }
     }
@@ -146,6 +161,7 @@ pub async fn create_container(
     state.images.hold(&id, &image);
     crate::container_mounts::hold(state, &rec);
     info!(container_id = %id, pod_id = %pod.id, name, image = image_name, "CreateContainer");
+    crate::nri_hooks::post_create_container(state, &pod, &rec, nri_updates).await; // NRI
     crate::container_events::emit(
         state,
         &id,

@@ -70,6 +70,7 @@ pub async fn remove(state: &DaemonState, rec: ContainerRecord) -> Result<(), Sta
         .remove(&rec.id)
         .map_err(|e| Status::internal(format!("remove state of container {}: {e}", rec.id)))?;
     info!(container_id = %rec.id, "RemoveContainer");
+    crate::nri_hooks::remove_container(state, None, &rec).await; // NRI
     crate::container_events::emit(
         state,
         &rec.id,

@@ -49,6 +49,7 @@ pub async fn start_container(
         )));
     }
     let target_pid_ns = target_pid_namespace(state, &rec)?;
+    crate::nri_hooks::start_container(state, &pod, &rec).await?; // NRI
     let devices = devices(&rec.config)?;
     let mut limits = resources(&rec.config);
     limits.device_rules = Some(device_rules(&rec.config, &devices));
@@ -107,6 +108,7 @@ pub async fn start_container(
                 ));
             }
             info!(container_id = %id, pid = info.pid, "StartContainer");
+            crate::nri_hooks::post_start_container(state, &pod, &rec).await; // NRI
             container_events::emit(
                 state,
                 &rec.id,
@@ -175,9 +177,11 @@ async fn start_failed(state: &DaemonState, mut rec: ContainerRecord, message: &s
     rec.message = message.to_string();
     rec.finished_at = now_ns();
     let (id, pod_id) = (rec.id.clone(), rec.pod_id.clone());
+    let nri_rec = rec.clone();
     if let Err(e) = persist(state, rec) {
         return e;
     }
+    crate::nri_hooks::container_stopped(state, &nri_rec); // NRI
     container_events::emit(
         state,
         &id,

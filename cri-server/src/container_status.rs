@@ -131,6 +131,7 @@ pub fn mark_exited(
     match state.containers.modify(&rec.id, exited) {
         Ok(Some(now)) => {
             tracing::info!(container_id = %now.id, exit_code = now.exit_code, reason, "container exited");
+            crate::nri_hooks::container_stopped(state, &now); // NRI
             crate::container_events::emit(
                 state,
                 &now.id,

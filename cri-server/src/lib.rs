@@ -40,6 +40,7 @@ pub mod memory;
 pub mod metrics;
 pub mod metrics_grpc;
 pub mod metrics_http;
+pub mod nri_hooks;
 pub mod pod_metrics;
 pub mod pod_store;
 pub mod port_forward;

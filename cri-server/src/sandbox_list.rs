@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use proto::cri::{ListPodSandboxRequest, ListPodSandboxResponse, PodSandbox, PodSandboxFilter};
 
-use crate::pod_store::{Lookup, PodRecord};
+use crate::pod_store::{Lookup, PodPhase, PodRecord};
 use crate::sandbox_status::cri_state;
 use crate::state::DaemonState;
 
@@ -21,6 +21,8 @@ pub fn list_pod_sandbox(
     };
     let items = candidates
         .iter()
+        // A pod still being created (its NRI RunPodSandbox in progress) is not listed yet.
+        .filter(|rec| rec.phase != PodPhase::Creating)
         .filter(|rec| matches(rec, req.filter.as_ref()))
         .map(to_item)
         .collect();

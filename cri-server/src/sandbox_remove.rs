@@ -44,6 +44,7 @@ pub async fn remove_pod_sandbox(
         .remove(id)
         .map_err(|e| Status::internal(format!("remove record of pod {id}: {e}")))?;
     info!(pod_id = %id, "RemovePodSandbox");
+    crate::nri_hooks::remove_pod_sandbox(state, &rec).await; // NRI
     crate::container_events::emit_with(
         state,
         id,

@@ -68,6 +68,19 @@ pub async fn run_pod_sandbox(
         host,
         ..record
     };
+    // --- NRI: RunPodSandbox before the pod is Ready; a plugin's error undoes the pod ---
+    let nri_pod = PodRecord {
+        phase: PodPhase::Creating,
+        ..ready.clone()
+    };
+    let _nri = crate::nri_hooks::guard(state).await; // held until the pod is recorded Ready
+    if let Err(status) = crate::nri_hooks::run_pod_sandbox(state, &nri_pod).await {
+        let _ = state.pod_runtime.stop(&spec, &ready.host).await;
+        let _ = state.pod_runtime.remove(&spec, &ready.host).await;
+        let _ = state.pods.remove(&id);
+        return Err(status);
+    }
+    // --- end NRI ---
     if let Err(e) = state.pods.update(ready.clone()) {
         let _ = state.pod_runtime.stop(&spec, &ready.host).await;
         let _ = state.pod_runtime.remove(&spec, &ready.host).await;

@@ -51,6 +51,10 @@ pub async fn stop(state: &DaemonState, id: &str) -> Result<(), Status> {
     for c in crate::container_store::of_pod(&state.containers, id) {
         crate::container_status::refresh(state, c).await;
     }
+    if was_ready {
+        // NRI: once per pod, its containers stopped, the pod still listed.
+        crate::nri_hooks::stop_pod_sandbox(state, &rec).await;
+    }
     if !recorded {
         state
             .pods

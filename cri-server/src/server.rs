@@ -44,6 +44,8 @@ pub enum DaemonError {
     Listen { socket: PathBuf, source: io::Error },
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    #[error("NRI socket {socket} (set [nri] socket_path, or enable = false): {source}")]
+    Nri { socket: PathBuf, source: io::Error },
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
     #[error(transparent)]
@@ -72,6 +74,12 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     crate::recovery::reconcile(&state).await;
     crate::container_exits::recover(&state).await;
     let exit_watcher = tokio::spawn(crate::container_exits::run(state.clone()));
+    if let Some(nri) = &state.nri {
+        nri.start(&state).await.map_err(|source| DaemonError::Nri {
+            socket: state.config.nri.socket_path.clone(),
+            source,
+        })?;
+    }
     let metrics_server = metrics_listener.map(|l| serve_metrics(l, &state));
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -45,6 +45,8 @@ pub struct DaemonState {
     pub metrics_address: OnceLock<SocketAddr>,
     /// CPU samples and writable-layer walks kept between stats calls.
     pub stats: crate::stats_cache::StatsCache,
+    /// NRI, when `[nri] enable` is set.
+    pub nri: Option<crate::nri_hooks::NriHooks>,
 }
 
 /// Why the daemon state could not be built.
@@ -96,6 +98,10 @@ impl DaemonState {
         ));
         let events = EventHub::new(config.events.subscriber_queue);
         let kubelet_config = KubeletConfig::open(&config.root_dir);
+        let nri = config
+            .nri
+            .enable
+            .then(|| crate::nri_hooks::NriHooks::new(&config.nri));
         Ok(DaemonState {
             streams,
             config,
@@ -111,6 +117,7 @@ impl DaemonState {
             metrics: Arc::new(Metrics::new()?),
             metrics_address: OnceLock::new(),
             stats: crate::stats_cache::StatsCache::detect(),
+            nri,
         })
     }
 }

@@ -5,6 +5,8 @@
 //!   berth crate uses one type set.
 //! - [`shim`]: the protocol between `berthd` and `berth-shim`: prost messages carried as
 //!   length-prefixed frames over a unix socket.
+//! - [`nri`]: the Node Resource Interface (containerd/nri v0.12.1) messages, generated from
+//!   the unchanged upstream `proto/nri/api.proto`; the `nri` crate carries them over ttrpc.
 
 /// The CRI v1 (`runtime.v1`) types and services.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -31,6 +33,12 @@ pub mod cri {
 
 pub mod cri_serde;
 pub mod shim;
+
+/// NRI v0.12.1 messages (package `nri.pkg.api.v1alpha1`).
+#[allow(clippy::all, missing_docs)]
+pub mod nri {
+    include!(concat!(env!("OUT_DIR"), "/nri.pkg.api.v1alpha1.rs"));
+}
 
 #[cfg(test)]
 mod tests {
