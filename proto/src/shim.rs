@@ -279,6 +279,10 @@ pub struct StartContainer {
     pub userns_uids: Vec<IdMapping>,
     #[prost(message, repeated, tag = "37")]
     pub userns_gids: Vec<IdMapping>,
+    /// The pod's log directory: `log_path` is opened beneath it without following symlinks.
+    /// Empty: only the last component of `log_path` is opened without following a symlink.
+    #[prost(string, tag = "38")]
+    pub log_directory: String,
 }
 
 /// One mount of a container.
