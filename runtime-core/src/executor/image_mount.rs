@@ -8,7 +8,7 @@ use nix::errno::Errno;
 use nix::mount::{MsFlags, mount};
 
 use super::error::{Context, Failure};
-use super::mounts::{Leaf, NONE, create_in_root, fd_path, open_in_root};
+use super::mounts::{Leaf, NONE, create_in_root, fd_path};
 use crate::mount_api;
 use crate::userns::IdMap;
 
@@ -57,20 +57,20 @@ pub(super) fn mount_image(
     match sources.as_slice() {
         [] => Err(Failure::plain(format!("{}: no layers", what()), None)),
         [single] => {
-            match idmapped.first() {
-                Some(tree) => mount_api::attach(tree, &target_fd).context(what)?,
-                None => mount(
-                    Some(single.as_path()),
-                    target.as_str(),
-                    NONE,
-                    MsFlags::MS_BIND | MsFlags::MS_REC,
-                    NONE,
-                )
-                .context(what)?,
-            }
-            let mounted = open_in_root(root, destination).context(what)?;
+            // Attached from a detached tree whose fd then refers to the new mount: the
+            // read-only remount goes through it, not through `destination` looked up again,
+            // which a container sharing a volume above it could have swapped for a symlink.
+            let cloned;
+            let tree = match idmapped.first() {
+                Some(tree) => tree,
+                None => {
+                    cloned = mount_api::clone_tree(single, true).context(what)?;
+                    &cloned
+                }
+            };
+            mount_api::attach(tree, &target_fd).context(what)?;
             let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | restricted;
-            mount(NONE, fd_path(&mounted).as_str(), NONE, flags, NONE)
+            mount(NONE, fd_path(tree).as_str(), NONE, flags, NONE)
                 .context(|| format!("remount image volume {destination} read-only"))
         }
         many => {
