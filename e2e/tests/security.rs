@@ -230,6 +230,93 @@ async fn image_user_is_not_resolved_through_host_etc() {
 }
 
 #[tokio::test]
+async fn readonly_bind_stays_readonly_while_a_sibling_swaps_its_destination() {
+    let Some(e) = env().await else { return };
+    // A volume both containers share, and the directory the victim mounts read-only into it.
+    let shared = tempfile::tempdir().expect("shared volume");
+    let protected = tempfile::tempdir().expect("read-only volume");
+    std::fs::create_dir(shared.path().join("ro")).expect("mkdir");
+    std::os::unix::fs::symlink(".", shared.path().join("link")).expect("symlink");
+    let volume = |path: &Path, at: &str, readonly: bool| cri::Mount {
+        container_path: at.into(),
+        host_path: path.display().to_string(),
+        readonly,
+        ..Default::default()
+    };
+    // The attacker swaps `ro` (a directory) with `link` (a symlink to the volume's root) as
+    // fast as the kernel lets it: a runtime that looks `ro` up again after binding onto it
+    // remounts the volume's root read-only instead and leaves the bind writable.
+    let (pod, attacker) = e
+        .run_container(
+            "swapper",
+            &[
+                "/usr/local/bin/swapdir",
+                "/shared/ro",
+                "/shared/link",
+                "300",
+            ],
+            |c| c.mounts = vec![volume(shared.path(), "/shared", false)],
+        )
+        .await;
+    let pc = e.pod("swapper");
+    // Without the fix about one attempt in twenty lands in the race (measured: hits at
+    // attempts 3 and 22 of two runs); `BERTH_DEBUG_RACE=1` prints what each victim saw.
+    const ATTEMPTS: usize = 100;
+    let mut started = 0;
+    for attempt in 0..ATTEMPTS {
+        let mut c = e.container(
+            &format!("victim{attempt}"),
+            &[
+                "/bin/sh",
+                "-c",
+                // The bind sits on whichever name the directory has at the moment: try both.
+                "grep shared /proc/self/mountinfo; i=0; while [ $i -lt 100 ]; do touch /shared/ro/pwned /shared/link/pwned 2>/dev/null; i=$((i+1)); done; true",
+            ],
+        );
+        c.mounts = vec![
+            volume(shared.path(), "/shared", false),
+            volume(protected.path(), "/shared/ro", true),
+        ];
+        let id = e.create(&pod, &pc, c).await.expect("CreateContainer");
+        match e.start(&id).await {
+            Ok(()) => {
+                started += 1;
+                e.wait_exited(&id).await;
+                if std::env::var_os("BERTH_DEBUG_RACE").is_some() {
+                    let log = e2e::containers::read_log(
+                        &e.log_path(&pc, &e.container(&format!("victim{attempt}"), &[])),
+                    );
+                    eprintln!("attempt {attempt}: {log:?}");
+                }
+            }
+            Err(err) => {
+                if std::env::var_os("BERTH_DEBUG_RACE").is_some() {
+                    eprintln!("attempt {attempt}: {}", err.message());
+                }
+            }
+        }
+        e.remove(&id).await;
+        let written: Vec<_> = std::fs::read_dir(protected.path())
+            .expect("read protected")
+            .flatten()
+            .map(|d| d.file_name())
+            .collect();
+        assert!(
+            written.is_empty(),
+            "attempt {attempt}: the read-only volume was written through: {written:?}"
+        );
+    }
+    eprintln!("{started} of {ATTEMPTS} victim containers started");
+    assert!(started > 0, "no victim container started");
+    assert_eq!(
+        e.status(&attacker).await.state,
+        ContainerState::ContainerRunning as i32,
+        "the swapping container stopped early"
+    );
+    e.stop(&attacker).await;
+}
+
+#[tokio::test]
 async fn pax_bomb_layer_fails_the_pull_with_bounded_memory() {
     let Some(e) = env().await else { return };
     let pid = e.d.pid().expect("berthd pid");
