@@ -104,7 +104,7 @@ pub async fn create_container(
 
     let id = new_id();
     let dir = state.containers.dir_of(&id);
-    let log_path = log_path(&pod.config.log_directory, &config.log_path);
+    let log_path = log_path(&pod.config.log_directory, &config.log_path)?;
     let mut rec = ContainerRecord {
         id: id.clone(),
         pod_id: pod.id.clone(),
@@ -130,6 +130,11 @@ pub async fn create_container(
         work: dir.join("work"),
         rootfs: state.config.state_dir.join("rootfs").join(&id),
         cgroup: String::new(),
+        log_directory: if log_path.is_empty() {
+            String::new()
+        } else {
+            pod.config.log_directory.clone()
+        },
         log_path,
         status_path: dir.join("exit.pb"),
         stop_signal,
@@ -248,14 +253,45 @@ fn validate_mounts(config: &ContainerConfig) -> Result<(), Status> {
     Ok(())
 }
 
-/// Where the container's log goes: the pod's log directory joined with the config's relative
-/// path, as kubelet sets them (like containerd, no log without a directory, unless the path is
-/// absolute); empty means the output is discarded.
-fn log_path(dir: &str, rel: &str) -> String {
-    match (dir, rel) {
-        (_, "") => String::new(),
-        ("", r) if Path::new(r).is_absolute() => r.to_string(),
-        ("", _) => String::new(),
-        (d, r) => PathBuf::from(d).join(r).display().to_string(),
+/// Where the container's log goes: the pod's log directory joined with the config's path, as
+/// containerd's CRI plugin composes it (`filepath.Join`): no log unless both are set, and an
+/// absolute `log_path` is taken relative to the directory. Unlike containerd, a `log_path` with
+/// a `..` component is refused: it could name a file outside the log directory (`/etc/...`),
+/// which the shim, running as root, would create and append to.
+fn log_path(dir: &str, path: &str) -> Result<String, Status> {
+    if Path::new(path)
+        .components()
+        .any(|c| c == Component::ParentDir)
+    {
+        return Err(Status::invalid_argument(format!(
+            "config.log_path `{path}` must not contain `..`: it must stay inside the pod's log_directory"
+        )));
+    }
+    if dir.is_empty() || path.is_empty() {
+        return Ok(String::new());
+    }
+    let rel = path.trim_start_matches('/');
+    Ok(PathBuf::from(dir).join(rel).display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_path_stays_inside_the_log_directory() {
+        assert_eq!(log_path("/logs/p", "c/0.log").unwrap(), "/logs/p/c/0.log");
+        assert_eq!(log_path("/logs/p", "/etc/x").unwrap(), "/logs/p/etc/x");
+        assert_eq!(log_path("", "/etc/x").unwrap(), "");
+        assert_eq!(log_path("/logs/p", "").unwrap(), "");
+        for bad in ["../../../../etc/x", "c/../../x", "/logs/../etc/x"] {
+            let err = log_path("/logs/p", bad).expect_err(bad);
+            assert_eq!(err.code(), tonic::Code::InvalidArgument);
+            assert!(
+                err.message().contains("config.log_path"),
+                "{}",
+                err.message()
+            );
+        }
     }
 }

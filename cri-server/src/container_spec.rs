@@ -3,7 +3,7 @@
 //! over the image env, and the user comes from the security context or the image, with names
 //! resolved in the container's own `/etc/passwd` and `/etc/group`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use images::manifest::ImageConfig;
 use proto::cri::{ContainerConfig, LinuxContainerSecurityContext, SupplementalGroupsPolicy};
@@ -203,14 +203,20 @@ fn group_id(group: &str, g: &str) -> Result<u32, Status> {
         })
 }
 
-/// The first of `lower_dirs` (top layer first) holding `rel`, read; empty if none.
+/// Largest `/etc/passwd` or `/etc/group` read from an image.
+const MAX_ETC_FILE: u64 = 4 << 20;
+
+/// `rel` as the image's layers (top layer first) hold it, resolved inside the image (symlinks,
+/// whiteouts); empty if the image has none or it is unreadable.
 fn read_etc(lower_dirs: &[PathBuf], rel: &str) -> String {
-    lower_dirs
-        .iter()
-        .map(|d| d.join(rel))
-        .find(|p| Path::new(p).symlink_metadata().is_ok_and(|m| m.is_file()))
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .unwrap_or_default()
+    match images::layered::read_file(lower_dirs, rel, MAX_ETC_FILE) {
+        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+        Ok(None) => String::new(),
+        Err(e) => {
+            tracing::warn!(file = rel, error = %e, "cannot read the image's file");
+            String::new()
+        }
+    }
 }
 
 fn passwd_fields(passwd: &str) -> impl Iterator<Item = (String, u32, u32)> + '_ {

@@ -521,6 +521,7 @@ pub(crate) fn start_message(
             .map(|p| p.display().to_string())
             .collect(),
         log_path: rec.log_path.clone(),
+        log_directory: rec.log_directory.clone(),
         status_path: rec.status_path.display().to_string(),
         tty: rec.config.tty,
         seccomp: seccomp.0,

@@ -43,6 +43,10 @@ pub struct ContainerRecord {
     pub rootfs: PathBuf,
     pub cgroup: String,
     pub log_path: String,
+    /// The pod's log directory `log_path` must stay beneath (empty in records from before it
+    /// was kept: the shim then only refuses a symlink as the file itself).
+    #[serde(default)]
+    pub log_directory: String,
     /// Where the shim records the exit.
     pub status_path: PathBuf,
     pub stop_signal: i32,

@@ -744,6 +744,7 @@ mod tests {
             rootfs: "/r".into(),
             cgroup: String::new(),
             log_path: String::new(),
+            log_directory: String::new(),
             status_path: "/s".into(),
             stop_signal: 15,
             image_volumes: Vec::new(),

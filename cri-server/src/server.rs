@@ -63,6 +63,9 @@ pub enum DaemonError {
 pub async fn serve(config: Config) -> Result<(), DaemonError> {
     prepare_dir(&config.root_dir)?;
     prepare_dir(&config.state_dir)?;
+    for dir in private_dirs(&config) {
+        prepare_private_dir(&dir)?;
+    }
     let mut shutdown = ShutdownSignals::install()?;
     let mut claimed = ClaimedSocket::claim(&config.socket)?;
     let listener = tokio_listener(&mut claimed)?;
@@ -169,6 +172,33 @@ fn tokio_listener(claimed: &mut ClaimedSocket) -> Result<tokio::net::UnixListene
         .ok_or_else(|| listen_err(io::Error::other("listener already taken")))?;
     std_listener.set_nonblocking(true).map_err(listen_err)?;
     tokio::net::UnixListener::from_std(std_listener).map_err(listen_err)
+}
+
+/// Directories holding container and image file trees, which only root may enter: a host user
+/// must not reach a container's root or writable layer (or an image layer), where a container
+/// or an image can plant setuid binaries or device nodes (CVE-2021-41091 class).
+fn private_dirs(config: &Config) -> [PathBuf; 3] {
+    [
+        config.state_dir.join("rootfs"),
+        config.root_dir.join("containers"),
+        config.root_dir.join("snapshots"),
+    ]
+}
+
+/// Creates `dir` with mode 0700, or sets 0700 on an existing one (made by an older berthd).
+fn prepare_private_dir(dir: &Path) -> Result<(), DaemonError> {
+    let err = |what, source| DaemonError::Dir {
+        what,
+        path: dir.into(),
+        source,
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| err("create directory", e))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| err("restrict directory to root", e))
 }
 
 /// Creates a state directory (mode 0711) if missing; an existing one is left as it is.

@@ -28,9 +28,14 @@ pub async fn serve(
     mut streams: mpsc::Receiver<PortForwardStream>,
     session: Session,
 ) {
+    // A pod removed since the URL was minted has no network to dial into: refuse every
+    // connection rather than fall back to berthd's own (the host's) network namespace.
     let netns = match sandbox_status::find(&state, &req.pod_sandbox_id) {
         Ok(pod) => pod.host.netns.clone(),
-        Err(_) => None,
+        Err(status) => {
+            refuse_all(&req.pod_sandbox_id, status.message(), streams, session).await;
+            return;
+        }
     };
     let pod_id = req.pod_sandbox_id.clone();
     let mut conns = tokio::task::JoinSet::new();
@@ -51,6 +56,35 @@ pub async fn serve(
     }
     conns.abort_all();
     debug!(pod_id = %pod_id, "port-forward session ended");
+    session.close().await;
+}
+
+/// Answers each forwarded connection of a session whose pod is gone with `reason` on its
+/// error stream, until the client leaves.
+async fn refuse_all(
+    pod_id: &str,
+    reason: &str,
+    mut streams: mpsc::Receiver<PortForwardStream>,
+    session: Session,
+) {
+    debug!(pod_id = %pod_id, reason, "port-forward to a pod that is gone");
+    loop {
+        tokio::select! {
+            next = streams.recv() => match next {
+                Some(mut s) => {
+                    let message = format!(
+                        "error forwarding port {} to pod {pod_id}, uid : {reason}",
+                        s.port
+                    );
+                    let _ = s.error.write_all(message.as_bytes()).await;
+                    let _ = s.error.shutdown().await;
+                    let _ = s.data_out.shutdown().await;
+                }
+                None => break,
+            },
+            () = session.closed() => break,
+        }
+    }
     session.close().await;
 }
 

@@ -742,7 +742,7 @@ nogroup:x:65534:
 /// Layer 2: the static test programs in `/usr/local/bin` plus files for layer 3 to remove.
 pub fn testprogs_layer() -> io::Result<LayerBuilder> {
     let mut layer = LayerBuilder::new();
-    for name in ["pause", "exitwith", "printenv-args", "memhog"] {
+    for name in ["pause", "exitwith", "printenv-args", "memhog", "swapdir"] {
         let host_path = testprogs_dir().join(name);
         add_host_file(&mut layer, &host_path, &format!("/usr/local/bin/{name}"))?;
     }

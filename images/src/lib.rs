@@ -8,6 +8,7 @@ pub mod decompress;
 pub mod digest;
 pub mod error;
 pub mod fsutil;
+pub mod layered;
 pub mod manifest;
 pub mod metadata;
 pub mod pull;

@@ -23,6 +23,11 @@ impl ImageRef {
             return Err(invalid("empty or surrounded by whitespace".into()));
         }
         let inner = Reference::try_from(s).map_err(|e| invalid(e.to_string()))?;
+        // oci-client accepts `Name/x` when `Name` is not a host, then normalizes it to
+        // `docker.io/Name/x`, which neither it nor a registry accepts.
+        if inner.repository().bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(invalid("repository name must be lowercase".into()));
+        }
         Ok(ImageRef { inner })
     }
 

@@ -42,7 +42,11 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, linkat, symlinkat, 
 use self::stream::{Entry, Kind, Mtime, TarReader};
 
 /// Largest PAX extended header or GNU long name/link accepted; real ones are a few hundred bytes.
+/// Also the most extension data accepted before one member, all its extension headers together.
 pub const MAX_EXTENSION_HEADER: u64 = 1 << 20;
+/// Most distinct PAX records (keys) accepted for one member: a path, a link, times, ids and
+/// xattrs need a few dozen.
+pub const MAX_PAX_RECORDS: usize = 1024;
 /// Longest entry path or link target accepted, in bytes (Linux `PATH_MAX`).
 pub const MAX_PATH_LEN: usize = 4096;
 /// Read buffer over the tar stream; file contents are written straight from it.
@@ -785,7 +789,9 @@ mod stream {
 
     use tar::Header;
 
-    use super::{MAX_EXTENSION_HEADER, MAX_PATH_LEN, UnpackError, rejected, shown};
+    use super::{
+        MAX_EXTENSION_HEADER, MAX_PATH_LEN, MAX_PAX_RECORDS, UnpackError, rejected, shown,
+    };
 
     const BLOCK: u64 = 512;
     /// Device number fields, at the same offsets in ustar and GNU headers.
@@ -834,11 +840,46 @@ mod stream {
         long_name: Option<Vec<u8>>,
         long_link: Option<Vec<u8>>,
         pax: Records,
+        /// Extension data read so far for this member (a stream of consecutive extension
+        /// headers must not grow memory without bound).
+        bytes: u64,
     }
 
     impl Extensions {
         fn is_empty(&self) -> bool {
             self.long_name.is_none() && self.long_link.is_none() && self.pax.is_empty()
+        }
+
+        /// Counts `size` more bytes of extension data against [`MAX_EXTENSION_HEADER`].
+        fn charge(&mut self, size: u64, at: u64) -> Result<(), UnpackError> {
+            self.bytes = self.bytes.saturating_add(size);
+            if self.bytes > MAX_EXTENSION_HEADER {
+                return Err(malformed(
+                    at,
+                    format!(
+                        "extension headers before one entry exceed {MAX_EXTENSION_HEADER} bytes"
+                    ),
+                ));
+            }
+            Ok(())
+        }
+
+        /// Adds PAX records: a key given again replaces its earlier value, as in GNU tar and
+        /// Go's archive/tar.
+        fn merge_pax(&mut self, records: Records, at: u64) -> Result<(), UnpackError> {
+            for (key, value) in records {
+                if let Some(existing) = self.pax.iter_mut().find(|(k, _)| *k == key) {
+                    existing.1 = value;
+                } else if self.pax.len() >= MAX_PAX_RECORDS {
+                    return Err(malformed(
+                        at,
+                        format!("more than {MAX_PAX_RECORDS} PAX records for one entry"),
+                    ));
+                } else {
+                    self.pax.push((key, value));
+                }
+            }
+            Ok(())
         }
 
         /// The last non-empty value of a PAX record (an empty value unsets it).
@@ -890,10 +931,15 @@ mod stream {
                 verify_checksum(&header, at)?;
                 let size = numeric(&header.as_old().size, header.entry_size())
                     .map_err(|e| malformed(at, e.to_string()))?;
-                match header.entry_type().as_byte() {
+                let kind = header.entry_type().as_byte();
+                // An oversized single header gets its own error from `read_extension`.
+                if matches!(kind, b'x' | b'L' | b'K') && size <= MAX_EXTENSION_HEADER {
+                    ext.charge(size, at)?;
+                }
+                match kind {
                     b'x' => {
                         let data = self.read_extension(size, "PAX header", at)?;
-                        ext.pax.extend(parse_pax(&data, at)?);
+                        ext.merge_pax(parse_pax(&data, at)?, at)?;
                     }
                     b'g' => {
                         self.read_extension(size, "PAX global header", at)?;
@@ -1254,6 +1300,12 @@ mod stream {
             }
             let record = &rest[space + 1..len - 1];
             let eq = record.iter().position(|b| *b == b'=').ok_or_else(bad)?;
+            if records.len() >= MAX_PAX_RECORDS {
+                return Err(malformed(
+                    at,
+                    format!("more than {MAX_PAX_RECORDS} records in one PAX header"),
+                ));
+            }
             records.push((record[..eq].to_vec(), record[eq + 1..].to_vec()));
             rest = &rest[len..];
         }

@@ -958,3 +958,67 @@ fn corrupt_gzip_layer_is_a_read_error() {
         "{err:?}"
     );
 }
+
+/// One PAX header of `len` bytes holding a single `SCHILY.xattr.user.<key>` record.
+fn pax_block(key: &str, len: usize) -> Vec<u8> {
+    let prefix = format!("SCHILY.xattr.user.{key}=");
+    // "<n> <prefix><value>\n" is `len` bytes long; n has 7 digits for the sizes used here.
+    let value_len = len - 7 - 1 - prefix.len() - 1;
+    let record = format!("{len} {prefix}{}\n", "v".repeat(value_len));
+    assert_eq!(record.len(), len);
+    let mut h = Header::new_ustar();
+    h.set_entry_type(EntryType::XHeader);
+    h.set_size(len as u64);
+    h.set_cksum();
+    let mut out = h.as_bytes().to_vec();
+    out.extend_from_slice(record.as_bytes());
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out
+}
+
+#[test]
+fn rejects_consecutive_pax_headers_past_the_total_limit() {
+    // A PAX bomb: many headers just under the per-header limit, each with a new key, before
+    // one entry. Before the limit on their total, every record was kept in memory.
+    let sb = Sandbox::new();
+    let mut tar = Vec::new();
+    for i in 0..64 {
+        tar.extend(pax_block(&format!("k{i}"), 1_000_000));
+    }
+    tar.extend(Layer::new().file("f", b"x").finish());
+    match sb.unpack(&tar) {
+        Err(e @ UnpackError::Malformed { .. }) => {
+            assert!(
+                e.to_string()
+                    .contains("extension headers before one entry exceed 1048576 bytes"),
+                "{e}"
+            );
+        }
+        other => panic!("expected a PAX bomb error, got {other:?}"),
+    }
+    sb.assert_outside_untouched();
+}
+
+#[test]
+fn repeated_pax_keys_replace_earlier_values() {
+    let sb = Sandbox::new();
+    let tar = Layer::new()
+        .pax(&[("path", b"first")])
+        .pax(&[("path", b"second")])
+        .file("header-name", b"x")
+        .finish();
+    sb.unpack(&tar).expect("unpack");
+    assert_eq!(names(&sb.dest), ["second"]);
+}
+
+#[test]
+fn rejects_more_pax_records_than_the_limit() {
+    let sb = Sandbox::new();
+    let keys: Vec<String> = (0..2000)
+        .map(|i| format!("SCHILY.xattr.user.k{i}"))
+        .collect();
+    let records: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
+    let tar = Layer::new().pax(&records).file("f", b"x").finish();
+    let err = sb.unpack(&tar).expect_err("too many records");
+    assert!(err.to_string().contains("more than 1024"), "{err}");
+}

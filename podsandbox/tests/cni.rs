@@ -22,6 +22,9 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::sync::{Mutex, MutexGuard};
 
+mod support;
+use support::netns::TestNetns;
+
 const REAL_BIN_DIR: &str = "/usr/lib/cni";
 const PLUGIN_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -608,37 +611,26 @@ macro_rules! require_real_plugins {
     };
 }
 
-/// A network namespace for one test, deleted on drop.
+/// A network namespace for one test (pinned in a temp dir, never the host's `/run/netns`),
+/// removed on drop.
 struct Netns {
-    name: String,
+    ns: TestNetns,
     path: PathBuf,
 }
 
 impl Netns {
     fn new() -> Netns {
-        let name = format!("berth-cni-{}", random_hex(8));
-        run("ip", &["netns", "add", &name]);
-        let path = Path::new("/run/netns").join(&name);
-        Netns { name, path }
+        let ns = TestNetns::new().expect("create test network namespace");
+        let path = ns.path().to_path_buf();
+        Netns { ns, path }
     }
 
     fn addresses(&self, ifname: &str) -> Option<String> {
-        let output = Command::new("ip")
-            .args(["-n", &self.name, "-4", "-o", "addr", "show", "dev", ifname])
-            .output()
-            .expect("run ip addr");
+        let output = self.ns.ip(&["-4", "-o", "addr", "show", "dev", ifname]);
         output
             .status
             .success()
             .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
     }
 }
 

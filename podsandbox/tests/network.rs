@@ -17,6 +17,9 @@ use nix::sched::CloneFlags;
 use podsandbox::network::{BridgeConfig, BridgeNetwork, NetworkError, PortMapping, Protocol};
 use sha2::{Digest, Sha256};
 
+mod support;
+use support::netns::{TestNetns, ip_in_path};
+
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// True when the host can run these tests; on CI a missing feature is a failure.
@@ -97,7 +100,7 @@ struct TestNet {
     net: Arc<BridgeNetwork>,
     cfg: BridgeConfig,
     tag: String,
-    namespaces: Vec<String>,
+    namespaces: Vec<TestNetns>,
     state: tempfile::TempDir,
 }
 
@@ -121,12 +124,13 @@ impl TestNet {
         }
     }
 
-    /// Creates a namespace with `ip netns add`; returns its bind-mounted file.
+    /// Creates a namespace pinned in a temp dir (never the host's `/run/netns`); returns its
+    /// bind-mounted file.
     fn add_netns(&mut self) -> PathBuf {
-        let name = format!("berth-test-{}-{:08x}", self.tag, random_u32());
-        stdout_of("ip", &["netns", "add", &name]);
-        self.namespaces.push(name.clone());
-        PathBuf::from(format!("/run/netns/{name}"))
+        let ns = TestNetns::new().expect("create test network namespace");
+        let path = ns.path().to_path_buf();
+        self.namespaces.push(ns);
+        path
     }
 
     fn pod_id(&self, what: &str) -> String {
@@ -181,9 +185,6 @@ impl TestNet {
 
 impl Drop for TestNet {
     fn drop(&mut self) {
-        for name in &self.namespaces {
-            let _ = run("ip", &["netns", "delete", name]);
-        }
         let net = Arc::clone(&self.net);
         let teardown = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -271,15 +272,16 @@ fn finish(server: JoinHandle<io::Result<()>>) {
         .expect("server accepted every connection");
 }
 
-/// `ip -n <netns> args…` for a namespace created by [`TestNet::add_netns`].
+/// `ip args…` inside a namespace created by [`TestNet::add_netns`].
 fn ip_in(netns: &Path, args: &[&str]) -> String {
-    let name = netns
-        .file_name()
-        .and_then(|n| n.to_str())
-        .expect("netns name");
-    let mut full = vec!["-n", name];
-    full.extend_from_slice(args);
-    stdout_of("ip", &full)
+    let out = ip_in_path(netns, args);
+    assert!(
+        out.status.success(),
+        "ip {args:?} in {}: {}",
+        netns.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn link_is_up(netns: &Path, dev: &str) -> bool {

@@ -280,9 +280,13 @@ pub struct StartContainer {
     pub userns_uids: Vec<IdMapping>,
     #[prost(message, repeated, tag = "37")]
     pub userns_gids: Vec<IdMapping>,
+    /// The pod's log directory: `log_path` is opened beneath it without following symlinks.
+    /// Empty: only the last component of `log_path` is opened without following a symlink.
+    #[prost(string, tag = "38")]
+    pub log_directory: String,
     /// With `pid_mode` 3: the PID namespace file to join (`/proc/<pid>/ns/pid` of the target
     /// container's process).
-    #[prost(string, tag = "38")]
+    #[prost(string, tag = "39")]
     pub pid_ns_path: String,
 }
 

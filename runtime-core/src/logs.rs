@@ -21,17 +21,26 @@
 //! # }
 //! ```
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::path::{Component, Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl, open, openat};
+use nix::sys::stat::{Mode, SFlag, fstat, mkdirat};
 
 /// containerd's default `max_container_log_line_size`: longer lines become `P` records.
 pub const DEFAULT_MAX_LINE: usize = 16 * 1024;
 
 /// Mode of a newly created log file (before umask), as containerd creates them.
 const LOG_FILE_MODE: u32 = 0o640;
+/// Mode of a directory created for a log file (kubelet creates them 0755).
+const LOG_DIR_MODE: u32 = 0o755;
+/// Most bytes one stream keeps buffered beyond one line while writes fail (disk full, say):
+/// the shim keeps reading the container's output, so older bytes are dropped past this.
+pub const MAX_PENDING: usize = 1 << 20;
 
 /// Which container output a record came from. A TTY container has one combined stream: `Stdout`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +105,9 @@ struct PendingBytes {
 #[derive(Debug)]
 pub struct LogWriter {
     path: PathBuf,
+    /// The log directory the path must stay beneath; `None` for a bare path (only its last
+    /// component is opened without following symlinks).
+    dir: Option<PathBuf>,
     file: File,
     max_line: usize,
     pending: [PendingBytes; 2],
@@ -105,10 +117,24 @@ pub struct LogWriter {
 
 impl LogWriter {
     /// Opens (creating, append mode, 0640) the log file; creates the parent directory if missing.
+    /// The last component is never followed if it is a symlink, and must be a regular file.
     pub fn open(path: &Path) -> io::Result<LogWriter> {
-        let file = open_log_file(path)?;
+        LogWriter::open_location(path.to_path_buf(), None)
+    }
+
+    /// Opens `dir/rel` like [`open`](Self::open), but every component of `rel` is opened from a
+    /// handle of `dir` without following symlinks, and `rel` must be relative and free of `..`:
+    /// whatever a container or a user can create inside the log directory, the log cannot end
+    /// up outside it. Missing directories under `dir` (and `dir` itself) are created.
+    pub fn open_beneath(dir: &Path, rel: &Path) -> io::Result<LogWriter> {
+        LogWriter::open_location(dir.join(rel), Some(dir.to_path_buf()))
+    }
+
+    fn open_location(path: PathBuf, dir: Option<PathBuf>) -> io::Result<LogWriter> {
+        let file = open_log_file(&path, dir.as_deref())?;
         Ok(LogWriter {
-            path: path.to_path_buf(),
+            path,
+            dir,
             file,
             max_line: DEFAULT_MAX_LINE,
             pending: Default::default(),
@@ -125,7 +151,28 @@ impl LogWriter {
     /// facing repeated errors should stop reading the pipe to push back on the container.
     pub fn write(&mut self, stream: Stream, data: &[u8]) -> io::Result<()> {
         self.pending[stream.index()].bytes.extend_from_slice(data);
-        self.flush(stream, false)
+        let result = self.flush(stream, false);
+        let dropped = self.bound_pending(stream);
+        match result {
+            Err(e) if dropped > 0 => Err(io::Error::new(
+                e.kind(),
+                format!("{e}; dropped {dropped} buffered bytes"),
+            )),
+            other => other,
+        }
+    }
+
+    /// Keeps at most [`MAX_PENDING`] bytes (plus one line) of a stream buffered, dropping the
+    /// oldest; returns how many were dropped.
+    fn bound_pending(&mut self, stream: Stream) -> usize {
+        let limit = MAX_PENDING + self.max_line;
+        let pending = &mut self.pending[stream.index()];
+        let excess = pending.bytes.len().saturating_sub(limit);
+        if excess > 0 {
+            pending.bytes.drain(..excess);
+            pending.newline_free = 0;
+        }
+        excess
     }
 
     /// The stream ended (EOF): everything buffered is written, an unterminated line as `F`.
@@ -136,7 +183,7 @@ impl LogWriter {
     /// kubelet rotated the file (renamed it away): opens a new file at the same path. Buffered
     /// bytes stay buffered and go to the new file.
     pub fn reopen(&mut self) -> io::Result<()> {
-        self.file = open_log_file(&self.path)?;
+        self.file = open_log_file(&self.path, self.dir.as_deref())?;
         tracing::debug!(path = %self.path.display(), "reopened container log");
         Ok(())
     }
@@ -229,20 +276,72 @@ impl LogWriter {
     }
 }
 
-fn open_log_file(path: &Path) -> io::Result<File> {
+fn open_log_file(path: &Path, dir: Option<&Path>) -> io::Result<File> {
     let context = |what: &str, e: io::Error| {
         io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
     };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| context("create directory for container log", e))?;
+    let (base, rel) = match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| context("create log directory for", e))?;
+            let rel = path.strip_prefix(dir).map_err(|_| {
+                context(
+                    "open container log",
+                    io::Error::other("not beneath the log directory"),
+                )
+            })?;
+            (dir.to_path_buf(), rel.to_path_buf())
+        }
+        None => match (path.parent(), path.file_name()) {
+            (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| context("create directory for container log", e))?;
+                (parent.to_path_buf(), PathBuf::from(name))
+            }
+            (_, Some(name)) => (PathBuf::from("."), PathBuf::from(name)),
+            _ => return Err(context("open container log", Errno::EINVAL.into())),
+        },
+    };
+    open_beneath(&base, &rel).map_err(|e| context("open container log", e))
+}
+
+/// Opens (creating) `rel` beneath `base`, component by component, never following a symlink;
+/// the file must be a regular file (a FIFO planted there would block the shim).
+fn open_beneath(base: &Path, rel: &Path) -> io::Result<File> {
+    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut dir: OwnedFd = open(base, dir_flags, Mode::empty())?;
+    let mut components = rel.components().peekable();
+    while let Some(component) = components.next() {
+        let Component::Normal(name) = component else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "log path must be relative to the log directory, without `..`",
+            ));
+        };
+        if components.peek().is_none() {
+            let flags = OFlag::O_WRONLY
+                | OFlag::O_APPEND
+                | OFlag::O_CREAT
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_NONBLOCK
+                | OFlag::O_CLOEXEC;
+            let fd = openat(&dir, name, flags, Mode::from_bits_truncate(LOG_FILE_MODE))?;
+            let stat = fstat(&fd)?;
+            if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+                return Err(io::Error::other("not a regular file"));
+            }
+            fcntl(&fd, FcntlArg::F_SETFL(OFlag::O_APPEND))?;
+            return Ok(File::from(fd));
+        }
+        match mkdirat(&dir, name, Mode::from_bits_truncate(LOG_DIR_MODE)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        dir = openat(&dir, name, dir_flags | OFlag::O_NOFOLLOW, Mode::empty())?;
     }
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(LOG_FILE_MODE)
-        .open(path)
-        .map_err(|e| context("open container log", e))
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "empty log path",
+    ))
 }
 
 /// Finds the next record at the front of `pending`, whose first `skip` bytes hold no `\n`.
@@ -579,5 +678,59 @@ mod tests {
             .map(|l| parse_line(l).expect("parse").3)
             .collect();
         assert_eq!(lines, [&b"one"[..], b"two", b"three"]);
+    }
+
+    #[test]
+    fn open_beneath_refuses_symlinks_and_dotdot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs = dir.path().join("logs");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&logs).expect("mkdir");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        std::os::unix::fs::symlink(outside.join("x"), logs.join("link.log")).expect("symlink");
+        std::os::unix::fs::symlink(&outside, logs.join("linkdir")).expect("symlink");
+        for rel in [
+            "link.log",
+            "linkdir/0.log",
+            "../outside/0.log",
+            "a/../../outside/0.log",
+        ] {
+            let err = LogWriter::open_beneath(&logs, Path::new(rel)).expect_err(rel);
+            assert!(
+                err.to_string().contains("open container log"),
+                "{rel}: {err}"
+            );
+        }
+        assert_eq!(std::fs::read_dir(&outside).expect("ls").count(), 0);
+        let mut log = LogWriter::open_beneath(&logs, Path::new("app/0.log")).expect("open");
+        log.write(Stream::Stdout, b"x\n").expect("write");
+        assert!(logs.join("app/0.log").is_file());
+    }
+
+    #[test]
+    fn open_refuses_a_fifo_instead_of_blocking() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("0.log");
+        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).expect("mkfifo");
+        // No reader: ENXIO; with one (not tested here) the type check refuses it.
+        LogWriter::open_beneath(dir.path(), Path::new("0.log")).expect_err("fifo");
+    }
+
+    #[test]
+    fn failing_writes_keep_a_bounded_buffer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = LogWriter::open(&dir.path().join("0.log")).expect("open");
+        log.file = File::create("/dev/full").expect("/dev/full");
+        let chunk = vec![b'y'; 64 * 1024];
+        let mut line = chunk.clone();
+        line.push(b'\n');
+        for _ in 0..64 {
+            let _ = log.write(Stream::Stdout, &line);
+        }
+        let kept = log.pending[Stream::Stdout.index()].bytes.len();
+        assert!(
+            kept <= MAX_PENDING + DEFAULT_MAX_LINE,
+            "{kept} bytes buffered"
+        );
     }
 }

@@ -224,10 +224,26 @@ const FSMOUNT_CLOEXEC: libc::c_uint = 1;
 
 /// A read-only, nosuid, nodev overlay of `lowers` (top first, at least two) that is attached
 /// nowhere (`fsopen`/`fsmount`, Linux 5.2): a view of an image's merged layers that needs no
-/// mount namespace of its own and vanishes with the fd.
+/// mount namespace of its own and vanishes with the fd. The layers are named by short
+/// `/proc/self/fd/N` paths of handles opened here, one `lowerdir+` each where the kernel has
+/// it (6.8), else all in one `lowerdir` (which `fsconfig` caps at 256 bytes: about 14 layers).
 pub fn detached_overlay(lowers: &[&Path]) -> nix::Result<OwnedFd> {
-    let joined: Vec<&[u8]> = lowers.iter().map(|p| p.as_os_str().as_bytes()).collect();
-    let value = CString::new(joined.join(&b':')).map_err(|_| Errno::EINVAL)?;
+    use nix::fcntl::OFlag;
+    let handles = lowers
+        .iter()
+        .map(|p| {
+            nix::fcntl::open(
+                *p,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+        })
+        .collect::<nix::Result<Vec<OwnedFd>>>()?;
+    let names: Vec<String> = handles
+        .iter()
+        .map(|h| format!("/proc/self/fd/{}", h.as_raw_fd()))
+        .collect();
+    let c = |s: &str| CString::new(s).map_err(|_| Errno::EINVAL);
     // SAFETY: fsopen with a NUL-terminated fs name; a non-negative result is a new fd.
     let fs = unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) };
     if fs < 0 {
@@ -240,7 +256,20 @@ pub fn detached_overlay(lowers: &[&Path]) -> nix::Result<OwnedFd> {
         let rc = unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, key, value, 0) };
         if rc < 0 { Err(Errno::last()) } else { Ok(()) }
     };
-    config(FSCONFIG_SET_STRING, c"lowerdir".as_ptr(), value.as_ptr())?;
+    let first = c(&names[0])?;
+    match config(FSCONFIG_SET_STRING, c"lowerdir+".as_ptr(), first.as_ptr()) {
+        Ok(()) => {
+            for name in &names[1..] {
+                let name = c(name)?;
+                config(FSCONFIG_SET_STRING, c"lowerdir+".as_ptr(), name.as_ptr())?;
+            }
+        }
+        Err(Errno::EINVAL) => {
+            let joined = c(&names.join(":"))?;
+            config(FSCONFIG_SET_STRING, c"lowerdir".as_ptr(), joined.as_ptr())?;
+        }
+        Err(e) => return Err(e),
+    }
     config(FSCONFIG_CMD_CREATE, std::ptr::null(), std::ptr::null())?;
     let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
     // SAFETY: fsmount of a created fs context; a non-negative result is a new fd.
@@ -269,6 +298,29 @@ pub fn stat_in_layers(lowers: &[&Path], sub_path: &str) -> nix::Result<nix::sys:
     };
     let found = open_in_tree(&root, sub_path)?;
     nix::sys::stat::fstat(&found)
+}
+
+/// Whether the fd refers to the root of a mount (`statx` `STATX_ATTR_MOUNT_ROOT`, Linux 5.8).
+pub fn is_mount_root(fd: &OwnedFd) -> nix::Result<bool> {
+    // SAFETY: statx on an fd with an empty path into a zeroed buffer of the right type.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    let rc = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            0,
+            &mut stx,
+        )
+    };
+    if rc < 0 {
+        return Err(Errno::last());
+    }
+    let attr = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    if stx.stx_attributes_mask & attr == 0 {
+        return Err(Errno::ENOSYS);
+    }
+    Ok(stx.stx_attributes & attr != 0)
 }
 
 #[cfg(test)]
@@ -316,6 +368,18 @@ mod tests {
         assert_eq!(
             is_dir("etc/conf"),
             stat_in_layers(&[base.as_path()], "etc/conf").map(|_| true)
+        );
+        // Many layers with long paths (past fsconfig's 256-byte string limit when joined).
+        let many: Vec<std::path::PathBuf> = (0..20)
+            .map(|i| t.path().join(format!("{}-{i:02}", "l".repeat(60))))
+            .collect();
+        for (i, dir) in many.iter().enumerate() {
+            std::fs::create_dir_all(dir.join(format!("only-in-{i}"))).expect("layer");
+        }
+        let refs: Vec<&Path> = many.iter().map(|p| p.as_path()).collect();
+        assert!(
+            stat_in_layers(&refs, "only-in-19").is_ok(),
+            "the bottom layer is seen"
         );
     }
 }

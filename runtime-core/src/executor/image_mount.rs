@@ -46,45 +46,71 @@ pub(super) fn mount_image(
     userns: Option<(&IdMap, &OwnedFd)>,
 ) -> Result<(), Failure> {
     let target_fd = create_in_root(root, destination, Leaf::Dir)?;
-    mount_image_root(root, &target_fd, destination, layers, userns)?;
+    let mounted = mount_image_root(&target_fd, destination, layers, userns)?;
     if sub_path.is_empty() {
         return Ok(());
     }
-    narrow_to_sub_path(root, &target_fd, destination, sub_path)
+    let image_root = match mounted {
+        Some(fd) => fd,
+        None => reopen_overlay(root, destination)?,
+    };
+    narrow_to_sub_path(&image_root, &target_fd, destination, sub_path)
+}
+
+/// The overlay just mounted at `destination`, looked up again by name: checked to be a
+/// read-only overlayfs mount root, so a name swapped for a symlink meanwhile (by a container
+/// sharing a volume above it) cannot make berth clone some other, writable tree.
+fn reopen_overlay(root: &OwnedFd, destination: &str) -> Result<OwnedFd, Failure> {
+    let what = || format!("reopen the image volume at {destination}");
+    let fd = open_in_root(root, destination).context(what)?;
+    let fs = nix::sys::statfs::fstatfs(&fd).context(what)?;
+    let ro = nix::sys::statvfs::fstatvfs(&fd)
+        .context(what)?
+        .flags()
+        .contains(nix::sys::statvfs::FsFlags::ST_RDONLY);
+    if fs.filesystem_type() != nix::sys::statfs::OVERLAYFS_SUPER_MAGIC
+        || !ro
+        || !mount_api::is_mount_root(&fd).context(what)?
+    {
+        return Err(Failure::plain(
+            format!("{}: it is no longer the image's read-only overlay", what()),
+            Some(Errno::EXDEV),
+        ));
+    }
+    Ok(fd)
 }
 
 /// Replaces the image mounted at `destination` by its directory `sub_path`: looked up inside
 /// the mounted image (never leaving it), cloned, restricted before it is attached, then the
 /// whole image is unmounted from under it.
 fn narrow_to_sub_path(
-    root: &OwnedFd,
+    image_root: &OwnedFd,
     target_fd: &OwnedFd,
     destination: &str,
     sub_path: &str,
 ) -> Result<(), Failure> {
     let what = || format!("mount {sub_path} of the image volume on {destination}");
-    let image_root = open_in_root(root, destination).context(what)?;
-    let sub = mount_api::open_in_tree(&image_root, sub_path).context(what)?;
+    let sub = mount_api::open_in_tree(image_root, sub_path).context(what)?;
     let tree = mount_api::clone_at(&sub).context(what)?;
     let restricted =
         mount_api::MOUNT_ATTR_RDONLY | mount_api::MOUNT_ATTR_NOSUID | mount_api::MOUNT_ATTR_NODEV;
     mount_api::set_attributes(&tree, false, restricted, None).context(what)?;
     nix::mount::umount2(
-        fd_path(&image_root).as_str(),
+        fd_path(image_root).as_str(),
         nix::mount::MntFlags::MNT_DETACH,
     )
     .context(what)?;
     mount_api::attach(&tree, target_fd).context(what)
 }
 
-/// Mounts the image's layers read-only on `target_fd` (see [`mount_image`]).
+/// Mounts the image's layers read-only on `target_fd` (see [`mount_image`]); the mount's fd
+/// when it was attached from one (a single layer).
 fn mount_image_root(
-    root: &OwnedFd,
     target_fd: &OwnedFd,
     destination: &str,
     layers: &[PathBuf],
     userns: Option<(&IdMap, &OwnedFd)>,
-) -> Result<(), Failure> {
+) -> Result<Option<OwnedFd>, Failure> {
     let target = fd_path(target_fd);
     let idmapped = idmapped_layers(layers, userns, destination)?;
     let sources: Vec<PathBuf> = if idmapped.is_empty() {
@@ -97,21 +123,18 @@ fn mount_image_root(
     match sources.as_slice() {
         [] => Err(Failure::plain(format!("{}: no layers", what()), None)),
         [single] => {
-            match idmapped.first() {
-                Some(tree) => mount_api::attach(tree, target_fd).context(what)?,
-                None => mount(
-                    Some(single.as_path()),
-                    target.as_str(),
-                    NONE,
-                    MsFlags::MS_BIND | MsFlags::MS_REC,
-                    NONE,
-                )
-                .context(what)?,
-            }
-            let mounted = open_in_root(root, destination).context(what)?;
+            // Attached from a detached tree whose fd then refers to the new mount: the
+            // read-only remount goes through it, not through `destination` looked up again,
+            // which a container sharing a volume above it could have swapped for a symlink.
+            let tree = match idmapped.into_iter().next() {
+                Some(tree) => tree,
+                None => mount_api::clone_tree(single, true).context(what)?,
+            };
+            mount_api::attach(&tree, target_fd).context(what)?;
             let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | restricted;
-            mount(NONE, fd_path(&mounted).as_str(), NONE, flags, NONE)
-                .context(|| format!("remount image volume {destination} read-only"))
+            mount(NONE, fd_path(&tree).as_str(), NONE, flags, NONE)
+                .context(|| format!("remount image volume {destination} read-only"))?;
+            Ok(Some(tree))
         }
         many => {
             let data = lower_only_options(many);
@@ -133,7 +156,8 @@ fn mount_image_root(
                 restricted,
                 Some(data.as_str()),
             )
-            .context(what)
+            .context(what)?;
+            Ok(None)
         }
     }
 }

@@ -224,35 +224,40 @@ pub(super) fn mount_cri(root: &OwnedFd, m: &Mount, idmaps: &Idmaps) -> Result<()
 }
 
 /// Binds `m.source` (recursively, idmapped through `userns` if given) on its destination;
-/// returns an fd on the new mount's root.
+/// returns an fd on the new mount itself.
+///
+/// The source is cloned as a detached tree (`open_tree`) and attached on the destination's fd
+/// (`move_mount`); the fd of the tree then refers to the attached mount, so the read-only
+/// remount and the propagation change that follow go through it, never through the
+/// destination's name again. A sibling container sharing the volume that holds the
+/// destination could swap that name for a symlink between the bind and the remount, leaving
+/// a `readOnly` mount writable (CVE-2021-30465 class).
 fn bind(root: &OwnedFd, m: &Mount, userns: Option<&OwnedFd>) -> Result<OwnedFd, Failure> {
     let target = create_in_root(root, &m.destination, source_leaf(&m.source)?)?;
     let what = || format!("bind mount {} on {}", m.source.display(), m.destination);
-    match userns {
-        None => mount(
-            Some(&m.source),
-            fd_path(&target).as_str(),
-            NONE,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            NONE,
-        )
-        .context(what)?,
-        Some(userns) => {
-            let tree = mount_api::idmapped_tree(&m.source, true, userns).map_err(|errno| {
-                Failure::new(
-                    format_args!(
-                        "idmapped bind mount {} on {} (does its filesystem support idmapped mounts?)",
-                        m.source.display(),
-                        m.destination
-                    ),
-                    errno,
-                )
-            })?;
-            mount_api::attach(&tree, &target).context(what)?;
-        }
-    }
-    // Reopened: the first fd refers to the directory under the new mount.
-    open_in_root(root, &m.destination).context(what)
+    let tree = match userns {
+        None => mount_api::clone_tree(&m.source, true).map_err(|errno| {
+            Failure::new(
+                format_args!(
+                    "clone mount tree of {} (open_tree needs Linux 5.2+)",
+                    m.source.display()
+                ),
+                errno,
+            )
+        })?,
+        Some(userns) => mount_api::idmapped_tree(&m.source, true, userns).map_err(|errno| {
+            Failure::new(
+                format_args!(
+                    "idmapped bind mount {} on {} (does its filesystem support idmapped mounts?)",
+                    m.source.display(),
+                    m.destination
+                ),
+                errno,
+            )
+        })?,
+    };
+    mount_api::attach(&tree, &target).context(what)?;
+    Ok(tree)
 }
 
 fn set_propagation(

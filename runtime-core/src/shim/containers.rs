@@ -80,6 +80,16 @@ fn now_ns() -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
+/// Opens a container's log beneath the pod's log directory when berthd named it.
+fn open_log(path: &str, dir: &str) -> Result<LogWriter, String> {
+    let path = Path::new(path);
+    let opened = match path.strip_prefix(dir) {
+        Ok(rel) if !dir.is_empty() => LogWriter::open_beneath(Path::new(dir), rel),
+        _ => LogWriter::open(path),
+    };
+    opened.map_err(|e| format!("open log {}: {e}", path.display()))
+}
+
 impl Containers {
     /// Starts a container; fails if one with the id is still running.
     pub fn start(&mut self, req: &StartContainer, ns_dir: &Path) -> Result<ContainerInfo, String> {
@@ -90,9 +100,7 @@ impl Containers {
         }
         let log = match req.log_path.as_str() {
             "" => None,
-            path => Some(
-                LogWriter::open(Path::new(path)).map_err(|e| format!("open log {path}: {e}"))?,
-            ),
+            path => Some(open_log(path, &req.log_directory)?),
         };
         let seccomp = seccomp_filter(req)?;
         let io = if req.tty {
