@@ -53,6 +53,7 @@ pub mod sandbox_run;
 pub mod sandbox_stats;
 pub mod sandbox_status;
 pub mod sandbox_stop;
+pub mod sd_notify;
 pub mod server;
 pub mod shim_death;
 pub mod shim_frames;
