@@ -90,4 +90,20 @@ while read -r f; do if [[ -e $f || -L $f ]]; then echo "$f"; fi; done <"$work/pa
     fail "the purge left the package's paths above (> lines)"
 snapshot | diff "$work/before" - || fail "the purge left the paths above (> lines)"
 step "purged: no file, directory, unit enablement, conffile or state of berth left"
+
+# The purge must never rm -rf through a mount (a container's root or volume) under berth's state:
+# install again, bind-mount a directory standing for a container volume under /run/berth and
+# purge. The directory's file must survive and the state must be kept.
+dpkg_locked -i "$deb" >/dev/null || fail "dpkg -i $deb (second time)"
+mkdir -p "$work/volume" /run/berth/rootfs/guard
+echo precious >"$work/volume/data"
+mount --bind "$work/volume" /run/berth/rootfs/guard
+purge_out=$(dpkg_locked --purge berth 2>&1) || { umount /run/berth/rootfs/guard; fail "dpkg --purge with a mount"; }
+umount /run/berth/rootfs/guard
+[[ $(cat "$work/volume/data" 2>/dev/null) == precious ]] || fail "purge deleted files through a mount under /run/berth"
+[[ -d /run/berth/rootfs/guard ]] || fail "purge removed /run/berth although something was mounted under it"
+grep -q "keeping /var/lib/berth and /run/berth" <<<"$purge_out" || fail "purge did not say why it kept the state"
+rm -rf /run/berth /var/lib/berth
+snapshot | diff "$work/before" - || fail "the second purge left the paths above (> lines)"
+step "purge with a mount under /run/berth keeps the state and says so (nothing deleted through the mount)"
 step "ok in $((SECONDS - start))s"
