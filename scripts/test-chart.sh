@@ -71,7 +71,10 @@ fi
 if "$helm" template berth "$chart" --set config.bogus=1 >/dev/null 2>&1; then
     fail "values.schema.json accepted an unknown config key"
 fi
-step "defaults equal berthd's, PodMonitor only with its CRD, unknown config keys rejected"
+if "$helm" template berth "$chart" --set metrics.proxy.enabled=true --set config.metrics.address= >/dev/null 2>&1; then
+    fail "the metrics proxy rendered with berthd's /metrics turned off"
+fi
+step "defaults equal berthd's, PodMonitor only with its CRD, unknown config keys and a proxy without /metrics rejected"
 
 # The installer, for real, into a scratch host root (no systemd there: files only).
 host=$work/host
