@@ -45,7 +45,8 @@ dpkg-deb --info "$deb" | sed -n 's/^ \(Package\|Version\|Depends\|Installed-Size
 
 work=$(mktemp -d /tmp/berth-pkg-test.XXXXXX)
 cleanup() {
-    if dpkg-query -W -f='${Status}' berth 2>/dev/null | grep -q installed; then
+    # Installed, half-installed or config-files only: purge whatever dpkg still knows.
+    if dpkg-query -W -f='${db:Status-Status}' berth 2>/dev/null | grep -qv '^not-installed$'; then
         dpkg_locked --purge berth >/dev/null || true
     fi
     rm -rf "$work"
