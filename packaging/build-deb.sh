@@ -4,8 +4,8 @@
 # Prints the path of the .deb it wrote.
 #
 # Not cargo-deb: the package is two binaries, a unit, a tmpfiles entry and a conffile, which
-# this script lays out in a few lines, while `cargo install cargo-deb` compiles another ~200
-# crates on every fresh CI machine. The maintainer scripts (packaging/deb/) are what
+# this script lays out in a few lines, while `cargo install cargo-deb --locked` (3.8.0) compiles
+# 69 crates on every fresh CI machine (6.4 min measured on a loaded 2-core dev machine). The maintainer scripts (packaging/deb/) are what
 # dh_installsystemd and dh_installtmpfiles would generate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
