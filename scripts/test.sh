@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs berth's whole test suite: installs system packages, checks formatting and lints, builds
 # every target once (debug profile) and runs all tests, including the end-to-end ones that start
-# real berthd and registry processes. Run as root on Debian bookworm.
+# real berthd and registry processes; then builds the release berthd once and tests the Debian
+# package and the Helm chart with it. Run as root on Debian bookworm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,10 +12,24 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The e2e tests start target/debug/berthd: build every binary before running them.
 cargo build --workspace --all-targets --locked
+failed=()
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --locked --no-fail-fast
+    cargo nextest run --workspace --locked --no-fail-fast || failed+=(suite)
 else
-    cargo test --workspace --locked --no-fail-fast
+    cargo test --workspace --locked --no-fail-fast || failed+=(suite)
 fi
 # The community's CRI validation suite against this tree's berthd (serially, after the rest).
-scripts/critest.sh
+scripts/critest.sh || failed+=(critest)
+
+# Operations: the package and the chart ship a release berthd (built once, here).
+t=$SECONDS
+cargo build --release --locked -p cri-server -p runtime-core --bin berthd --bin berth-shim
+echo "test.sh: release build in $((SECONDS - t))s"
+scripts/test-packaging.sh target/release || failed+=(packaging)
+scripts/test-chart.sh target/release || failed+=(chart)
+
+if ((${#failed[@]})); then
+    echo "test.sh: FAILED: ${failed[*]}" >&2
+    exit 1
+fi
+echo "test.sh: all passed (suite, critest, packaging, chart)"

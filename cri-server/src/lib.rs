@@ -57,6 +57,7 @@ pub mod sandbox_stats;
 pub mod sandbox_status;
 pub mod sandbox_stop;
 pub mod sandbox_update;
+pub mod sd_notify;
 pub mod server;
 pub mod shim_death;
 pub mod shim_frames;

@@ -109,11 +109,13 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         cgroups = ?state.cgroup_layout,
         "berthd serving the CRI"
     );
+    notify_systemd(crate::sd_notify::ready(claimed.path()), "READY=1");
 
     tokio::select! {
         res = &mut server => res?,
         sig = shutdown.next() => {
             info!(signal = sig, "shutting down: no new calls, draining in-flight ones");
+            notify_systemd(crate::sd_notify::stopping(), "STOPPING=1");
             let _ = stop_tx.send(());
             // Event streams never end by themselves: end them so the drain can finish.
             state.events.close();
@@ -131,6 +133,15 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     drop(claimed);
     info!("berthd stopped");
     Ok(())
+}
+
+/// Logs the outcome of a systemd notification; a failed one is logged, never fatal.
+fn notify_systemd(result: io::Result<bool>, what: &str) {
+    match result {
+        Ok(true) => info!(state = what, "notified systemd"),
+        Ok(false) => {}
+        Err(e) => warn!(state = what, error = %e, "cannot notify systemd (NOTIFY_SOCKET)"),
+    }
 }
 
 /// Binds `/metrics` unless it is turned off; before anything else is set up, so a taken port

@@ -199,6 +199,34 @@ impl Berthd {
         })
     }
 
+    /// Spawns berthd from a prepared command (e.g. a systemd unit's `ExecStart`) whose config
+    /// puts its socket and state at `socket`, `root_dir` and `state_dir`, without waiting for
+    /// it; its stderr goes to a file in `dir`. When `owned` holds the directory, dropping the
+    /// `Berthd` force-cleans it as for [`Berthd::start_with`].
+    pub fn spawn_command(
+        mut cmd: Command,
+        dir: &Path,
+        owned: Option<TempDir>,
+        socket: PathBuf,
+        root_dir: PathBuf,
+        state_dir: PathBuf,
+    ) -> io::Result<Berthd> {
+        let stderr_path = dir.join("berthd.stderr");
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&stderr_path)?);
+        let child = cmd.spawn()?;
+        Ok(Berthd {
+            child: Some(child),
+            _tempdir: owned,
+            dir: dir.to_path_buf(),
+            socket,
+            root_dir,
+            state_dir,
+            stderr_path,
+        })
+    }
+
     /// Replaces the berthd process with a new one on the same dirs (as after a restart or a
     /// crash), started with `opts` (give the same config again), and waits until it answers.
     /// A process still running is killed first (SIGKILL).
