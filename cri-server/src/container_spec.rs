@@ -413,4 +413,29 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn env_values_must_be_utf8_and_the_error_names_the_variable() {
+        let mut c = ContainerConfig {
+            command: vec!["sh".into()],
+            ..Default::default()
+        };
+        c.envs = vec![
+            KeyValue {
+                key: "OK".into(),
+                value: "fine".into(),
+            },
+            KeyValue {
+                key: "BAD".into(),
+                value: vec![0xff, 0xfe],
+            },
+        ];
+        let err = process_spec(&c, &image(&[], &[], ""), &[]).expect_err("not UTF-8");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(
+            err.message().contains("config.envs[1] (BAD)"),
+            "{}",
+            err.message()
+        );
+    }
 }

@@ -315,26 +315,59 @@ fn records_round_trip_through_parse_line() {
     assert_eq!(lines, [&b"a b  c\tdefgh"[..], b"\xff\xfe"]);
 }
 
+/// Set in the child processes [`write_error_returns_err_and_keeps_data_for_the_next_file`] and
+/// [`short_write_leaves_no_torn_record`] start; holds the log dir.
+const CHILD_DIR_ENV: &str = "BERTH_TEST_LOGS_CHILD_DIR";
+
+/// Runs the ignored test `name` alone in a child process with [`CHILD_DIR_ENV`] set:
+/// RLIMIT_FSIZE is per process, so other tests keep writing freely.
+fn run_child(name: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = std::env::current_exe().expect("current exe");
+    let out = Command::new(exe)
+        .args([name, "--exact", "--ignored", "--nocapture"])
+        .env(CHILD_DIR_ENV, dir.path())
+        .output()
+        .expect("run child test");
+    let report = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "child failed:\n{report}");
+    assert!(report.contains("1 passed"), "child did not run:\n{report}");
+}
+
 #[test]
 fn write_error_returns_err_and_keeps_data_for_the_next_file() {
-    if !Path::new("/dev/full").exists() {
-        eprintln!("skipping: no /dev/full");
+    run_child("write_error_child");
+}
+
+#[test]
+#[ignore = "run by write_error_returns_err_and_keeps_data_for_the_next_file in its own process"]
+fn write_error_child() {
+    let Some(dir) = std::env::var_os(CHILD_DIR_ENV).map(PathBuf::from) else {
         return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("0.log");
-    std::os::unix::fs::symlink("/dev/full", &path).expect("symlink");
+    };
+    let path = dir.join("0.log");
     let mut log = LogWriter::open(&path).expect("open");
+    // A file size limit of 0 fails every write with EFBIG, as a full disk fails it with ENOSPC
+    // (the log is opened without following symlinks, so /dev/full cannot stand in).
+    // SAFETY: plain syscall in a single-test process; SIGXFSZ would otherwise kill it.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    let original = file_size_limit();
+    set_file_size_limit(0);
     let err = log
         .write(Stream::Stdout, b"one\ntw")
-        .expect_err("disk full");
+        .expect_err("file size limit");
     assert!(
         err.to_string().contains("0.log"),
         "error without path: {err}"
     );
-    log.write(Stream::Stderr, b"err\n").expect_err("disk full");
-    log.write(Stream::Stdout, b"o\n").expect_err("disk full");
-    std::fs::remove_file(&path).expect("remove symlink");
+    log.write(Stream::Stderr, b"err\n").expect_err("file size limit");
+    log.write(Stream::Stdout, b"o\n").expect_err("file size limit");
+    set_file_size_limit(original);
+    std::fs::remove_file(&path).expect("remove log");
     log.reopen().expect("reopen");
     log.write(Stream::Stdout, b"three\n").expect("write");
     log.close_stream(Stream::Stderr).expect("close stderr");
@@ -349,32 +382,15 @@ fn write_error_returns_err_and_keeps_data_for_the_next_file() {
     );
 }
 
-/// Set in the child process [`short_write_leaves_no_torn_record`] starts; holds the log dir.
-const SHORT_WRITE_CHILD_ENV: &str = "BERTH_TEST_LOGS_SHORT_WRITE_DIR";
-
 #[test]
 fn short_write_leaves_no_torn_record() {
-    // RLIMIT_FSIZE is per process: lower it in a child so other tests keep writing freely.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let exe = std::env::current_exe().expect("current exe");
-    let out = Command::new(exe)
-        .args(["short_write_child", "--exact", "--ignored", "--nocapture"])
-        .env(SHORT_WRITE_CHILD_ENV, dir.path())
-        .output()
-        .expect("run child test");
-    let report = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "child failed:\n{report}");
-    assert!(report.contains("1 passed"), "child did not run:\n{report}");
+    run_child("short_write_child");
 }
 
 #[test]
 #[ignore = "run by short_write_leaves_no_torn_record in its own process"]
 fn short_write_child() {
-    let Some(dir) = std::env::var_os(SHORT_WRITE_CHILD_ENV).map(PathBuf::from) else {
+    let Some(dir) = std::env::var_os(CHILD_DIR_ENV).map(PathBuf::from) else {
         return;
     };
     let path = dir.join("0.log");
