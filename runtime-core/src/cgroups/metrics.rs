@@ -100,12 +100,13 @@ pub struct PressureTotals {
     pub full_us: u64,
 }
 
+/// Per device (`major`, `minor`): a figure per operation.
+pub(crate) type PerDevice = BTreeMap<(u64, u64), BTreeMap<String, u64>>;
+
 /// Parses a v1 `blkio.throttle.io_service_bytes[_recursive]` or `io_serviced[_recursive]`
 /// file (`8:0 Read 4096` lines, then a `Total N` line) into per-device figures.
-pub(crate) fn parse_v1_blkio(
-    text: &str,
-) -> Result<BTreeMap<(u64, u64), BTreeMap<String, u64>>, String> {
-    let mut out: BTreeMap<(u64, u64), BTreeMap<String, u64>> = BTreeMap::new();
+pub(crate) fn parse_v1_blkio(text: &str) -> Result<PerDevice, String> {
+    let mut out = PerDevice::new();
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let fields: Vec<&str> = line.split_whitespace().collect();
         match fields.as_slice() {
@@ -123,10 +124,7 @@ pub(crate) fn parse_v1_blkio(
 }
 
 /// Combines the parsed v1 bytes and serviced files.
-pub(crate) fn v1_device_io(
-    bytes: BTreeMap<(u64, u64), BTreeMap<String, u64>>,
-    ios: BTreeMap<(u64, u64), BTreeMap<String, u64>>,
-) -> Vec<DeviceIo> {
+pub(crate) fn v1_device_io(bytes: PerDevice, ios: PerDevice) -> Vec<DeviceIo> {
     let mut devices: BTreeMap<(u64, u64), DeviceIo> = BTreeMap::new();
     for ((major, minor), ops) in bytes {
         devices
