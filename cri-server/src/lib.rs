@@ -67,6 +67,7 @@ pub mod stats_cache;
 pub mod stats_cpu;
 pub mod stats_fs;
 pub mod stats_net;
+pub mod stats_proc;
 pub mod stats_sample;
 pub mod status;
 pub mod stop_signal;

@@ -105,6 +105,42 @@ fn unescape_mount_field(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Size and inodes of the filesystem holding a writable layer (`statvfs`): the container's
+/// limit is the whole filesystem, as with cAdvisor for overlay layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsCapacity {
+    /// Total size in bytes.
+    pub bytes: u64,
+    /// Total inodes.
+    pub inodes: u64,
+    /// Inodes free.
+    pub inodes_free: u64,
+}
+
+/// The capacity of the filesystem holding `path`.
+pub fn fs_capacity(path: &Path) -> std::io::Result<FsCapacity> {
+    let fs = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
+    Ok(FsCapacity {
+        bytes: fs.blocks().saturating_mul(fs.fragment_size()),
+        inodes: fs.files(),
+        inodes_free: fs.files_free(),
+    })
+}
+
+/// The device node of block device `major:minor` as cAdvisor names it (`/dev/sda`), from the
+/// `DEVNAME` in `<sys_root>/dev/block/<major>:<minor>/uevent`; `major:minor` if unknown.
+pub fn block_device_name(sys_root: &Path, major: u64, minor: u64) -> String {
+    let uevent = sys_root.join(format!("dev/block/{major}:{minor}/uevent"));
+    std::fs::read_to_string(uevent)
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("DEVNAME="))
+                .map(|name| format!("/dev/{}", name.trim()))
+        })
+        .unwrap_or_else(|| format!("{major}:{minor}"))
+}
+
 /// Walk results per container, and mount points per device.
 #[derive(Debug, Default)]
 pub struct LayerUsageCache {
@@ -250,6 +286,33 @@ mod tests {
         );
         assert_eq!(find("/srv").as_deref(), Some("/"));
         assert_eq!(mountpoint_of(Path::new("relative"), mountinfo), None);
+    }
+
+    #[test]
+    fn capacity_of_the_filesystem_holding_a_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cap = fs_capacity(dir.path()).expect("statvfs");
+        assert!(cap.bytes > 0 && cap.inodes_free <= cap.inodes, "{cap:?}");
+        assert_eq!(
+            fs_capacity(&dir.path().join("missing"))
+                .expect_err("missing")
+                .kind(),
+            ErrorKind::NotFound
+        );
+    }
+
+    #[test]
+    fn block_devices_are_named_from_uevent() {
+        let sys = tempfile::tempdir().expect("tempdir");
+        let dev = sys.path().join("dev/block/8:16");
+        std::fs::create_dir_all(&dev).expect("mkdir");
+        std::fs::write(
+            dev.join("uevent"),
+            "MAJOR=8\nMINOR=16\nDEVNAME=sdb\nDEVTYPE=disk\n",
+        )
+        .expect("uevent");
+        assert_eq!(block_device_name(sys.path(), 8, 16), "/dev/sdb");
+        assert_eq!(block_device_name(sys.path(), 253, 0), "253:0");
     }
 
     #[test]

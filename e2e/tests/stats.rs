@@ -673,3 +673,255 @@ async fn metric_descriptors_and_pod_metrics_carry_cadvisor_names_and_sane_values
     assert!(rx.timestamp > 0);
     e.d.remove_pod(&pod).await;
 }
+
+/// The names critest's metrics specs require for a running container (cri-tools
+/// `pkg/validate/pod.go`, without the names it lists as optional or not yet implemented).
+const CRITEST_REQUIRED: &[&str] = &[
+    "container_cpu_cfs_periods_total",
+    "container_cpu_cfs_throttled_periods_total",
+    "container_cpu_cfs_throttled_seconds_total",
+    "container_cpu_system_seconds_total",
+    "container_cpu_usage_seconds_total",
+    "container_cpu_user_seconds_total",
+    "container_file_descriptors",
+    "container_fs_inodes_free",
+    "container_fs_inodes_total",
+    "container_fs_limit_bytes",
+    "container_fs_usage_bytes",
+    "container_last_seen",
+    "container_memory_cache",
+    "container_memory_failcnt",
+    "container_memory_failures_total",
+    "container_memory_kernel_usage",
+    "container_memory_mapped_file",
+    "container_memory_max_usage_bytes",
+    "container_memory_rss",
+    "container_memory_swap",
+    "container_memory_usage_bytes",
+    "container_memory_working_set_bytes",
+    "container_network_receive_bytes_total",
+    "container_network_receive_errors_total",
+    "container_network_receive_packets_dropped_total",
+    "container_network_receive_packets_total",
+    "container_network_transmit_bytes_total",
+    "container_network_transmit_errors_total",
+    "container_network_transmit_packets_dropped_total",
+    "container_network_transmit_packets_total",
+    "container_oom_events_total",
+    "container_processes",
+    "container_sockets",
+    "container_spec_cpu_period",
+    "container_spec_cpu_shares",
+    "container_spec_memory_limit_bytes",
+    "container_spec_memory_swap_limit_bytes",
+    "container_start_time_seconds",
+    "container_threads",
+    "container_threads_max",
+];
+
+/// Seconds since the epoch now.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn pod_metrics_report_limits_throttling_processes_and_the_writable_layer() {
+    let Some(mut e) = env().await else { return };
+    let test_start = now_secs();
+    let descriptors =
+        e.rt.list_metric_descriptors(ListMetricDescriptorsRequest {})
+            .await
+            .expect("ListMetricDescriptors")
+            .into_inner()
+            .descriptors;
+    for name in CRITEST_REQUIRED {
+        assert!(
+            descriptors.iter().any(|d| d.name == *name),
+            "descriptor {name}"
+        );
+    }
+
+    let pc = e.pod("limits");
+    let pod = e.d.run_pod(pc.clone()).await.expect("RunPodSandbox");
+    // Ten small files in the writable layer, a listening socket, and a busy loop under a
+    // 20% CPU quota so the CFS throttles it.
+    let script = "for i in 1 2 3 4 5 6 7 8 9 10; do echo hi > /f$i; done; sync; \
+                  httpd -f -p 8080 & while :; do :; done & echo ready; exec sleep 1000";
+    let mut c = e.container("busy", &["sh", "-c", script]);
+    c.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_quota: 20_000,
+            cpu_shares: 512,
+            memory_limit_in_bytes: (64 * MIB) as i64,
+            memory_swap_limit_in_bytes: (64 * MIB) as i64,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = e.run(&pod, &pc, c).await;
+    wait_for_log(&PathBuf::from(&pc.log_directory).join("busy.log"), "ready").await;
+
+    // Poll until the CFS has throttled the loop (a few 100 ms periods).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (pod_metrics, container) = loop {
+        let all =
+            e.rt.list_pod_sandbox_metrics(ListPodSandboxMetricsRequest {})
+                .await
+                .expect("ListPodSandboxMetrics")
+                .into_inner()
+                .pod_metrics;
+        let mine = all
+            .into_iter()
+            .find(|p| p.pod_sandbox_id == pod)
+            .expect("our pod's metrics");
+        let container = mine
+            .container_metrics
+            .iter()
+            .find(|c| c.container_id == id)
+            .expect("container metrics")
+            .metrics
+            .clone();
+        let throttled = container
+            .iter()
+            .find(|m| m.name == "container_cpu_cfs_throttled_periods_total")
+            .map(|m| v(&m.value))
+            .unwrap_or(0);
+        if throttled > 0 || Instant::now() > deadline {
+            break (mine.metrics, container);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+
+    // Every metric matches its descriptor, and every name critest requires is there.
+    for m in pod_metrics.iter().chain(&container) {
+        let d = descriptors
+            .iter()
+            .find(|d| d.name == m.name)
+            .unwrap_or_else(|| panic!("metric {} has no descriptor", m.name));
+        assert_eq!(m.label_values.len(), d.label_keys.len(), "{}", m.name);
+        let counter = m.name.ends_with("_total");
+        let want = if counter {
+            cri::MetricType::Counter
+        } else {
+            cri::MetricType::Gauge
+        };
+        // As in cAdvisor: failcnt is a counter without the suffix, inodes_total a gauge with it.
+        if !["container_memory_failcnt", "container_fs_inodes_total"].contains(&m.name.as_str()) {
+            assert_eq!(m.metric_type, want as i32, "{}", m.name);
+        }
+    }
+    for name in CRITEST_REQUIRED {
+        assert!(
+            pod_metrics
+                .iter()
+                .chain(&container)
+                .any(|m| m.name == *name),
+            "metric {name}"
+        );
+    }
+
+    let get = |metrics: &[cri::Metric], name: &str| {
+        metrics
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| v(&m.value))
+            .unwrap_or_else(|| panic!("metric {name}"))
+    };
+    let c = |name: &str| get(&container, name);
+    // The limits the container was created with.
+    assert_eq!(c("container_spec_cpu_period"), 100_000);
+    assert_eq!(c("container_spec_cpu_quota"), 20_000);
+    let shares = c("container_spec_cpu_shares");
+    assert!(
+        (486..=512).contains(&shares),
+        "shares {shares} (v2 weight rounds down)"
+    );
+    assert_eq!(c("container_spec_memory_limit_bytes"), 64 * MIB);
+    let cgroup_v1 = Path::new("/sys/fs/cgroup/memory").is_dir();
+    let swap_limit = c("container_spec_memory_swap_limit_bytes");
+    if cgroup_v1 && Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists() {
+        assert_eq!(swap_limit, 64 * MIB, "v1 memsw: memory plus swap");
+    } else {
+        assert!(swap_limit <= 64 * MIB, "v2: swap alone, {swap_limit}");
+    }
+    // The quota throttles the busy loop.
+    assert!(c("container_cpu_cfs_periods_total") > 0);
+    assert!(
+        c("container_cpu_cfs_throttled_periods_total") > 0,
+        "a busy loop under a 20% quota is throttled"
+    );
+    let usage = c("container_cpu_usage_seconds_total");
+    let split = c("container_cpu_user_seconds_total") + c("container_cpu_system_seconds_total");
+    assert!(
+        split <= usage + 2,
+        "user {split} vs usage {usage} (whole seconds)"
+    );
+    // Memory: the peak is at least the current usage; the parts fit in the usage.
+    let used = c("container_memory_usage_bytes");
+    if cgroup_v1 {
+        assert!(c("container_memory_max_usage_bytes") >= used);
+    }
+    assert!(c("container_memory_cache") <= used);
+    assert!(c("container_memory_mapped_file") <= used);
+    assert_eq!(
+        c("container_memory_swap"),
+        0,
+        "nothing swapped under a 64 MiB limit"
+    );
+    // sh, httpd, the loop's subshell and sleep.
+    let processes = c("container_processes");
+    assert!((3..=8).contains(&processes), "processes {processes}");
+    assert!(c("container_threads") >= processes);
+    let threads_max = c("container_threads_max");
+    assert!(
+        threads_max == 0 || threads_max >= processes,
+        "{threads_max}"
+    );
+    assert!(
+        c("container_file_descriptors") > processes,
+        "stdio of each, and the socket"
+    );
+    assert!(c("container_sockets") >= 1, "httpd listens");
+    // The writable layer's filesystem.
+    let (free, total) = (
+        c("container_fs_inodes_free"),
+        c("container_fs_inodes_total"),
+    );
+    assert!(0 < free && free <= total, "inodes {free}/{total}");
+    let (fs_used, fs_limit) = (c("container_fs_usage_bytes"), c("container_fs_limit_bytes"));
+    assert!(0 < fs_used && fs_used < fs_limit, "fs {fs_used}/{fs_limit}");
+    // Times.
+    let started = c("container_start_time_seconds");
+    assert!(
+        (test_start.saturating_sub(2)..=now_secs() + 1).contains(&started),
+        "start {started}, test began {test_start}"
+    );
+    assert!(get(&pod_metrics, "container_start_time_seconds") <= started);
+    let nofile = container
+        .iter()
+        .find(|m| {
+            m.name == "container_ulimits_soft"
+                && m.label_values.last().is_some_and(|l| l == "max_open_files")
+        })
+        .map(|m| v(&m.value));
+    assert!(nofile.is_some_and(|n| n > 0), "open files limit {nofile:?}");
+    // The pod cgroup holds the container's processes.
+    assert!(get(&pod_metrics, "container_processes") >= processes);
+    // Block I/O per device, where the kernel accounted any (virtual disks may not).
+    for m in container
+        .iter()
+        .filter(|m| m.name == "container_blkio_device_usage_total")
+    {
+        let op = m.label_values.last().expect("operation");
+        assert!(
+            ["Read", "Write", "Sync", "Async", "Discard", "Total"].contains(&op.as_str()),
+            "{op}"
+        );
+        assert!(m.label_values[6].starts_with("/dev/") || m.label_values[6].contains(':'));
+    }
+    e.d.remove_pod(&pod).await;
+}

@@ -483,3 +483,66 @@ fn v2_backend_manages_processes_on_the_hybrid_cgroup2_mount() {
         .expect("delete");
     assert!(v2.open("pod").expect("open").is_none());
 }
+
+#[test]
+fn metrics_see_limits_throttling_and_the_processes_of_the_subtree() {
+    let Some(cgroups) = host("metrics_see_limits_throttling_and_the_processes_of_the_subtree")
+    else {
+        return;
+    };
+    let parent = TestParent::new(&cgroups);
+    let limits = CgroupResources {
+        cpu_period: Some(100_000),
+        cpu_quota: Some(10_000),
+        cpu_shares: Some(512),
+        memory_limit: Some(64 << 20),
+        pids_limit: Some(50),
+        ..Default::default()
+    };
+    let pod = parent.create("pod", &CgroupResources::default());
+    let cg = parent.create("pod/busy", &limits);
+    let mut child = Gated::spawn("while :; do :; done");
+    cg.add_process(child.pid()).expect("add process");
+    child.open_gate();
+    let mut m = Default::default();
+    wait_for(
+        "a busy loop under a 10% quota throttled",
+        Duration::from_secs(20),
+        || {
+            m = cg.metrics().expect("metrics");
+            m.cfs_throttled_periods > 0 && m.cpu_user_ns + m.cpu_system_ns > 0
+        },
+    );
+    eprintln!("metrics: {m:?}");
+    assert_eq!(m.cpu_period_us, Some(100_000));
+    assert_eq!(m.cpu_quota_us, Some(10_000));
+    let shares = m.cpu_shares.expect("shares");
+    assert!(
+        (486..=512).contains(&shares),
+        "{shares} (v2 weight rounds down)"
+    );
+    assert_eq!(m.stats.memory_limit, Some(64 << 20));
+    assert_eq!(m.threads_max, Some(50));
+    assert!(m.cfs_periods >= m.cfs_throttled_periods);
+    assert!(m.cfs_throttled_ns > 0);
+    assert!(
+        m.cpu_user_ns + m.cpu_system_ns <= m.stats.cpu_usage_ns + 50_000_000,
+        "tick-sampled split"
+    );
+    assert!(m.memory_cache <= m.stats.memory_usage);
+    if let Some(peak) = m.memory_max_usage {
+        assert!(
+            peak >= m.stats.memory_usage,
+            "{peak} < {}",
+            m.stats.memory_usage
+        );
+    }
+    assert_eq!(m.processes, [child.pid()]);
+    // The pod sees its container's process, beneath it.
+    let pod_metrics = pod.metrics().expect("pod metrics");
+    assert_eq!(pod_metrics.processes, [child.pid()]);
+    assert!(pod_metrics.stats.cpu_usage_ns >= m.stats.cpu_usage_ns);
+    if cgroups.layout() == CgroupLayout::Unified {
+        assert!(m.pressure.is_some(), "PSI on a v2 kernel");
+    }
+}

@@ -61,6 +61,41 @@ fn parse_u64(cgroup: &str, file: &Path, text: &str) -> Result<u64, CgroupError> 
         .map_err(|e| CgroupError::parse(cgroup, file.to_path_buf(), format!("{text:?}: {e}")))
 }
 
+/// Reads and parses an interface file with `parse`, `None` if it does not exist.
+pub(crate) fn read_parsed_if_exists<T>(
+    cgroup: &str,
+    file: &Path,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<Option<T>, CgroupError> {
+    read_if_exists(cgroup, file)?
+        .map(|text| parse(&text).map_err(|r| CgroupError::parse(cgroup, file.to_path_buf(), r)))
+        .transpose()
+}
+
+/// Like [`read_flat_keyed`], an empty map if the file does not exist.
+pub(crate) fn read_flat_keyed_if_exists(
+    cgroup: &str,
+    file: &Path,
+) -> Result<BTreeMap<String, u64>, CgroupError> {
+    Ok(read_parsed_if_exists(cgroup, file, parse_flat_keyed)?.unwrap_or_default())
+}
+
+/// The names of the files in `dir` (empty if it does not exist).
+pub(crate) fn file_names(cgroup: &str, dir: &Path) -> Result<Vec<String>, CgroupError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(CgroupError::io(cgroup, "list", dir.to_path_buf(), e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| CgroupError::io(cgroup, "list", dir.to_path_buf(), e))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(names)
+}
+
 /// Reads a flat-keyed file (`key value` per line) such as `memory.stat` or `cpu.stat`.
 pub(crate) fn read_flat_keyed(
     cgroup: &str,

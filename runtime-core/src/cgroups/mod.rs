@@ -23,6 +23,7 @@
 
 mod cgroupfs;
 mod error;
+mod metrics;
 mod resources;
 mod stats;
 mod v1;
@@ -38,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
 pub use error::CgroupError;
+pub use metrics::{CgroupMetrics, DeviceIo, HugetlbUsage, Pressure, PressureTotals};
 pub use resources::CgroupResources;
 pub use stats::CgroupStats;
 pub use v1::V1Hierarchy;
@@ -132,6 +134,9 @@ pub trait Cgroup: Send + Sync + fmt::Debug {
     fn kill_all(&self) -> Result<(), CgroupError>;
     /// Current usage figures.
     fn stats(&self) -> Result<CgroupStats, CgroupError>;
+    /// [`stats`](Cgroup::stats) plus everything the cAdvisor-named metrics report: more
+    /// reads, so only for metrics.
+    fn metrics(&self) -> Result<CgroupMetrics, CgroupError>;
     /// Whether the OOM killer has killed a process in the cgroup (v1 `memory.oom_control`
     /// `oom_kill`/`under_oom`, v2 `memory.events` `oom_kill`).
     fn oom_killed(&self) -> Result<bool, CgroupError>;

@@ -13,11 +13,18 @@ use std::time::Duration;
 use cgroups_rs::fs::hierarchies::mountinfo_self;
 use tracing::{debug, warn};
 
-use super::cgroupfs::{self, read, read_flat_keyed, read_u64, write};
+use super::cgroupfs::{
+    self, file_names, read, read_flat_keyed, read_flat_keyed_if_exists, read_parsed_if_exists,
+    read_u64, read_u64_if_exists, write,
+};
+use super::metrics::{
+    CgroupMetrics, HugetlbUsage, hugetlb_pagesize, parse_pids_max, parse_v1_blkio, parse_v1_quota,
+    v1_device_io,
+};
 use super::resources::{
     Limit, Setting, V1_MEMORY_LIMIT, V1_MEMSW_LIMIT, v1_memory_settings, v1_settings,
 };
-use super::stats::{MemoryFigures, V1_MEMORY_STAT, read_memory_limit};
+use super::stats::{MemoryFigures, V1_MEMORY_STAT, parse_memory_limit, read_memory_limit};
 use super::{Cgroup, CgroupError, CgroupResources, CgroupStats};
 
 /// One mounted cgroup v1 hierarchy: the controllers it carries and where it is mounted.
@@ -265,6 +272,130 @@ impl V1Cgroup {
     }
 }
 
+/// Nanoseconds per clock tick of `cpuacct.stat` (USER_HZ, 100 on Linux unless sysconf says
+/// otherwise).
+fn ns_per_tick() -> u64 {
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+        Ok(Some(hz)) if hz > 0 => 1_000_000_000 / hz as u64,
+        _ => 10_000_000,
+    }
+}
+
+impl V1Cgroup {
+    /// Memory breakdown and limits from the memory hierarchy.
+    fn memory_metrics(&self, m: &mut CgroupMetrics) -> Result<(), CgroupError> {
+        let dir = self.require_dir("memory", "memory usage")?;
+        let stat = read_flat_keyed(&self.path, &dir.join("memory.stat"))?;
+        let key = |k: &str| stat.get(k).copied().unwrap_or(0);
+        let optional = |file: &str| read_u64_if_exists(&self.path, &dir.join(file));
+        let limit = |file: &str| {
+            read_parsed_if_exists(&self.path, &dir.join(file), parse_memory_limit)
+                .map(Option::flatten)
+        };
+        m.memory_cache = key("total_cache");
+        m.memory_mapped_file = key("total_mapped_file");
+        m.memory_kernel = optional("memory.kmem.usage_in_bytes")?.unwrap_or(0);
+        m.memory_swap = match optional("memory.memsw.usage_in_bytes")? {
+            Some(memsw) => memsw.saturating_sub(m.stats.memory_usage),
+            None => key("total_swap"),
+        };
+        m.memory_max_usage = optional("memory.max_usage_in_bytes")?;
+        m.memory_failcnt = optional("memory.failcnt")?.unwrap_or(0);
+        m.memory_swap_limit = limit("memory.memsw.limit_in_bytes")?;
+        m.memory_reservation = limit("memory.soft_limit_in_bytes")?;
+        Ok(())
+    }
+
+    /// User/system split (cpuacct) and CFS settings and throttling (cpu).
+    fn cpu_metrics(&self, m: &mut CgroupMetrics) -> Result<(), CgroupError> {
+        let cpuacct = self.require_dir("cpuacct", "CPU usage")?;
+        let user = read_u64_if_exists(&self.path, &cpuacct.join("cpuacct.usage_user"))?;
+        let sys = read_u64_if_exists(&self.path, &cpuacct.join("cpuacct.usage_sys"))?;
+        (m.cpu_user_ns, m.cpu_system_ns) = match (user, sys) {
+            (Some(user), Some(sys)) => (user, sys),
+            // Kernels before 4.7 have only the tick counts.
+            _ => {
+                let stat = read_flat_keyed_if_exists(&self.path, &cpuacct.join("cpuacct.stat"))?;
+                let ticks = |k: &str| {
+                    stat.get(k)
+                        .copied()
+                        .unwrap_or(0)
+                        .saturating_mul(ns_per_tick())
+                };
+                (ticks("user"), ticks("system"))
+            }
+        };
+        let Some(cpu) = self.dir("cpu") else {
+            return Ok(());
+        };
+        let stat = read_flat_keyed_if_exists(&self.path, &cpu.join("cpu.stat"))?;
+        let key = |k: &str| stat.get(k).copied().unwrap_or(0);
+        m.cfs_periods = key("nr_periods");
+        m.cfs_throttled_periods = key("nr_throttled");
+        m.cfs_throttled_ns = key("throttled_time");
+        m.cpu_period_us = read_u64_if_exists(&self.path, &cpu.join("cpu.cfs_period_us"))?;
+        m.cpu_quota_us =
+            read_parsed_if_exists(&self.path, &cpu.join("cpu.cfs_quota_us"), parse_v1_quota)?
+                .flatten();
+        m.cpu_shares = read_u64_if_exists(&self.path, &cpu.join("cpu.shares"))?;
+        Ok(())
+    }
+
+    /// Block I/O per device from the throttle policy's (always present) counters.
+    fn blkio_metrics(&self, m: &mut CgroupMetrics) -> Result<(), CgroupError> {
+        let Some(dir) = self.dir("blkio") else {
+            return Ok(());
+        };
+        let read_blkio = |name: &str| -> Result<_, CgroupError> {
+            let recursive = dir.join(format!("blkio.throttle.{name}_recursive"));
+            let parsed = read_parsed_if_exists(&self.path, &recursive, parse_v1_blkio)?;
+            match parsed {
+                Some(parsed) => Ok(parsed),
+                None => Ok(read_parsed_if_exists(
+                    &self.path,
+                    &dir.join(format!("blkio.throttle.{name}")),
+                    parse_v1_blkio,
+                )?
+                .unwrap_or_default()),
+            }
+        };
+        m.block_io = v1_device_io(read_blkio("io_service_bytes")?, read_blkio("io_serviced")?);
+        Ok(())
+    }
+
+    /// The processes of the subtree for the metrics, read in one hierarchy: berth puts every
+    /// process in all of them, and nine hierarchies cost nine times the reads. `pids` (the
+    /// fewest files to list), else `memory`, else all.
+    fn counted_procs(&self) -> Result<Vec<u32>, CgroupError> {
+        let Some(dir) = self.dir("pids").or_else(|| self.dir("memory")) else {
+            return self.subtree_procs();
+        };
+        let mut pids = cgroupfs::subtree_procs(&self.path, &dir)?;
+        pids.sort_unstable();
+        pids.dedup();
+        Ok(pids)
+    }
+
+    /// Hugepage usage per page size.
+    fn hugetlb_metrics(&self, m: &mut CgroupMetrics) -> Result<(), CgroupError> {
+        let Some(dir) = self.dir("hugetlb") else {
+            return Ok(());
+        };
+        for name in file_names(&self.path, &dir)? {
+            let Some(size) = hugetlb_pagesize(&name, "usage_in_bytes") else {
+                continue;
+            };
+            let max_file = dir.join(format!("hugetlb.{size}.max_usage_in_bytes"));
+            m.hugetlb.push(HugetlbUsage {
+                pagesize: size.to_string(),
+                usage: read_u64(&self.path, &dir.join(&name))?,
+                max_usage: read_u64_if_exists(&self.path, &max_file)?,
+            });
+        }
+        Ok(())
+    }
+}
+
 impl Cgroup for V1Cgroup {
     fn path(&self) -> &str {
         &self.path
@@ -344,6 +475,25 @@ impl Cgroup for V1Cgroup {
         })
     }
 
+    fn metrics(&self) -> Result<CgroupMetrics, CgroupError> {
+        let mut m = CgroupMetrics {
+            stats: self.stats()?,
+            ..Default::default()
+        };
+        self.memory_metrics(&mut m)?;
+        self.cpu_metrics(&mut m)?;
+        self.blkio_metrics(&mut m)?;
+        self.hugetlb_metrics(&mut m)?;
+        if let Some(pids) = self.dir("pids") {
+            m.threads_max =
+                read_parsed_if_exists(&self.path, &pids.join("pids.max"), parse_pids_max)?
+                    .flatten();
+        }
+        // Pressure stall information exists per cgroup only on v2.
+        m.processes = self.counted_procs()?;
+        Ok(m)
+    }
+
     fn oom_killed(&self) -> Result<bool, CgroupError> {
         let control = self.oom_control()?;
         let count = |key: &str| control.get(key).copied().unwrap_or(0);
@@ -398,6 +548,7 @@ mod tests {
         ),
         ("pids", &[("pids.max", "max"), ("pids.current", "3")]),
         ("hugetlb", &[("hugetlb.2MB.limit_in_bytes", "0")]),
+        ("blkio", &[]),
     ];
 
     /// Lays out `paths` (and the hierarchy roots) with every controller's files.
@@ -577,6 +728,92 @@ mod tests {
         )
         .expect("write limit");
         assert_eq!(cg.stats().expect("stats").memory_limit, Some(64 << 20));
+    }
+
+    #[test]
+    fn metrics_read_v1_files_and_fall_back_where_files_are_missing() {
+        let fake = fake_v1(&["pod1", "pod1/c1"]);
+        let put = |file: &str, text: &str| {
+            fs::write(fake.mounts.join(file), text).unwrap_or_else(|e| panic!("{file}: {e}"))
+        };
+        let cg = V1Cgroup::new(fake.root.clone(), "pod1".into());
+        // Only the files every v1 kernel has: zero or None for the rest.
+        let bare = cg.metrics().expect("metrics");
+        assert_eq!(bare.stats, cg.stats().expect("stats"));
+        assert_eq!((bare.memory_max_usage, bare.memory_swap), (None, 0));
+        assert_eq!(bare.cpu_period_us, Some(100_000));
+        assert_eq!(bare.cpu_quota_us, None, "-1 is unlimited");
+        assert_eq!(bare.cpu_shares, Some(1024));
+        assert_eq!(bare.threads_max, None, "pids.max max");
+        assert!(bare.block_io.is_empty() && bare.hugetlb.is_empty());
+        assert_eq!(bare.pressure, None, "no PSI per cgroup on v1");
+
+        put("cpuacct/pod1/cpuacct.stat", "user 150\nsystem 50\n");
+        let ticks = cg.metrics().expect("metrics");
+        assert_eq!(
+            ticks.cpu_user_ns,
+            150 * ns_per_tick(),
+            "ticks without usage_user"
+        );
+        put("cpuacct/pod1/cpuacct.usage_user", "100000000\n");
+        put("cpuacct/pod1/cpuacct.usage_sys", "23456789\n");
+        put(
+            "cpu/pod1/cpu.stat",
+            "nr_periods 40\nnr_throttled 7\nthrottled_time 350000000\nnr_bursts 0\n",
+        );
+        put("cpu/pod1/cpu.cfs_quota_us", "20000\n");
+        put(
+            "memory/pod1/memory.stat",
+            "total_cache 2097152\ntotal_rss 4194304\ntotal_mapped_file 65536\n\
+             total_inactive_file 1048576\ntotal_pgfault 50\ntotal_pgmajfault 2\n",
+        );
+        put("memory/pod1/memory.memsw.usage_in_bytes", "11534336\n");
+        put("memory/pod1/memory.kmem.usage_in_bytes", "524288\n");
+        put("memory/pod1/memory.max_usage_in_bytes", "16777216\n");
+        put("memory/pod1/memory.failcnt", "3\n");
+        put("memory/pod1/memory.memsw.limit_in_bytes", "134217728\n");
+        put("memory/pod1/memory.soft_limit_in_bytes", "33554432\n");
+        put("pids/pod1/pids.max", "1024\n");
+        put("hugetlb/pod1/hugetlb.2MB.usage_in_bytes", "4194304\n");
+        put("hugetlb/pod1/hugetlb.2MB.max_usage_in_bytes", "6291456\n");
+        put(
+            "blkio/pod1/blkio.throttle.io_service_bytes_recursive",
+            "8:0 Read 4096\n8:0 Write 8192\n8:0 Total 12288\nTotal 12288\n",
+        );
+        put(
+            "blkio/pod1/blkio.throttle.io_serviced_recursive",
+            "8:0 Read 1\n8:0 Write 2\n8:0 Total 3\nTotal 3\n",
+        );
+        fs::write(fake.mounts.join("pids/pod1/c1/cgroup.procs"), "43\n42\n").expect("procs");
+        fs::write(fake.mounts.join("pids/pod1/cgroup.procs"), "41\n").expect("procs");
+        fs::write(fake.mounts.join("cpu/pod1/cgroup.procs"), "99\n").expect("procs");
+
+        let m = cg.metrics().expect("metrics");
+        assert_eq!((m.cpu_user_ns, m.cpu_system_ns), (100_000_000, 23_456_789));
+        assert_eq!(
+            (m.cfs_periods, m.cfs_throttled_periods, m.cfs_throttled_ns),
+            (40, 7, 350_000_000)
+        );
+        assert_eq!(m.cpu_quota_us, Some(20_000));
+        assert_eq!((m.memory_cache, m.memory_mapped_file), (2 << 20, 64 << 10));
+        assert_eq!(m.memory_kernel, 512 << 10);
+        assert_eq!(m.memory_swap, (11 << 20) - (10 << 20), "memsw minus usage");
+        assert_eq!(m.memory_max_usage, Some(16 << 20));
+        assert_eq!(m.memory_failcnt, 3);
+        assert_eq!(m.memory_swap_limit, Some(128 << 20));
+        assert_eq!(m.memory_reservation, Some(32 << 20));
+        assert_eq!(m.threads_max, Some(1024));
+        assert_eq!(m.hugetlb.len(), 1);
+        assert_eq!(m.hugetlb[0].pagesize, "2MB");
+        assert_eq!(m.hugetlb[0].max_usage, Some(6 << 20));
+        assert_eq!(m.block_io.len(), 1);
+        assert_eq!(m.block_io[0].bytes["Write"], 8192);
+        assert_eq!(m.block_io[0].ios["Read"], 1);
+        assert_eq!(
+            m.processes,
+            [41, 42, 43],
+            "the subtree, in the pids hierarchy only"
+        );
     }
 
     #[test]

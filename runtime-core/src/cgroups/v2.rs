@@ -11,9 +11,16 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
-use super::cgroupfs::{self, flat_key, read, read_flat_keyed, read_u64, write};
+use super::cgroupfs::{
+    self, file_names, flat_key, read, read_flat_keyed, read_parsed_if_exists, read_u64,
+    read_u64_if_exists, write,
+};
+use super::metrics::{
+    CgroupMetrics, HugetlbUsage, Pressure, cpu_weight_to_shares, hugetlb_pagesize, parse_cpu_max,
+    parse_io_stat, parse_pids_max, parse_pressure, v2_kernel_memory,
+};
 use super::resources::{Setting, v2_settings};
-use super::stats::{MemoryFigures, V2_MEMORY_STAT, read_memory_limit};
+use super::stats::{MemoryFigures, V2_MEMORY_STAT, parse_memory_limit, read_memory_limit};
 use super::{Cgroup, CgroupError, CgroupResources, CgroupStats};
 
 /// Controllers berth enables for the cgroups it creates, where the root offers them.
@@ -158,6 +165,78 @@ impl V2Cgroup {
     }
 }
 
+impl V2Cgroup {
+    /// Memory breakdown and limits.
+    fn memory_metrics(&self, m: &mut CgroupMetrics) -> Result<(), CgroupError> {
+        let stat = read_flat_keyed(&self.path, &self.dir.join("memory.stat"))?;
+        let key = |k: &str| stat.get(k).copied().unwrap_or(0);
+        let optional = |file: &str| read_u64_if_exists(&self.path, &self.dir.join(file));
+        let limit = |file: &str| {
+            read_parsed_if_exists(&self.path, &self.dir.join(file), parse_memory_limit)
+                .map(Option::flatten)
+        };
+        m.memory_cache = key("file");
+        m.memory_mapped_file = key("file_mapped");
+        m.memory_kernel = v2_kernel_memory(&stat);
+        m.memory_swap = optional("memory.swap.current")?.unwrap_or(0);
+        m.memory_max_usage = optional("memory.peak")?;
+        m.memory_failcnt = self.memory_events()?.get("max").copied().unwrap_or(0);
+        m.memory_swap_limit = limit("memory.swap.max")?;
+        // memory.low is 0 when unset.
+        m.memory_reservation = limit("memory.low")?.filter(|&low| low > 0);
+        Ok(())
+    }
+
+    /// User/system split, CFS throttling and settings.
+    fn cpu_metrics(&self, m: &mut CgroupMetrics) -> Result<(), CgroupError> {
+        let stat = read_flat_keyed(&self.path, &self.dir.join("cpu.stat"))?;
+        let key = |k: &str| stat.get(k).copied().unwrap_or(0);
+        m.cpu_user_ns = key("user_usec").saturating_mul(1000);
+        m.cpu_system_ns = key("system_usec").saturating_mul(1000);
+        // The nr_* keys appear only with the cpu controller enabled.
+        m.cfs_periods = key("nr_periods");
+        m.cfs_throttled_periods = key("nr_throttled");
+        m.cfs_throttled_ns = key("throttled_usec").saturating_mul(1000);
+        if let Some((quota, period)) =
+            read_parsed_if_exists(&self.path, &self.dir.join("cpu.max"), parse_cpu_max)?
+        {
+            (m.cpu_quota_us, m.cpu_period_us) = (quota, Some(period));
+        }
+        m.cpu_shares =
+            read_u64_if_exists(&self.path, &self.dir.join("cpu.weight"))?.map(cpu_weight_to_shares);
+        Ok(())
+    }
+
+    /// Hugepage usage per page size; v2 keeps no maximum.
+    fn hugetlb_metrics(&self, m: &mut CgroupMetrics) -> Result<(), CgroupError> {
+        for name in file_names(&self.path, &self.dir)? {
+            let Some(size) = hugetlb_pagesize(&name, "current") else {
+                continue;
+            };
+            m.hugetlb.push(HugetlbUsage {
+                pagesize: size.to_string(),
+                usage: read_u64(&self.path, &self.dir.join(&name))?,
+                max_usage: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Pressure stall totals; `None` on kernels without PSI (or booted with `psi=0`).
+    fn pressure(&self) -> Result<Option<Pressure>, CgroupError> {
+        let totals =
+            |file: &str| read_parsed_if_exists(&self.path, &self.dir.join(file), parse_pressure);
+        let (Some(cpu), Some(memory), Some(io)) = (
+            totals("cpu.pressure")?,
+            totals("memory.pressure")?,
+            totals("io.pressure")?,
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some(Pressure { cpu, memory, io }))
+    }
+}
+
 impl Cgroup for V2Cgroup {
     fn path(&self) -> &str {
         &self.path
@@ -237,6 +316,25 @@ impl Cgroup for V2Cgroup {
             oom_kills: self.memory_events()?.get("oom_kill").copied().unwrap_or(0),
             memory_limit: read_memory_limit(&self.path, &self.dir.join("memory.max"))?,
         })
+    }
+
+    fn metrics(&self) -> Result<CgroupMetrics, CgroupError> {
+        let mut m = CgroupMetrics {
+            stats: self.stats()?,
+            ..Default::default()
+        };
+        self.memory_metrics(&mut m)?;
+        self.cpu_metrics(&mut m)?;
+        m.block_io = read_parsed_if_exists(&self.path, &self.dir.join("io.stat"), parse_io_stat)?
+            .unwrap_or_default();
+        self.hugetlb_metrics(&mut m)?;
+        m.threads_max =
+            read_parsed_if_exists(&self.path, &self.dir.join("pids.max"), parse_pids_max)?
+                .flatten();
+        m.pressure = self.pressure()?;
+        m.processes = self.subtree_procs()?;
+        m.processes.sort_unstable();
+        Ok(m)
     }
 
     fn oom_killed(&self) -> Result<bool, CgroupError> {
@@ -437,6 +535,106 @@ mod tests {
         assert_eq!(cg.stats().expect("stats").oom_kills, 2);
         fs::write(dir.path().join("pod1/memory.max"), "33554432\n").expect("memory.max");
         assert_eq!(cg.stats().expect("stats").memory_limit, Some(32 << 20));
+    }
+
+    #[test]
+    fn metrics_read_v2_files_and_fall_back_where_files_are_missing() {
+        let (dir, cgroups) = fake_v2(&["pod1", "pod1/c1"]);
+        let put = |file: &str, text: &str| {
+            fs::write(dir.path().join(file), text).unwrap_or_else(|e| panic!("{file}: {e}"))
+        };
+        let cg = cgroups.open("pod1").expect("open").expect("exists");
+        let bare = cg.metrics().expect("metrics");
+        assert_eq!(bare.stats, cg.stats().expect("stats"));
+        assert_eq!((bare.cpu_user_ns, bare.cpu_system_ns), (2_000_000, 500_000));
+        assert_eq!(
+            bare.cfs_periods, 0,
+            "no nr_periods without the cpu controller"
+        );
+        assert_eq!(
+            (bare.cpu_quota_us, bare.cpu_period_us),
+            (None, Some(100_000))
+        );
+        assert_eq!(bare.cpu_shares, Some(2597), "weight 100");
+        assert_eq!(bare.memory_cache, 2 << 20, "file");
+        assert_eq!((bare.memory_max_usage, bare.memory_swap), (None, 0));
+        assert_eq!(
+            (bare.memory_swap_limit, bare.memory_reservation),
+            (None, None)
+        );
+        assert_eq!(bare.threads_max, None);
+        assert_eq!(bare.pressure, None, "no PSI files");
+        assert!(bare.hugetlb.is_empty(), "hugetlb.2MB.max alone is no usage");
+
+        put(
+            "pod1/cpu.stat",
+            "usage_usec 2500\nuser_usec 2000\nsystem_usec 500\nnr_periods 40\n\
+             nr_throttled 7\nthrottled_usec 350000\n",
+        );
+        put("pod1/cpu.max", "20000 100000\n");
+        put("pod1/cpu.weight", "39\n");
+        put(
+            "pod1/memory.stat",
+            "anon 4194304\nfile 2097152\nfile_mapped 65536\nkernel 524288\n\
+             inactive_file 1048576\npgfault 70\npgmajfault 1\n",
+        );
+        put("pod1/memory.swap.current", "1048576\n");
+        put("pod1/memory.peak", "16777216\n");
+        put(
+            "pod1/memory.events",
+            "low 0\nhigh 0\nmax 3\noom 0\noom_kill 0\n",
+        );
+        put("pod1/memory.swap.max", "67108864\n");
+        put("pod1/memory.low", "33554432\n");
+        put("pod1/pids.max", "1024\n");
+        put("pod1/hugetlb.2MB.current", "4194304\n");
+        put("pod1/hugetlb.2MB.rsvd.current", "0\n");
+        put(
+            "pod1/io.stat",
+            "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n",
+        );
+        let psi = "some avg10=0.00 avg60=0.00 avg300=0.00 total=1500\n\
+                   full avg10=0.00 avg60=0.00 avg300=0.00 total=500\n";
+        for file in ["cpu.pressure", "memory.pressure", "io.pressure"] {
+            put(&format!("pod1/{file}"), psi);
+        }
+        put("pod1/cgroup.procs", "41\n");
+        put("pod1/c1/cgroup.procs", "43\n42\n");
+
+        let m = cg.metrics().expect("metrics");
+        assert_eq!(
+            (m.cfs_periods, m.cfs_throttled_periods, m.cfs_throttled_ns),
+            (40, 7, 350_000_000)
+        );
+        assert_eq!(
+            (m.cpu_quota_us, m.cpu_period_us),
+            (Some(20_000), Some(100_000))
+        );
+        assert_eq!(
+            m.cpu_shares,
+            Some(998),
+            "weight 39 (from shares 1024) back to shares"
+        );
+        assert_eq!(
+            (m.memory_mapped_file, m.memory_kernel),
+            (64 << 10, 512 << 10)
+        );
+        assert_eq!(m.memory_swap, 1 << 20);
+        assert_eq!(m.memory_max_usage, Some(16 << 20));
+        assert_eq!(m.memory_failcnt, 3, "memory.events max");
+        assert_eq!(m.memory_swap_limit, Some(64 << 20));
+        assert_eq!(m.memory_reservation, Some(32 << 20));
+        assert_eq!(m.threads_max, Some(1024));
+        assert_eq!(m.hugetlb.len(), 1, "rsvd files are not page sizes");
+        assert_eq!(
+            (m.hugetlb[0].usage, m.hugetlb[0].max_usage),
+            (4 << 20, None)
+        );
+        assert_eq!(m.block_io[0].bytes["Read"], 4096);
+        assert_eq!(m.block_io[0].ios["Write"], 2);
+        let pressure = m.pressure.expect("PSI");
+        assert_eq!((pressure.io.some_us, pressure.io.full_us), (1500, 500));
+        assert_eq!(m.processes, [41, 42, 43]);
     }
 
     #[test]
