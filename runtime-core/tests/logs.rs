@@ -364,8 +364,10 @@ fn write_error_child() {
         err.to_string().contains("0.log"),
         "error without path: {err}"
     );
-    log.write(Stream::Stderr, b"err\n").expect_err("file size limit");
-    log.write(Stream::Stdout, b"o\n").expect_err("file size limit");
+    log.write(Stream::Stderr, b"err\n")
+        .expect_err("file size limit");
+    log.write(Stream::Stdout, b"o\n")
+        .expect_err("file size limit");
     set_file_size_limit(original);
     std::fs::remove_file(&path).expect("remove log");
     log.reopen().expect("reopen");

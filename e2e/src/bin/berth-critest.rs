@@ -7,8 +7,9 @@
 //! exits non-zero on any failed spec or when fewer than `--min-passed` specs passed.
 //!
 //! Usage: `berth-critest --critest PATH --images-script PATH [--work-dir DIR]
-//! [--report-dir DIR] [--min-passed N] [--config-extra TOML] [-- CRITEST-ARGS...]` (root).
-//! Specs run serially. The one spec skipped by default pulls an image by a digest published
+//! [--report-dir DIR] [--min-passed N] [--config-extra TOML] [--nri] [-- CRITEST-ARGS...]`
+//! (root). `--nri` turns berthd's NRI on at a private socket and hands it to critest
+//! (`-nri-socket`), which adds its 13 NRI specs, each connecting as a plugin. Specs run serially. The one spec skipped by default pulls an image by a digest published
 //! upstream, which no offline image can have.
 
 use std::path::{Path, PathBuf};
@@ -39,6 +40,7 @@ struct Args {
     report_dir: PathBuf,
     min_passed: usize,
     config_extra: String,
+    nri: bool,
     critest_args: Vec<String>,
 }
 
@@ -50,6 +52,7 @@ fn parse_args() -> Result<Args, String> {
     let mut report_dir = PathBuf::from("target/critest");
     let mut min_passed = 0;
     let mut config_extra = String::new();
+    let mut nri = false;
     let mut critest_args = Vec::new();
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
@@ -62,6 +65,7 @@ fn parse_args() -> Result<Args, String> {
                 min_passed = value()?.parse().map_err(|e| format!("--min-passed: {e}"))?
             }
             "--config-extra" => config_extra = value()?,
+            "--nri" => nri = true,
             "--" => critest_args.extend(it.by_ref()),
             other => return Err(format!("unknown argument {other}")),
         }
@@ -73,6 +77,7 @@ fn parse_args() -> Result<Args, String> {
         report_dir,
         min_passed,
         config_extra,
+        nri,
         critest_args,
     })
 }
@@ -102,6 +107,14 @@ fn junit_counts(xml: &str) -> (usize, usize, usize) {
         }
     }
     (passed, failed, skipped)
+}
+
+/// berthd's NRI section serving plugins on `socket`.
+fn nri_config(socket: &Path) -> String {
+    format!(
+        "\n[nri]\nenable = true\nsocket_path = \"{}\"\n",
+        socket.display()
+    )
 }
 
 fn berthd_config(net: &TestNetwork, cni: &Path, registry: &str, extra: &str) -> String {
@@ -137,8 +150,14 @@ async fn run(args: Args) -> Result<bool, String> {
 
     let net = TestNetwork::new();
     let cni = tempfile::tempdir().map_err(|e| format!("cni dir: {e}"))?;
+    // NRI's socket lives beside the CNI config: private to this run, removed with it.
+    let nri_socket = cni.path().join("nri").join("nri.sock");
+    let mut extra = args.config_extra.clone();
+    if args.nri {
+        extra.push_str(&nri_config(&nri_socket));
+    }
     let d = Berthd::start_with(BerthdOptions {
-        config_toml: Some(berthd_config(&net, cni.path(), &host, &args.config_extra)),
+        config_toml: Some(berthd_config(&net, cni.path(), &host, &extra)),
         ..Default::default()
     })
     .await
@@ -169,6 +188,11 @@ async fn run(args: Args) -> Result<bool, String> {
             "-ginkgo.json-report={}",
             report_dir.join("report.json").display()
         ))
+        .args(if args.nri {
+            vec!["-nri-socket".to_string(), nri_socket.display().to_string()]
+        } else {
+            Vec::new()
+        })
         .args(&args.critest_args)
         .status()
         .map_err(|e| format!("run {}: {e}", args.critest.display()))?;
