@@ -58,7 +58,7 @@ impl Images {
         let store = Arc::new(ImageStore::open(root)?);
         let puller = Puller::new(
             store.clone(),
-            RegistryClient::new(registry),
+            RegistryClient::new(registry)?,
             parallel_layers,
         );
         Ok(Images {

@@ -1,5 +1,12 @@
 //! Talking to registries through `oci-client`: endpoints (mirrors, then the registry itself),
 //! plain-http registries, and credentials from the request or from the config.
+//!
+//! Manifests are fetched here with a plain GET rather than oci-client's `pull_manifest_raw`,
+//! which reads the whole body before berth could check its size: a hostile registry could make
+//! berthd buffer gigabytes. This GET refuses a declared length over [`MAX_MANIFEST_BYTES`] and
+//! stops reading when the body passes it. oci-client still does the auth handshake (its token
+//! goes on the GET) and fetches blobs, which are streamed and checked against their
+//! descriptors.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +18,7 @@ use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 
+use crate::digest::Digest;
 use crate::error::ImageError;
 use crate::manifest::{ACCEPTED_MANIFESTS, MAX_MANIFEST_BYTES};
 use crate::reference::ImageRef;
@@ -119,11 +127,14 @@ pub struct Endpoint {
 pub struct RegistryClient {
     options: RegistryOptions,
     protocol: ClientProtocol,
+    http_hosts: Vec<String>,
     anonymous: Client,
+    /// For manifest GETs (see the module doc); shares nothing with oci-client's client.
+    http: reqwest::Client,
 }
 
 impl RegistryClient {
-    pub fn new(options: RegistryOptions) -> RegistryClient {
+    pub fn new(options: RegistryOptions) -> Result<RegistryClient, ImageError> {
         let mut http_hosts = options.insecure.clone();
         for mirrors in options.mirrors.values() {
             for m in mirrors {
@@ -132,13 +143,23 @@ impl RegistryClient {
                 }
             }
         }
-        let protocol = ClientProtocol::HttpsExcept(http_hosts);
+        let protocol = ClientProtocol::HttpsExcept(http_hosts.clone());
         let anonymous = new_client(&protocol);
-        RegistryClient {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                ImageError::io("build the registry HTTP client", std::io::Error::other(e))
+            })?;
+        Ok(RegistryClient {
             options,
             protocol,
+            http_hosts,
             anonymous,
-        }
+            http,
+        })
     }
 
     /// Mirrors configured for the image's registry, in order, then the registry itself.
@@ -181,20 +202,32 @@ impl RegistryClient {
             Some(c) => (new_client(&self.protocol), c.to_auth()),
             None => (self.anonymous.clone(), RegistryAuth::Anonymous),
         };
+        let registry = endpoint.reference.resolve_registry();
+        let scheme = if self.http_hosts.iter().any(|h| h == registry) {
+            "http"
+        } else {
+            "https"
+        };
         Session {
             client,
             auth,
             reference: endpoint.reference.clone(),
             host: endpoint.host.clone(),
+            http: self.http.clone(),
+            scheme,
+            authorization: None,
         }
     }
 }
 
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 fn new_client(protocol: &ClientProtocol) -> Client {
     Client::new(ClientConfig {
         protocol: protocol.clone(),
-        connect_timeout: Some(std::time::Duration::from_secs(30)),
-        read_timeout: Some(std::time::Duration::from_secs(120)),
+        connect_timeout: Some(CONNECT_TIMEOUT),
+        read_timeout: Some(READ_TIMEOUT),
         ..Default::default()
     })
 }
@@ -206,6 +239,10 @@ pub struct Session {
     auth: RegistryAuth,
     reference: Reference,
     host: String,
+    http: reqwest::Client,
+    scheme: &'static str,
+    /// The `Authorization` header manifest GETs send, set by [`Session::authenticate`].
+    authorization: Option<String>,
 }
 
 impl Session {
@@ -213,13 +250,24 @@ impl Session {
         &self.host
     }
 
-    /// Performs the registry's auth handshake (a token request when it asks for one).
-    pub async fn authenticate(&self) -> Result<(), ImageError> {
-        self.client
+    /// Performs the registry's auth handshake (a token request when it asks for one) and keeps
+    /// what manifest requests must send.
+    pub async fn authenticate(&mut self) -> Result<(), ImageError> {
+        let token = self
+            .client
             .auth(&self.reference, &self.auth, RegistryOperation::Pull)
             .await
-            .map(|_| ())
-            .map_err(|e| self.error(e))
+            .map_err(|e| self.error(e))?;
+        self.authorization = match (token, &self.auth) {
+            (Some(token), _) => Some(format!("Bearer {token}")),
+            (None, RegistryAuth::Bearer(token)) => Some(format!("Bearer {token}")),
+            (None, RegistryAuth::Basic(user, password)) => Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            )),
+            (None, RegistryAuth::Anonymous) => None,
+        };
+        Ok(())
     }
 
     /// Fetches the manifest the reference names (by digest if it has one, else by tag).
@@ -234,16 +282,62 @@ impl Session {
     }
 
     async fn manifest(&self, r: &Reference) -> Result<(Bytes, String), ImageError> {
-        let (bytes, digest) = self
-            .client
-            .pull_manifest_raw(r, &self.auth, ACCEPTED_MANIFESTS)
+        let wanted = r.digest().or(r.tag()).unwrap_or("latest");
+        let url = format!(
+            "{}://{}/v2/{}/manifests/{wanted}{}",
+            self.scheme,
+            r.resolve_registry(),
+            r.repository(),
+            r.namespace()
+                .map(|ns| format!("?ns={ns}"))
+                .unwrap_or_default()
+        );
+        let mut request = self
+            .http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, ACCEPTED_MANIFESTS.join(", "));
+        if let Some(authorization) = &self.authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, authorization);
+        }
+        let response = request
+            .send()
             .await
-            .map_err(|e| self.error(e))?;
-        if bytes.len() > MAX_MANIFEST_BYTES {
-            return Err(self.registry_error(format!(
-                "manifest of {} bytes exceeds the {MAX_MANIFEST_BYTES} byte limit",
-                bytes.len()
-            )));
+            .map_err(|e| self.registry_error(format!("GET {url}: {e}")))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = read_limited(response, ERROR_BODY_BYTES)
+                .await
+                .unwrap_or_default();
+            let message = format!(
+                "GET {url}: {status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            );
+            return Err(match status.as_u16() {
+                401 | 403 => ImageError::Unauthorized {
+                    registry: self.host.clone(),
+                    reference: r.to_string(),
+                    message,
+                },
+                404 => ImageError::NotFound(format!("{r} (on {}): {message}", self.host)),
+                _ => self.registry_error(message),
+            });
+        }
+        let header_digest = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = read_limited(response, MAX_MANIFEST_BYTES)
+            .await
+            .map_err(|e| self.registry_error(format!("manifest {wanted}: {e}")))?;
+        let digest = Digest::of(&bytes).to_string();
+        // The content decides: a digest the reference names, or the registry claims, must match.
+        for claimed in [r.digest(), header_digest.as_deref()].into_iter().flatten() {
+            if claimed.starts_with("sha256:") && claimed != digest {
+                return Err(self.registry_error(format!(
+                    "manifest {wanted} has digest {digest}, not {claimed}"
+                )));
+            }
         }
         Ok((bytes, digest))
     }
@@ -311,6 +405,30 @@ impl Session {
     }
 }
 
+/// Bytes of a refused request's body kept for its error message.
+const ERROR_BODY_BYTES: usize = 1024;
+
+/// Reads a response body, refusing one that declares or delivers more than `limit` bytes
+/// (without reading the rest).
+async fn read_limited(response: reqwest::Response, limit: usize) -> Result<Bytes, String> {
+    use futures_util::StreamExt as _;
+    if let Some(len) = response.content_length()
+        && len > limit as u64
+    {
+        return Err(format!("{len} bytes exceed the {limit} byte limit"));
+    }
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| format!("read: {e}"))?;
+        if body.len() + chunk.len() > limit {
+            return Err(format!("more than the {limit} byte limit"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(body))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,7 +486,8 @@ mod tests {
         let client = RegistryClient::new(RegistryOptions {
             mirrors,
             ..Default::default()
-        });
+        })
+        .expect("client");
         let eps = client.endpoints(&ImageRef::parse("busybox:1").expect("ref"));
         let hosts: Vec<_> = eps.iter().map(|e| (e.host.as_str(), e.mirror)).collect();
         assert_eq!(
