@@ -6,11 +6,12 @@
 # Ctrl-C). Run as root on Debian bookworm, from anywhere in the repository.
 #
 # Usage: bench/compare-containerd.sh [--berth-only] [SCENARIO...]
-#   SCENARIO: density pod-start exec churn pull (default: all, in that order; density
+#   SCENARIO: density pod-start burst exec churn pull (default: all, in that order; density
 #   first so its "before pre-pull" figure is a fresh daemon's). --berth-only skips containerd.
 # Environment (defaults in brackets): PODS [50] pods in pod-start, DENSITY_PODS [100],
 #   DENSITY_SETTLE [12] seconds before each memory snapshot,
-#   EXEC_RUNS [200], CHURN_WORKERS [4], CHURN_SECONDS [30], PULL_RUNS [3],
+#   EXEC_RUNS [200], CHURN_WORKERS [4], CHURN_SECONDS [30], PULL_RUNS [3], BURST_PODS [110],
+#   BURST_CLIENTS [1,4,16], BURST_ROUNDS [3],
 #   CRUN [0] (1: also pod-start against containerd with crun), OUT_DIR
 #   [target/bench-results/<UTC time>]: tables (*.txt), reports (*.json), pod-start.png.
 #
@@ -26,7 +27,7 @@ SCENARIOS=()
 for arg in "$@"; do
     case $arg in
     --berth-only) BERTH_ONLY=1 ;;
-    density | pod-start | exec | churn | pull) SCENARIOS+=("$arg") ;;
+    density | pod-start | burst | exec | churn | pull) SCENARIOS+=("$arg") ;;
     -h | --help)
         sed -n '2,20p' "$0"
         exit 0
@@ -37,7 +38,7 @@ for arg in "$@"; do
         ;;
     esac
 done
-((${#SCENARIOS[@]})) || SCENARIOS=(density pod-start exec churn pull)
+((${#SCENARIOS[@]})) || SCENARIOS=(density pod-start burst exec churn pull)
 
 PODS=${PODS:-50}
 DENSITY_PODS=${DENSITY_PODS:-100}
@@ -46,6 +47,9 @@ DENSITY_SETTLE=${DENSITY_SETTLE:-12}
 EXEC_RUNS=${EXEC_RUNS:-200}
 CHURN_WORKERS=${CHURN_WORKERS:-4}
 CHURN_SECONDS=${CHURN_SECONDS:-30}
+BURST_PODS=${BURST_PODS:-110}
+BURST_CLIENTS=${BURST_CLIENTS:-1,4,16}
+BURST_ROUNDS=${BURST_ROUNDS:-3}
 PULL_RUNS=${PULL_RUNS:-3}
 CRUN=${CRUN:-0}
 OUT_DIR=${OUT_DIR:-$REPO/target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
@@ -383,6 +387,7 @@ for s in "${SCENARIOS[@]}"; do
         fi
         ;;
     exec) run exec --runs "$EXEC_RUNS" ;;
+    burst) run burst --pods "$BURST_PODS" --clients "$BURST_CLIENTS" --rounds "$BURST_ROUNDS" ;;
     churn) run churn --workers "$CHURN_WORKERS" --seconds "$CHURN_SECONDS" ;;
     pull)
         log "scenario pull"

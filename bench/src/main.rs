@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use berth_bench::memory::HelperRules;
 use berth_bench::report::{Report, TargetResult};
-use berth_bench::scenario::{self, Bench, churn::Churn};
+use berth_bench::scenario::{self, Bench, burst::Burst, churn::Churn};
 use berth_bench::target::{Target, TargetSpec, socket_path};
 use berth_bench::workload::Workload;
 use berth_bench::{plot, push};
@@ -37,6 +37,21 @@ enum Command {
         /// Pods per runtime.
         #[arg(long, default_value_t = 50)]
         pods: usize,
+    },
+    /// N pods started at once by C concurrent clients, for each C: wall time to all Running,
+    /// per-pod start time and errors.
+    Burst {
+        #[command(flatten)]
+        common: Common,
+        /// Pods per burst (kubelet's default maximum per node is 110).
+        #[arg(long, default_value_t = 110)]
+        pods: usize,
+        /// Concurrent clients, one burst per value.
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 4, 16])]
+        clients: Vec<usize>,
+        /// Bursts per client count and runtime (the median wall time is reported).
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
     },
     /// N pods kept running: daemon and helper memory (RSS, PSS), idle and per pod.
     Density {
@@ -305,6 +320,20 @@ async fn run(command: Command) -> Result<(), Failure> {
         Command::PodStart { common, pods } => {
             (common, Scenario::PodStart(pods), json!({ "pods": pods }))
         }
+        Command::Burst {
+            common,
+            pods,
+            clients,
+            rounds,
+        } => {
+            let params = json!({ "pods": pods, "clients": clients, "rounds": rounds });
+            let burst = Burst {
+                pods,
+                clients,
+                rounds,
+            };
+            (common, Scenario::Burst(burst), params)
+        }
         Command::Density {
             common,
             pods,
@@ -355,6 +384,7 @@ fn secs(v: f64, flag: &str) -> Result<Duration, String> {
 #[derive(Debug)]
 enum Scenario {
     PodStart(usize),
+    Burst(Burst),
     Density(usize, Duration),
     Churn(Churn),
     Exec(usize),
@@ -365,6 +395,7 @@ impl Scenario {
     fn name(&self) -> &'static str {
         match self {
             Scenario::PodStart(_) => "pod-start",
+            Scenario::Burst(_) => "burst",
             Scenario::Density(..) => "density",
             Scenario::Churn(_) => "churn",
             Scenario::Exec(_) => "exec",
@@ -375,6 +406,7 @@ impl Scenario {
     async fn run(&self, b: &Bench) -> Result<Vec<TargetResult>, String> {
         match self {
             Scenario::PodStart(pods) => scenario::pod_start::run(b, *pods).await,
+            Scenario::Burst(burst) => scenario::burst::run(b, burst).await,
             Scenario::Density(pods, settle) => scenario::density::run(b, *pods, *settle).await,
             Scenario::Churn(c) => scenario::churn::run(b, *c).await,
             Scenario::Exec(runs) => scenario::exec::run(b, *runs).await,

@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use berth_bench::memory::HelperRules;
+use berth_bench::scenario::burst::Burst;
 use berth_bench::scenario::churn::Churn;
-use berth_bench::scenario::{Bench, churn, density, exec, pod_start};
+use berth_bench::scenario::{Bench, burst, churn, density, exec, pod_start};
 use berth_bench::target::{Target, TargetSpec};
 use berth_bench::workload::Workload;
 use e2e::daemon::{Berthd, BerthdOptions};
@@ -99,6 +100,27 @@ async fn scenarios_measure_berthd_and_leave_no_pods() {
     for step in pod_start::STEPS {
         assert_eq!(r[0].samples[step].len(), 3, "samples of {step}");
     }
+
+    let r = burst::run(
+        b,
+        &Burst {
+            pods: 4,
+            clients: vec![1, 3],
+            rounds: 1,
+        },
+    )
+    .await
+    .expect("burst");
+    assert!(r[0].errors.is_empty(), "burst errors: {:?}", r[0].errors);
+    assert_eq!(r[0].samples[&burst::step(1)].len(), 4);
+    assert_eq!(r[0].samples[&burst::step(3)].len(), 4);
+    assert!(
+        r[0].metrics
+            .iter()
+            .any(|m| m.name == burst::wall(3) && m.value.is_some()),
+        "{:?}",
+        r[0].metrics
+    );
 
     let r = density::run(b, 2, Duration::from_millis(100))
         .await

@@ -2,6 +2,7 @@
 //! the runtimes in an order rotated by i) so that drift on a shared machine hits all of them
 //! alike, and returns one [`TargetResult`] per runtime.
 
+pub mod burst;
 pub mod churn;
 pub mod density;
 pub mod exec;
