@@ -3,10 +3,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use cri_server::{cli::Cli, config, logging, server};
+use cri_server::server::{daemon, logging};
+use cri_server::{cli::Cli, config};
 
 fn main() -> ExitCode {
-    cri_server::memory::tune_allocator();
+    cri_server::server::memory::tune_allocator();
     let cli = Cli::parse();
     if cli.print_default_config {
         print!("{}", config::default_config_toml());
@@ -52,7 +53,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(server::serve(config)) {
+    match runtime.block_on(daemon::serve(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "berthd failed");

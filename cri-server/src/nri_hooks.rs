@@ -16,9 +16,9 @@ use tonic::Status;
 use tracing::warn;
 
 use crate::config::NriConfig;
-use crate::container_store::{ContainerPhase, ContainerRecord};
-use crate::pod_store::{PodPhase, PodRecord};
 use crate::state::DaemonState;
+use crate::store::containers::{ContainerPhase, ContainerRecord};
+use crate::store::pods::{PodPhase, PodRecord};
 
 /// berthd's NRI: the runtime side and, per container, whether its stop was relayed.
 pub struct NriHooks {
@@ -704,7 +704,7 @@ async fn update_one(state: &DaemonState, u: &api::ContainerUpdate) -> Result<(),
         linux: Some(linux),
         ..Default::default()
     };
-    crate::container_update::update_resources(state, &req)
+    crate::container::update::update_resources(state, &req)
         .await
         .map(drop)
         .map_err(|s| s.message().to_string())
@@ -722,7 +722,7 @@ mod tests {
             image: "i".into(),
             image_id: "sha256:x".into(),
             image_ref: "i".into(),
-            process: crate::container_spec::ProcessSpec {
+            process: crate::container::spec::ProcessSpec {
                 args: vec!["sh".into()],
                 env: vec!["A=1".into(), "B=2".into()],
                 cwd: "/".into(),

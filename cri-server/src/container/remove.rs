@@ -1,0 +1,81 @@
+//! `RemoveContainer`: forcibly stop a running container, then remove its root, cgroup, state
+//! and record. Removing an unknown container succeeds.
+
+use std::time::Duration;
+
+use proto::cri::{RemoveContainerRequest, RemoveContainerResponse};
+use proto::shim::{ContainerRef, ShimRequest, shim_request::Kind};
+use runtime_core::shim::client;
+use tonic::Status;
+use tracing::info;
+
+use crate::container::stop;
+use crate::state::DaemonState;
+use crate::store::containers::ContainerRecord;
+
+pub async fn remove_container(
+    state: &DaemonState,
+    req: &RemoveContainerRequest,
+) -> Result<RemoveContainerResponse, Status> {
+    if req.container_id.is_empty() {
+        return Err(Status::invalid_argument("container_id is required"));
+    }
+    let Some(id) = state.containers.find(&req.container_id).map(|c| c.id) else {
+        return Ok(RemoveContainerResponse {});
+    };
+    let lock = state.containers.lock_for(&id);
+    let _guard = lock.lock().await;
+    // Another call may have started or removed it while this one waited for the lock.
+    let Some(rec) = state.containers.get(&id) else {
+        return Ok(RemoveContainerResponse {});
+    };
+    remove(state, rec).await?;
+    Ok(RemoveContainerResponse {})
+}
+
+/// Removes a container (caller holds its lock).
+pub async fn remove(state: &DaemonState, rec: ContainerRecord) -> Result<(), Status> {
+    let rec = stop::stop(state, rec, Duration::ZERO).await?;
+    if let Some(pod) = state.pods.get(&rec.pod_id) {
+        let request = ShimRequest {
+            kind: Some(Kind::RemoveContainer(ContainerRef { id: rec.id.clone() })),
+        };
+        let socket = pod.host.shim_socket.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            client::request(&socket, request, Duration::from_secs(10))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("remove task: {e}")))?;
+        if let Err(e) = answer
+            && !e.is_gone()
+        {
+            return Err(Status::internal(format!(
+                "remove container {}: {e}",
+                rec.id
+            )));
+        }
+    }
+    // The shim unmounts the root; if the shim is gone, do it here.
+    let _ = runtime_core::executor::cleanup_rootfs(&rec.rootfs);
+    let _ = std::fs::remove_dir(&rec.rootfs);
+    state.pod_runtime.remove_container_cgroup(&rec.cgroup);
+    state
+        .images
+        .release(&rec.id)
+        .await
+        .map_err(|e| Status::internal(format!("release image of {}: {e}", rec.id)))?;
+    crate::container::mounts::release(state, &rec).await?;
+    state
+        .containers
+        .remove(&rec.id)
+        .map_err(|e| Status::internal(format!("remove state of container {}: {e}", rec.id)))?;
+    info!(container_id = %rec.id, "RemoveContainer");
+    crate::nri_hooks::remove_container(state, None, &rec).await; // NRI
+    crate::lifecycle::events::emit(
+        state,
+        &rec.id,
+        &rec.pod_id,
+        proto::cri::ContainerEventType::ContainerDeletedEvent,
+    );
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! `StopContainer`: the image's stop signal (default SIGTERM), then SIGKILL after the
+//! timeout; returns once the container is dead. Stopping a stopped container succeeds, and so
+//! does stopping one that does not exist (CRI idempotence: kubelet retries stops of containers
+//! that may already be gone, and critest checks it).
+
+use std::time::{Duration, Instant};
+
+use proto::cri::{StopContainerRequest, StopContainerResponse};
+use proto::shim::{ShimRequest, SignalContainer, shim_request::Kind};
+use runtime_core::shim::client;
+use tonic::Status;
+use tracing::info;
+
+use crate::lifecycle::record::refresh;
+use crate::state::DaemonState;
+use crate::store::containers::{ContainerPhase, ContainerRecord};
+use crate::store::records::Lookup;
+
+/// How long berthd waits for a SIGKILLed container to be reaped.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+pub async fn stop_container(
+    state: &DaemonState,
+    req: &StopContainerRequest,
+) -> Result<StopContainerResponse, Status> {
+    if req.container_id.is_empty() {
+        return Err(Status::invalid_argument("container_id is required"));
+    }
+    let id = match state.containers.lookup(&req.container_id) {
+        Lookup::Found(rec) => rec.id,
+        Lookup::Missing => return Ok(StopContainerResponse {}),
+        Lookup::Ambiguous(n) => {
+            return Err(Status::not_found(format!(
+                "container id prefix {} matches {n} containers",
+                req.container_id
+            )));
+        }
+    };
+    let lock = state.containers.lock_for(&id);
+    let _guard = lock.lock().await;
+    // Another call may have removed it while this one waited for the lock: stopped enough.
+    let Some(rec) = state.containers.get(&id) else {
+        return Ok(StopContainerResponse {});
+    };
+    let timeout = Duration::from_secs(req.timeout.max(0) as u64);
+    stop(state, rec, timeout).await?;
+    Ok(StopContainerResponse {})
+}
+
+/// Stops a running container (caller holds its lock).
+pub async fn stop(
+    state: &DaemonState,
+    rec: ContainerRecord,
+    timeout: Duration,
+) -> Result<ContainerRecord, Status> {
+    let rec = refresh(state, rec).await;
+    if rec.phase != ContainerPhase::Running {
+        return Ok(rec);
+    }
+    if !timeout.is_zero() {
+        signal(state, &rec, rec.stop_signal).await?;
+        if let Some(done) = wait_exit(state, &rec, timeout).await {
+            info!(container_id = %rec.id, "StopContainer: exited after the stop signal");
+            return Ok(done);
+        }
+    }
+    signal(state, &rec, libc::SIGKILL).await?;
+    match wait_exit(state, &rec, KILL_WAIT).await {
+        Some(done) => {
+            info!(container_id = %rec.id, "StopContainer: killed");
+            Ok(done)
+        }
+        None => Err(Status::deadline_exceeded(format!(
+            "container {} did not die within {KILL_WAIT:?} of SIGKILL",
+            rec.id
+        ))),
+    }
+}
+
+async fn signal(state: &DaemonState, rec: &ContainerRecord, signal: i32) -> Result<(), Status> {
+    let pod = state
+        .pods
+        .get(&rec.pod_id)
+        .ok_or_else(|| Status::not_found(format!("pod sandbox {} not found", rec.pod_id)))?;
+    let request = ShimRequest {
+        kind: Some(Kind::SignalContainer(SignalContainer {
+            id: rec.id.clone(),
+            signal,
+        })),
+    };
+    let socket = pod.host.shim_socket.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        client::request(&socket, request, Duration::from_secs(5))
+    })
+    .await
+    .map_err(|e| Status::internal(format!("signal task: {e}")))?;
+    match answer {
+        Ok(_) => Ok(()),
+        // A gone shim means a gone container: the refresh that follows records it.
+        Err(e) if e.is_gone() => Ok(()),
+        Err(e) => Err(Status::internal(e.to_string())),
+    }
+}
+
+async fn wait_exit(
+    state: &DaemonState,
+    rec: &ContainerRecord,
+    timeout: Duration,
+) -> Option<ContainerRecord> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let now = refresh(state, rec.clone()).await;
+        if now.phase == ContainerPhase::Exited {
+            return Some(now);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,3 @@
+//! berthd's side of the shim protocol.
+
+pub mod frames;

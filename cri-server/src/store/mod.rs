@@ -1,0 +1,6 @@
+//! Records and their stores: the on-disk pod and container records
+//! (`<root_dir>/pods/<id>/pod.json`, `<root_dir>/containers/<id>/container.json`).
+
+pub mod containers;
+pub mod pods;
+pub mod records;
