@@ -14,10 +14,10 @@ use runtime_core::shim::ShimBinary;
 
 use crate::config::{Config, RegistryConfig};
 use crate::lifecycle::event_hub::EventHub;
-use crate::lifecycle::exits::ExitWatcher;
+use crate::lifecycle::watcher::ExitWatcher;
 use crate::metrics::registry::Metrics;
-use crate::rpc::runtime_config::KubeletConfig;
 use crate::store::containers::ContainerStore;
+use crate::store::kubelet::KubeletConfig;
 use crate::store::pods::PodStore;
 
 /// Shared daemon state handed to the gRPC services.
@@ -46,7 +46,7 @@ pub struct DaemonState {
     /// CPU samples and writable-layer walks kept between stats calls.
     pub stats: crate::stats::cache::StatsCache,
     /// NRI, when `[nri] enable` is set.
-    pub nri: Option<crate::nri_hooks::NriHooks>,
+    pub nri: Option<crate::nri_runtime::NriHooks>,
 }
 
 /// Why the daemon state could not be built.
@@ -103,7 +103,7 @@ impl DaemonState {
         let nri = config
             .nri
             .enable
-            .then(|| crate::nri_hooks::NriHooks::new(&config.nri));
+            .then(|| crate::nri_runtime::NriHooks::new(&config.nri));
         Ok(DaemonState {
             streams,
             config,

@@ -16,7 +16,6 @@ use tonic::Status;
 
 use crate::container::start;
 use crate::lifecycle::record;
-use crate::rpc::sandbox_status;
 use crate::shim::frames::{read_message, write_message};
 use crate::state::DaemonState;
 use crate::store::containers::{ContainerPhase, ContainerRecord};
@@ -83,7 +82,7 @@ pub async fn running_container(
     id: &str,
 ) -> Result<(ContainerRecord, PodRecord), Status> {
     let rec = record::find(state, required(id)?)?;
-    let rec = record::refresh(state, rec).await;
+    let rec = crate::lifecycle::refresh::refresh(state, rec).await;
     running(state, rec)
 }
 
@@ -114,7 +113,7 @@ fn running(
             rec.id, rec.phase
         )));
     }
-    let pod = sandbox_status::find(state, &rec.pod_id)?;
+    let pod = crate::lifecycle::record::find_pod(state, &rec.pod_id)?;
     Ok((rec, pod))
 }
 

@@ -9,24 +9,10 @@ use proto::cri::{self, ContainerConfig, MountPropagation};
 use proto::shim::MountSpec;
 use runtime_core::mount_api;
 use runtime_core::userns::IdMap;
-use serde::{Deserialize, Serialize};
 use tonic::Status;
 
 use crate::state::DaemonState;
-use crate::store::containers::ContainerRecord;
-
-/// An image mounted as a volume, resolved when the container was created.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageVolume {
-    /// Index of the mount in `config.mounts`.
-    pub index: usize,
-    /// The image as the mount named it.
-    pub image: String,
-    /// Its image ID (config digest).
-    pub image_id: String,
-    /// Its layer snapshot dirs, top first.
-    pub lower: Vec<PathBuf>,
-}
+use crate::store::containers::{ContainerRecord, ImageVolume};
 
 /// Checks every recursive read-only, idmapped and image mount of `config`; resolves the image
 /// volumes' images (NotFound naming the mount and image when one is not pulled).

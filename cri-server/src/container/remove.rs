@@ -1,9 +1,8 @@
-//! `RemoveContainer`: forcibly stop a running container, then remove its root, cgroup, state
-//! and record. Removing an unknown container succeeds.
+//! Removing a container: forcibly stop it if running, then remove its root, cgroup, state and
+//! record.
 
 use std::time::Duration;
 
-use proto::cri::{RemoveContainerRequest, RemoveContainerResponse};
 use proto::shim::{ContainerRef, ShimRequest, shim_request::Kind};
 use runtime_core::shim::client;
 use tonic::Status;
@@ -12,26 +11,6 @@ use tracing::info;
 use crate::container::stop;
 use crate::state::DaemonState;
 use crate::store::containers::ContainerRecord;
-
-pub async fn remove_container(
-    state: &DaemonState,
-    req: &RemoveContainerRequest,
-) -> Result<RemoveContainerResponse, Status> {
-    if req.container_id.is_empty() {
-        return Err(Status::invalid_argument("container_id is required"));
-    }
-    let Some(id) = state.containers.find(&req.container_id).map(|c| c.id) else {
-        return Ok(RemoveContainerResponse {});
-    };
-    let lock = state.containers.lock_for(&id);
-    let _guard = lock.lock().await;
-    // Another call may have started or removed it while this one waited for the lock.
-    let Some(rec) = state.containers.get(&id) else {
-        return Ok(RemoveContainerResponse {});
-    };
-    remove(state, rec).await?;
-    Ok(RemoveContainerResponse {})
-}
 
 /// Removes a container (caller holds its lock).
 pub async fn remove(state: &DaemonState, rec: ContainerRecord) -> Result<(), Status> {

@@ -1,13 +1,11 @@
-//! `StartContainer`: build the container's cgroup, mounts and security settings and ask the
+//! Starting a container: build its cgroup, mounts and security settings and ask the
 //! pod's shim to start it. A start that fails leaves the container Exited with reason
 //! `StartError` and the precise cause.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use proto::cri::{
-    self, ContainerEventType, NamespaceMode, StartContainerRequest, StartContainerResponse,
-};
+use proto::cri::{self, ContainerEventType, NamespaceMode};
 use proto::shim::{MountSpec, ShimRequest, StartContainer, shim_request::Kind};
 use runtime_core::cgroups::CgroupResources;
 use runtime_core::executor;
@@ -17,23 +15,17 @@ use tracing::{info, warn};
 
 use crate::lifecycle::events;
 use crate::lifecycle::record;
-use crate::rpc::sandbox_run::now_ns;
-use crate::rpc::sandbox_status;
 use crate::state::DaemonState;
 use crate::store::containers::{ContainerPhase, ContainerRecord};
+use crate::store::ids::now_ns;
 use crate::store::pods::{PodPhase, PodRecord};
 
 /// How long a shim may take to start a container.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub async fn start_container(
-    state: &DaemonState,
-    req: &StartContainerRequest,
-) -> Result<StartContainerResponse, Status> {
-    let id = req.container_id.as_str();
-    if id.is_empty() {
-        return Err(Status::invalid_argument("container_id is required"));
-    }
+/// Starts Created container `id`: its cgroup, then the shim starts the process. A failure
+/// leaves it Exited with reason `StartError` (or Created again if only recording it failed).
+pub async fn start(state: &DaemonState, id: &str) -> Result<(), Status> {
     let lock = state.containers.lock_for(id);
     let _guard = lock.lock().await;
     let mut rec = record::find(state, id)?;
@@ -43,7 +35,7 @@ pub async fn start_container(
             rec.id, rec.phase
         )));
     }
-    let pod = sandbox_status::find(state, &rec.pod_id)?;
+    let pod = crate::lifecycle::record::find_pod(state, &rec.pod_id)?;
     if pod.phase != PodPhase::Ready {
         return Err(Status::failed_precondition(format!(
             "pod sandbox {} is not ready",
@@ -120,7 +112,7 @@ pub async fn start_container(
             // It may already have exited: watch, then look for a record written before.
             state.exits.watch(&rec);
             crate::lifecycle::exits::check(state, &rec.id);
-            Ok(StartContainerResponse {})
+            Ok(())
         }
         Ok(None) => Err(start_failed(state, rec, "shim answered without the container").await),
         Err(e) => {

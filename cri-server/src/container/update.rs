@@ -1,4 +1,4 @@
-//! `UpdateContainerResources`: live cgroup limit changes.
+//! Updating a container's resources: live cgroup limit changes.
 //!
 //! As in containerd, the request's fields that are set (non-zero, non-empty) replace the
 //! container's recorded resources and the others keep their values; the result is recorded
@@ -22,27 +22,10 @@ use tonic::Status;
 use tracing::{info, warn};
 
 use crate::container::start::cgroup_resources;
-use crate::lifecycle::record::{find, refresh};
+use crate::lifecycle::record::find;
+use crate::lifecycle::refresh::refresh;
 use crate::state::DaemonState;
 use crate::store::containers::{ContainerPhase, ContainerRecord};
-
-pub async fn update_container_resources(
-    state: &DaemonState,
-    req: &UpdateContainerResourcesRequest,
-) -> Result<UpdateContainerResourcesResponse, Status> {
-    // --- NRI (nri_hooks): UpdateContainer before, plugins' updates and PostUpdate after ---
-    let nri_updates = match (req.container_id.is_empty(), req.linux.as_ref()) {
-        (false, Some(new)) => {
-            let id = find(state, &req.container_id)?.id;
-            crate::nri_hooks::update_container(state, &id, new).await?
-        }
-        _ => Vec::new(),
-    };
-    let resp = update_resources(state, req).await?;
-    crate::nri_hooks::post_update_container(state, &req.container_id, nri_updates).await;
-    // --- end NRI ---
-    Ok(resp)
-}
 
 /// The update itself (also what NRI plugins' container updates use).
 pub async fn update_resources(

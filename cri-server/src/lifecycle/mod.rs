@@ -6,4 +6,6 @@ pub mod event_hub;
 pub mod events;
 pub mod exits;
 pub mod record;
+pub mod refresh;
 pub mod shim_death;
+pub mod watcher;

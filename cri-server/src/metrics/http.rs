@@ -59,7 +59,10 @@ fn answer(state: &DaemonState, req: &Request<Incoming>) -> Response<Full<Bytes>>
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     }
-    match state.metrics.render(state) {
+    match state
+        .metrics
+        .render(&state.pods.list(), &state.containers.list(), &state.events)
+    {
         Ok(text) => Response::builder()
             .header(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)
             .body(Full::new(Bytes::from(text)))

@@ -13,10 +13,9 @@ use prometheus::{
 };
 use proto::cri::ContainerEventType;
 
-use crate::lifecycle::event_hub;
-use crate::state::DaemonState;
-use crate::store::containers::ContainerPhase;
-use crate::store::pods::PodPhase;
+use crate::lifecycle::event_hub::{self, EventHub};
+use crate::store::containers::{ContainerPhase, ContainerRecord};
+use crate::store::pods::{PodPhase, PodRecord};
 
 /// Upper bounds (seconds) of the gRPC latency buckets: fast status calls to slow pulls.
 const GRPC_BUCKETS: &[f64] = &[
@@ -202,22 +201,26 @@ impl Metrics {
         self.image_pull_bytes.inc_by(bytes);
     }
 
-    /// The text exposition of every metric, the gauges computed now.
-    pub fn render(&self, state: &DaemonState) -> Result<String, prometheus::Error> {
-        self.update_gauges(state);
+    /// The text exposition of every metric, the gauges computed now from the records and
+    /// the event hub.
+    pub fn render(
+        &self,
+        pods: &[PodRecord],
+        containers: &[ContainerRecord],
+        events: &EventHub,
+    ) -> Result<String, prometheus::Error> {
+        self.update_gauges(pods, containers, events);
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
     }
 
-    fn update_gauges(&self, state: &DaemonState) {
-        let pods = state.pods.list();
+    fn update_gauges(&self, pods: &[PodRecord], containers: &[ContainerRecord], events: &EventHub) {
         let ready = pods.iter().filter(|p| p.phase == PodPhase::Ready).count();
         self.pods.with_label_values(&["ready"]).set(ready as i64);
         self.pods
             .with_label_values(&["notready"])
             .set((pods.len() - ready) as i64);
-        let containers = state.containers.list();
         for (label, phase) in [
             ("created", ContainerPhase::Created),
             ("running", ContainerPhase::Running),
@@ -233,9 +236,8 @@ impl Metrics {
             .collect();
         self.shims.set(shims.len() as i64);
         self.shim_rss.set(shims.iter().sum::<u64>() as i64);
-        self.event_subscribers
-            .set(state.events.subscriber_count() as i64);
-        let counters = state.events.counters();
+        self.event_subscribers.set(events.subscriber_count() as i64);
+        let counters = events.counters();
         for kind in [
             ContainerEventType::ContainerCreatedEvent,
             ContainerEventType::ContainerStartedEvent,

@@ -11,10 +11,10 @@ use tracing::info;
 
 use crate::container::spec::process_spec;
 use crate::errors;
-use crate::rpc::sandbox_run::{new_id, now_ns};
-use crate::rpc::sandbox_status;
+use crate::pod::spec::selinux_enabled;
 use crate::state::DaemonState;
 use crate::store::containers::{ContainerPhase, ContainerRecord};
+use crate::store::ids::{new_id, now_ns};
 use crate::store::pods::{PodPhase, ReserveError};
 
 pub async fn create_container(
@@ -67,7 +67,7 @@ pub async fn create_container(
     }
     // Under the pod's lock, so the pod cannot be stopped or removed (leaving this container
     // behind) between the check that it is ready and the container's record.
-    let pod = sandbox_status::find(state, &req.pod_sandbox_id)?;
+    let pod = crate::lifecycle::record::find_pod(state, &req.pod_sandbox_id)?;
     if pod.phase == PodPhase::Creating {
         // Still being created (RunPodSandbox holds its lock): not ready, do not wait.
         return Err(Status::failed_precondition(format!(
@@ -78,7 +78,7 @@ pub async fn create_container(
     let pod_id = pod.id;
     let pod_lock = state.pods.lock_for(&pod_id);
     let _pod_guard = pod_lock.lock().await;
-    let pod = sandbox_status::find(state, &pod_id)?;
+    let pod = crate::lifecycle::record::find_pod(state, &pod_id)?;
     if pod.phase != PodPhase::Ready {
         return Err(Status::failed_precondition(format!(
             "pod sandbox {} is not ready",
@@ -216,12 +216,6 @@ fn unsupported_fields(config: &ContainerConfig) -> Result<(), Status> {
 
 fn has_label(o: &proto::cri::SeLinuxOption) -> bool {
     !(o.user.is_empty() && o.role.is_empty() && o.r#type.is_empty() && o.level.is_empty())
-}
-
-/// Whether the host enforces SELinux labels. Without SELinux, labels and relabel requests are
-/// meaningless and, as in containerd and CRI-O, ignored.
-pub fn selinux_enabled() -> bool {
-    std::path::Path::new("/sys/fs/selinux/enforce").exists()
 }
 
 fn validate_mounts(config: &ContainerConfig) -> Result<(), Status> {

@@ -11,9 +11,11 @@ use proto::shim::{ContainerRef, ShimRequest, shim_request::Kind};
 use runtime_core::shim::client;
 use tonic::Status;
 
-use crate::lifecycle::record::{cri_state, find, refresh};
+use crate::lifecycle::record::find;
+use crate::lifecycle::refresh::refresh;
 use crate::state::DaemonState;
 use crate::store::containers::{ContainerPhase, ContainerRecord};
+use crate::view::container::cri_state;
 
 pub async fn list_containers(
     state: &DaemonState,

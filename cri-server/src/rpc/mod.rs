@@ -5,8 +5,14 @@
 pub mod attach;
 pub mod container_checkpoint;
 pub mod container_create;
+pub mod container_events;
 pub mod container_list;
+pub mod container_remove;
+pub mod container_start;
 pub mod container_stats;
+pub mod container_status;
+pub mod container_stop;
+pub mod container_update;
 pub mod exec;
 pub mod exec_sync;
 pub mod image_fs_info;

@@ -18,7 +18,6 @@ use runtime_core::cgroups::CgroupMetrics;
 use tonic::Status;
 
 use crate::rpc::container_stats::value;
-use crate::rpc::sandbox_run::now_ns;
 use crate::rpc::sandbox_stats::{select_ready_pods, with_containers};
 use crate::state::DaemonState;
 use crate::stats::fs::{FsCapacity, LayerUsage};
@@ -26,6 +25,7 @@ use crate::stats::sample::{
     CgroupMetricsSample, ContainerMetricsSample, NetworkSample, PodMetricsSample,
     sample_pods_for_metrics,
 };
+use crate::store::ids::now_ns;
 
 /// cAdvisor's label keys, in its order; every metric starts with these.
 pub const BASE_LABEL_KEYS: [&str; 6] = ["container", "id", "image", "name", "namespace", "pod"];

@@ -4,7 +4,6 @@
 use proto::cri::{PortForwardRequest, PortForwardResponse};
 use tonic::Status;
 
-use crate::rpc::sandbox_status;
 use crate::state::DaemonState;
 use crate::store::pods::PodPhase;
 use crate::stream::tokens::StreamRequest;
@@ -21,7 +20,7 @@ pub async fn port_forward(
             "port {bad} is not a valid TCP port (1-65535)"
         )));
     }
-    let pod = sandbox_status::find(state, &req.pod_sandbox_id)?;
+    let pod = crate::lifecycle::record::find_pod(state, &req.pod_sandbox_id)?;
     if pod.phase != PodPhase::Ready {
         return Err(Status::failed_precondition(format!(
             "pod sandbox {} is not ready",

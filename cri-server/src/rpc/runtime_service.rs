@@ -9,9 +9,11 @@ use tonic::{Request, Response, Status};
 
 use crate::rpc::list_streams::{ListStream, chunked};
 use crate::rpc::{
-    attach, container_checkpoint, container_create, container_list, container_stats, exec,
-    exec_sync, pod_metrics, port_forward, runtime_config, sandbox_list, sandbox_remove,
-    sandbox_run, sandbox_stats, sandbox_status, sandbox_stop, sandbox_update, status, version,
+    attach, container_checkpoint, container_create, container_events, container_list,
+    container_remove, container_start, container_stats, container_status, container_stop,
+    container_update, exec, exec_sync, pod_metrics, port_forward, runtime_config, sandbox_list,
+    sandbox_remove, sandbox_run, sandbox_stats, sandbox_status, sandbox_stop, sandbox_update,
+    status, version,
 };
 use crate::state::DaemonState;
 
@@ -105,7 +107,7 @@ impl RuntimeService for Runtime {
         &self,
         r: Request<cri::StartContainerRequest>,
     ) -> Rpc<cri::StartContainerResponse> {
-        crate::container::start::start_container(&self.state, r.get_ref())
+        container_start::start_container(&self.state, r.get_ref())
             .await
             .map(Response::new)
     }
@@ -114,7 +116,7 @@ impl RuntimeService for Runtime {
         &self,
         r: Request<cri::StopContainerRequest>,
     ) -> Rpc<cri::StopContainerResponse> {
-        crate::container::stop::stop_container(&self.state, r.get_ref())
+        container_stop::stop_container(&self.state, r.get_ref())
             .await
             .map(Response::new)
     }
@@ -123,7 +125,7 @@ impl RuntimeService for Runtime {
         &self,
         r: Request<cri::RemoveContainerRequest>,
     ) -> Rpc<cri::RemoveContainerResponse> {
-        crate::container::remove::remove_container(&self.state, r.get_ref())
+        container_remove::remove_container(&self.state, r.get_ref())
             .await
             .map(Response::new)
     }
@@ -141,7 +143,7 @@ impl RuntimeService for Runtime {
         &self,
         r: Request<cri::ContainerStatusRequest>,
     ) -> Rpc<cri::ContainerStatusResponse> {
-        crate::lifecycle::record::container_status(&self.state, r.get_ref())
+        container_status::container_status(&self.state, r.get_ref())
             .await
             .map(Response::new)
     }
@@ -150,7 +152,7 @@ impl RuntimeService for Runtime {
         &self,
         r: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Rpc<cri::UpdateContainerResourcesResponse> {
-        crate::container::update::update_container_resources(&self.state, r.get_ref())
+        container_update::update_container_resources(&self.state, r.get_ref())
             .await
             .map(Response::new)
     }
@@ -245,13 +247,13 @@ impl RuntimeService for Runtime {
             .map(Response::new)
     }
 
-    type GetContainerEventsStream = crate::lifecycle::events::EventStream;
+    type GetContainerEventsStream = container_events::EventStream;
 
     async fn get_container_events(
         &self,
         r: Request<cri::GetEventsRequest>,
     ) -> Rpc<Self::GetContainerEventsStream> {
-        crate::lifecycle::events::get_container_events(&self.state, r.get_ref())
+        container_events::get_container_events(&self.state, r.get_ref())
             .await
             .map(Response::new)
     }

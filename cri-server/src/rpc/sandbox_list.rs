@@ -4,9 +4,9 @@ use std::collections::HashMap;
 
 use proto::cri::{ListPodSandboxRequest, ListPodSandboxResponse, PodSandbox, PodSandboxFilter};
 
-use crate::rpc::sandbox_status::cri_state;
 use crate::state::DaemonState;
 use crate::store::pods::{Lookup, PodPhase, PodRecord};
+use crate::view::pod::cri_state;
 
 pub fn list_pod_sandbox(
     state: &DaemonState,

@@ -6,8 +6,8 @@ use tonic::Status;
 use tracing::info;
 
 use crate::errors;
-use crate::rpc::sandbox_run::pod_spec;
-use crate::rpc::sandbox_stop;
+use crate::pod::spec::pod_spec;
+use crate::pod::stop;
 use crate::state::DaemonState;
 
 pub async fn remove_pod_sandbox(
@@ -18,7 +18,7 @@ pub async fn remove_pod_sandbox(
     if id.is_empty() {
         return Err(Status::invalid_argument("pod_sandbox_id is required"));
     }
-    sandbox_stop::stop(state, id).await?;
+    stop::stop(state, id).await?;
     let lock = state.pods.lock_for(id);
     let _guard = lock.lock().await;
     let Some(rec) = state.pods.get(id) else {
@@ -49,7 +49,7 @@ pub async fn remove_pod_sandbox(
         state,
         id,
         id,
-        Some(crate::rpc::sandbox_status::to_status(&rec)),
+        Some(crate::view::pod::to_status(&rec)),
         proto::cri::ContainerEventType::ContainerDeletedEvent,
     );
     Ok(RemovePodSandboxResponse {})

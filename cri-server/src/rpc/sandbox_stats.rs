@@ -14,8 +14,8 @@ use proto::cri::{
 };
 use tonic::Status;
 
+use crate::lifecycle::record::find_pod;
 use crate::rpc::container_stats::{self, cpu_usage, memory_usage, value};
-use crate::rpc::sandbox_status::find;
 use crate::state::DaemonState;
 use crate::stats::cache::StatsCache;
 use crate::stats::net::{DEFAULT_INTERFACE, InterfaceCounters};
@@ -30,7 +30,7 @@ pub async fn pod_sandbox_stats(
     if req.pod_sandbox_id.is_empty() {
         return Err(Status::invalid_argument("pod_sandbox_id is required"));
     }
-    let pod = find(state, &req.pod_sandbox_id)?;
+    let pod = find_pod(state, &req.pod_sandbox_id)?;
     let containers = containers::of_pod(&state.containers, &pod.id);
     let sample = sample_pods(&state.stats, vec![(pod, containers)])
         .await?

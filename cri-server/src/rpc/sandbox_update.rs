@@ -16,7 +16,7 @@ pub async fn update_pod_sandbox_resources(
     if req.pod_sandbox_id.is_empty() {
         return Err(Status::invalid_argument("pod_sandbox_id is required"));
     }
-    let pod = crate::rpc::sandbox_status::find(state, &req.pod_sandbox_id)?;
+    let pod = crate::lifecycle::record::find_pod(state, &req.pod_sandbox_id)?;
     let lock = state.pods.lock_for(&pod.id);
     let _held = lock.lock().await;
     let (overhead, resources) = (req.overhead.clone(), req.resources.clone());

@@ -78,10 +78,12 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     crate::lifecycle::exits::recover(&state).await;
     let exit_watcher = tokio::spawn(crate::lifecycle::exits::run(state.clone()));
     if let Some(nri) = &state.nri {
-        nri.start(&state).await.map_err(|source| DaemonError::Nri {
-            socket: state.config.nri.socket_path.clone(),
-            source,
-        })?;
+        crate::nri_plugins::start(nri, &state)
+            .await
+            .map_err(|source| DaemonError::Nri {
+                socket: state.config.nri.socket_path.clone(),
+                source,
+            })?;
     }
     let metrics_server = metrics_listener.map(|l| serve_metrics(l, &state));
 

@@ -10,7 +10,7 @@
 //! - layer snapshots an interrupted pull committed without recording its image are removed.
 //!
 //! Pods whose shim is alive are picked up as they are; containers' exits during the downtime
-//! are read from the records their shims wrote (`container_exits::recover`).
+//! are read from the records their shims wrote (`lifecycle::exits::recover`).
 
 use std::time::Duration;
 
@@ -56,14 +56,14 @@ pub async fn reconcile_pods(state: &DaemonState) {
         let next = match rec.phase {
             PodPhase::Creating => {
                 warn!(pod_id = %rec.id, "pod creation was interrupted; undoing it");
-                if let Ok(spec) = crate::rpc::sandbox_run::pod_spec(&rec.id, &rec.config) {
+                if let Ok(spec) = crate::pod::spec::pod_spec(&rec.id, &rec.config) {
                     state.pod_runtime.abandon(&spec).await;
                 }
                 PodPhase::NotReady
             }
             PodPhase::NotReady if state.pod_runtime.shim_alive(&rec.host).await => {
                 warn!(pod_id = %rec.id, "pod stop was interrupted; finishing it");
-                if let Err(e) = crate::rpc::sandbox_stop::stop(state, &rec.id).await {
+                if let Err(e) = crate::pod::stop::stop(state, &rec.id).await {
                     warn!(pod_id = %rec.id, error = %e, "finish interrupted stop");
                 }
                 continue;

@@ -174,7 +174,7 @@ impl LayerUsageCache {
         let usage = LayerUsage {
             bytes,
             inodes,
-            at_ns: crate::rpc::sandbox_run::now_ns(),
+            at_ns: crate::store::ids::now_ns(),
             mountpoint: self.mountpoint(upper),
         };
         tracing::debug!(

@@ -12,12 +12,12 @@ use std::path::Path;
 use runtime_core::cgroups::{Cgroup, CgroupError, CgroupMetrics, CgroupStats};
 use tonic::Status;
 
-use crate::rpc::sandbox_run::now_ns;
 use crate::stats::cache::StatsCache;
 use crate::stats::fs::{self, FsCapacity, LayerUsage};
 use crate::stats::net::{self, InterfaceCounters};
 use crate::stats::proc::{self, ProcessCounts};
 use crate::store::containers::ContainerRecord;
+use crate::store::ids::now_ns;
 use crate::store::pods::{PodPhase, PodRecord};
 
 /// Cgroup figures and when they were read (nanoseconds since the epoch).

@@ -52,7 +52,7 @@ pub struct ContainerRecord {
     pub stop_signal: i32,
     /// Image volumes (`Mount.image`), resolved and held at creation.
     #[serde(default)]
-    pub image_volumes: Vec<crate::container::mounts::ImageVolume>,
+    pub image_volumes: Vec<ImageVolume>,
 }
 
 impl ContainerRecord {
@@ -90,4 +90,17 @@ pub fn reserve(
 /// The containers of a pod.
 pub fn of_pod(store: &ContainerStore, pod_id: &str) -> Vec<ContainerRecord> {
     store.filter(|c| c.pod_id == pod_id)
+}
+
+/// An image mounted as a volume, resolved when the container was created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageVolume {
+    /// Index of the mount in `config.mounts`.
+    pub index: usize,
+    /// The image as the mount named it.
+    pub image: String,
+    /// Its image ID (config digest).
+    pub image_id: String,
+    /// Its layer snapshot dirs, top first.
+    pub lower: Vec<PathBuf>,
 }

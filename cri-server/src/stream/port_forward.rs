@@ -15,7 +15,6 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use crate::rpc::sandbox_status;
 use crate::state::DaemonState;
 
 /// How long a dial inside the pod may take.
@@ -30,7 +29,7 @@ pub async fn serve(
 ) {
     // A pod removed since the URL was minted has no network to dial into: refuse every
     // connection rather than fall back to berthd's own (the host's) network namespace.
-    let netns = match sandbox_status::find(&state, &req.pod_sandbox_id) {
+    let netns = match crate::lifecycle::record::find_pod(&state, &req.pod_sandbox_id) {
         Ok(pod) => pod.host.netns.clone(),
         Err(status) => {
             refuse_all(&req.pod_sandbox_id, status.message(), streams, session).await;
