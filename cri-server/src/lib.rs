@@ -7,7 +7,7 @@
 //! - [`stream`] serves streaming sessions (exec, attach, port-forward), [`metrics`] the
 //!   Prometheus endpoint;
 //! - the domain: [`lifecycle`] (exits, shim death, events), [`container`] (a container's
-//!   host side), [`stats`], [`nri_hooks`], [`shim`];
+//!   host side), [`stats`], [`nri_hooks`];
 //! - [`state`] (`DaemonState`), built from [`store`] (pod and container records), [`config`]
 //!   and the domain's types.
 //!
@@ -26,7 +26,6 @@ pub mod nri_runtime;
 pub mod pod;
 pub mod rpc;
 pub mod server;
-pub mod shim;
 pub mod state;
 pub mod stats;
 pub mod store;

@@ -315,8 +315,8 @@ impl PodRuntime {
             return;
         };
         let sock = socket.to_path_buf();
-        let pong = tokio::task::spawn_blocking(move || client::ping(&sock, SHIM_TIMEOUT)).await;
-        if let Ok(Ok(p)) = pong
+        let pong = client::ping(&sock, SHIM_TIMEOUT).await;
+        if let Ok(p) = pong
             && p.reaper_pid != 0
         {
             // A leaf of its own: cgroup v2 forbids processes in a cgroup whose children
@@ -417,8 +417,7 @@ impl PodRuntime {
         };
         for (id, socket) in unknown(self.cfg.state_dir.join("shims"), ".sock") {
             let sock = socket.clone();
-            let _ =
-                tokio::task::spawn_blocking(move || client::shutdown(&sock, SHIM_TIMEOUT)).await;
+            let _ = client::shutdown(&sock, SHIM_TIMEOUT).await;
             let _ = std::fs::remove_file(&socket);
             removed.push(format!("shim of {id}"));
         }
@@ -460,10 +459,8 @@ impl PodRuntime {
         let socket = self.shim_socket(&spec.id);
         let sock = socket.clone();
         // The shim's pid, if it is alive, lets a shim that ignores shutdown be killed.
-        let shim_pid = tokio::task::spawn_blocking(move || client::ping(&sock, SHIM_TIMEOUT))
+        let shim_pid = client::ping(&sock, SHIM_TIMEOUT)
             .await
-            .ok()
-            .and_then(|p| p.ok())
             .map_or(0, |p| p.shim_pid);
         let done = Started {
             files: Some(self.files_dir(&spec.id)),
@@ -530,9 +527,8 @@ impl PodRuntime {
     /// PID is still a berth-shim) and unpins the namespaces itself.
     async fn stop_shim(&self, id: &str, socket: &Path, pid: u32) {
         let sock = socket.to_path_buf();
-        let asked =
-            tokio::task::spawn_blocking(move || client::shutdown(&sock, SHIM_TIMEOUT)).await;
-        if !matches!(asked, Ok(Ok(()))) {
+        let asked = client::shutdown(&sock, SHIM_TIMEOUT).await;
+        if !matches!(asked, Ok(())) {
             if pid != 0 && is_shim(pid) {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid as i32),
@@ -616,11 +612,9 @@ impl PodRuntime {
 
     /// Asks a pod's shim if it is alive.
     pub async fn shim_alive(&self, state: &PodHostState) -> bool {
-        let sock = state.shim_socket.clone();
-        matches!(
-            tokio::task::spawn_blocking(move || client::ping(&sock, Duration::from_secs(2))).await,
-            Ok(Ok(_))
-        )
+        client::ping(&state.shim_socket, Duration::from_secs(2))
+            .await
+            .is_ok()
     }
 }
 

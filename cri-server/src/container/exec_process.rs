@@ -16,14 +16,14 @@ use tonic::Status;
 
 use crate::container::start;
 use crate::lifecycle::record;
-use crate::shim::frames::{read_message, write_message};
 use crate::state::DaemonState;
 use crate::store::containers::{ContainerPhase, ContainerRecord};
 use crate::store::pods::PodRecord;
 use runtime_core::shim::ShimBinary;
+use runtime_core::shim::client::{read_frame_async, write_frame_async};
 
 /// Largest report frame the helper sends.
-const MAX_REPORT: usize = 64 * 1024;
+const MAX_REPORT: u32 = 64 * 1024;
 
 /// The stdio an exec gets.
 pub enum ExecIo {
@@ -191,7 +191,7 @@ pub async fn start(
         .map_err(|e| StartError::Runtime(format!("exec control socket: {e}")))?;
     let mut control = UnixStream::from_std(ours)
         .map_err(|e| StartError::Runtime(format!("exec control socket: {e}")))?;
-    write_message(&mut control, &spec)
+    write_frame_async(&mut control, &spec)
         .await
         .map_err(|e| StartError::Runtime(format!("send exec spec: {e}")))?;
     match read_report(&mut control).await {
@@ -252,6 +252,6 @@ impl RunningExec {
 }
 
 async fn read_report(control: &mut UnixStream) -> Option<exec_report::Kind> {
-    let report: ExecReport = read_message(control, MAX_REPORT).await.ok()?;
+    let report: ExecReport = read_frame_async(control, MAX_REPORT).await.ok()?;
     report.kind
 }

@@ -20,11 +20,7 @@ pub async fn remove(state: &DaemonState, rec: ContainerRecord) -> Result<(), Sta
             kind: Some(Kind::RemoveContainer(ContainerRef { id: rec.id.clone() })),
         };
         let socket = pod.host.shim_socket.clone();
-        let answer = tokio::task::spawn_blocking(move || {
-            client::request(&socket, request, Duration::from_secs(10))
-        })
-        .await
-        .map_err(|e| Status::internal(format!("remove task: {e}")))?;
+        let answer = client::request(&socket, request, Duration::from_secs(10)).await;
         if let Err(e) = answer
             && !e.is_gone()
         {

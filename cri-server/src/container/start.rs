@@ -82,10 +82,7 @@ pub async fn start(state: &DaemonState, id: &str) -> Result<(), Status> {
     let request = ShimRequest {
         kind: Some(Kind::StartContainer(msg)),
     };
-    let answer =
-        tokio::task::spawn_blocking(move || client::request(&socket, request, START_TIMEOUT))
-            .await
-            .map_err(|e| Status::internal(format!("start task: {e}")))?;
+    let answer = client::request(&socket, request, START_TIMEOUT).await;
     failpoint::hit("start_container.after_shim");
     match answer.map(|r| r.container) {
         Ok(Some(info)) => {
@@ -130,11 +127,8 @@ pub async fn start(state: &DaemonState, id: &str) -> Result<(), Status> {
 /// container is Created again and the start can be retried.
 async fn undo_start(state: &DaemonState, rec: &ContainerRecord, socket: &std::path::Path) {
     let ask = |kind: Kind| {
-        let socket = socket.to_path_buf();
         let request = ShimRequest { kind: Some(kind) };
-        tokio::task::spawn_blocking(move || {
-            client::request(&socket, request, Duration::from_secs(5))
-        })
+        client::request(socket, request, Duration::from_secs(5))
     };
     let id = rec.id.clone();
     let kill = proto::shim::SignalContainer {
@@ -149,13 +143,13 @@ async fn undo_start(state: &DaemonState, rec: &ContainerRecord, socket: &std::pa
         }))
         .await;
         match answer {
-            Ok(Ok(r)) if r.container.as_ref().is_some_and(|c| !c.exited) => {
+            Ok(r) if r.container.as_ref().is_some_and(|c| !c.exited) => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             _ => break,
         }
     }
-    if let Ok(Err(e)) = ask(Kind::RemoveContainer(proto::shim::ContainerRef { id })).await {
+    if let Err(e) = ask(Kind::RemoveContainer(proto::shim::ContainerRef { id })).await {
         warn!(container_id = %rec.id, error = %e, "undo start: shim did not forget the container");
     }
     state.pod_runtime.remove_container_cgroup(&rec.cgroup);

@@ -57,11 +57,7 @@ async fn signal(state: &DaemonState, rec: &ContainerRecord, signal: i32) -> Resu
         })),
     };
     let socket = pod.host.shim_socket.clone();
-    let answer = tokio::task::spawn_blocking(move || {
-        client::request(&socket, request, Duration::from_secs(5))
-    })
-    .await
-    .map_err(|e| Status::internal(format!("signal task: {e}")))?;
+    let answer = client::request(&socket, request, Duration::from_secs(5)).await;
     match answer {
         Ok(_) => Ok(()),
         // A gone shim means a gone container: the refresh that follows records it.

@@ -24,16 +24,15 @@ pub async fn refresh(state: &DaemonState, rec: ContainerRecord) -> ContainerReco
     let request = ShimRequest {
         kind: Some(Kind::ContainerState(ContainerRef { id: rec.id.clone() })),
     };
-    let answer =
-        tokio::task::spawn_blocking(move || client::request(&socket, request, SHIM_TIMEOUT)).await;
+    let answer = client::request(&socket, request, SHIM_TIMEOUT).await;
     let recorded = || runtime_core::shim::containers::read_status(&rec.status_path);
     match answer {
-        Ok(Ok(resp)) => match resp.container {
+        Ok(resp) => match resp.container {
             Some(info) if info.exited => finish(state, rec, &info),
             _ => rec,
         },
         // The shim is gone: the exit it recorded, else the shim died before it could.
-        Ok(Err(e)) if e.is_gone() => match recorded() {
+        Err(e) if e.is_gone() => match recorded() {
             Ok(info) if info.exited => finish(state, rec, &info),
             _ => {
                 crate::lifecycle::shim_death::shim_died(state, &pod);

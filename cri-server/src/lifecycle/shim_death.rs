@@ -25,8 +25,8 @@ const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// Whether nothing answers on the pod's shim socket (refused, missing, or hung up on).
 pub async fn shim_gone(pod: &PodRecord) -> bool {
     let socket = pod.host.shim_socket.clone();
-    let ping = tokio::task::spawn_blocking(move || client::ping(&socket, PING_TIMEOUT)).await;
-    matches!(ping, Ok(Err(e)) if e.is_gone())
+    let ping = client::ping(&socket, PING_TIMEOUT).await;
+    matches!(ping, Err(e) if e.is_gone())
 }
 
 /// Cheap first check for status calls: the shim's process no longer exists (or is a zombie).

@@ -91,9 +91,8 @@ pub async fn reopen_container_log(
         kind: Some(Kind::ReopenLog(ContainerRef { id: rec.id.clone() })),
     };
     let socket = pod.host.shim_socket.clone();
-    tokio::task::spawn_blocking(move || client::request(&socket, request, Duration::from_secs(5)))
+    client::request(&socket, request, Duration::from_secs(5))
         .await
-        .map_err(|e| Status::internal(format!("reopen task: {e}")))?
         .map_err(|e| Status::internal(format!("reopen log of {}: {e}", rec.id)))?;
     Ok(ReopenContainerLogResponse {})
 }

@@ -112,10 +112,9 @@ async fn settle_interrupted_start(state: &DaemonState, mut rec: ContainerRecord)
             let request = ShimRequest {
                 kind: Some(Kind::ContainerState(ContainerRef { id: rec.id.clone() })),
             };
-            tokio::task::spawn_blocking(move || client::request(&socket, request, SHIM_TIMEOUT))
+            client::request(&socket, request, SHIM_TIMEOUT)
                 .await
                 .ok()
-                .and_then(|r| r.ok())
                 .and_then(|r| r.container)
         }
         None => None,

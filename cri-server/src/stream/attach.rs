@@ -17,12 +17,12 @@ use tokio::sync::Mutex;
 use tracing::debug;
 
 use crate::container::exec_process;
-use crate::shim::frames::{read_message, write_message};
 use crate::state::DaemonState;
 use crate::stream::exec::{Streams, serve_remote_command};
+use runtime_core::shim::client::{read_frame_async, write_frame_async};
 
 /// Largest frame berthd accepts from a shim.
-const MAX_FRAME: usize = 1 << 20;
+const MAX_FRAME: u32 = 1 << 20;
 
 /// Runs the attach session and ends it.
 pub async fn serve(
@@ -104,10 +104,10 @@ async fn connect(
             stderr: req.stderr,
         })),
     };
-    write_message(&mut conn, &request)
+    write_frame_async(&mut conn, &request)
         .await
         .map_err(|e| format!("send attach request: {e}"))?;
-    let response: ShimResponse = read_message(&mut conn, MAX_FRAME)
+    let response: ShimResponse = read_frame_async(&mut conn, MAX_FRAME)
         .await
         .map_err(|e| format!("read attach answer: {e}"))?;
     if !response.error.is_empty() {
@@ -137,7 +137,7 @@ async fn send_stdin(
             }
         };
         let mut w = to_shim.lock().await;
-        if write_message(&mut *w, &frame).await.is_err() || n == 0 {
+        if write_frame_async(&mut *w, &frame).await.is_err() || n == 0 {
             return;
         }
     }
@@ -156,12 +156,14 @@ async fn send_resizes(
             ..Default::default()
         };
         let mut w = to_shim.lock().await;
-        if write_message(&mut *w, &frame).await.is_err() {
+        if write_frame_async(&mut *w, &frame).await.is_err() {
             return;
         }
     }
 }
 
-async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<AttachFrame> {
-    read_message(r, MAX_FRAME).await
+async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<AttachFrame, proto::shim::FrameError> {
+    read_frame_async(r, MAX_FRAME).await
 }

@@ -1,3 +1,0 @@
-//! berthd's side of the shim protocol.
-
-pub mod frames;
