@@ -19,6 +19,7 @@ pub mod config;
 pub mod container;
 pub mod errors;
 pub mod lifecycle;
+pub mod memory;
 pub mod metrics;
 pub mod nri_hooks;
 pub mod nri_plugins;

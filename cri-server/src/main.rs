@@ -7,7 +7,7 @@ use cri_server::server::{daemon, logging};
 use cri_server::{cli::Cli, config};
 
 fn main() -> ExitCode {
-    cri_server::server::memory::tune_allocator();
+    cri_server::memory::tune_allocator();
     let cli = Cli::parse();
     if cli.print_default_config {
         print!("{}", config::default_config_toml());
