@@ -18,6 +18,12 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::memory::{HelperRules, RuntimeMemory};
 
+/// Label on every pod a run creates; its value is the run's ID.
+pub const RUN_LABEL: &str = "berth-bench.run";
+
+/// Kubernetes namespace of the benchmark's pods.
+pub const NAMESPACE: &str = "berth-bench";
+
 /// How long any single RPC may take before the benchmark gives up on it.
 const RPC_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -256,7 +262,7 @@ impl Target {
     /// IDs of the pods labelled with this run's ID.
     pub async fn pods_of_run(&self, run_id: &str) -> Result<Vec<String>, String> {
         let filter = PodSandboxFilter {
-            label_selector: [(crate::workload::RUN_LABEL.to_string(), run_id.to_string())].into(),
+            label_selector: [(RUN_LABEL.to_string(), run_id.to_string())].into(),
             ..Default::default()
         };
         let pods = self
@@ -283,9 +289,7 @@ impl Target {
         };
         let mut errors = Vec::new();
         for pod in pods {
-            if pod
-                .metadata
-                .is_some_and(|m| m.namespace == crate::workload::NAMESPACE)
+            if pod.metadata.is_some_and(|m| m.namespace == NAMESPACE)
                 && let Err(e) = self.remove_pod(&pod.id).await
             {
                 errors.push(e);

@@ -12,13 +12,7 @@ use proto::cri::{
 };
 
 use crate::stats::ms;
-use crate::target::Target;
-
-/// Label on every pod a run creates; its value is the run's ID.
-pub const RUN_LABEL: &str = "berth-bench.run";
-
-/// Kubernetes namespace of the benchmark's pods.
-pub const NAMESPACE: &str = "berth-bench";
+use crate::target::{NAMESPACE, RUN_LABEL, Target};
 
 /// How long the first log line may take to appear.
 const LOG_TIMEOUT: Duration = Duration::from_secs(10);

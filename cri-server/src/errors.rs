@@ -30,10 +30,48 @@ pub fn io_status(what: &str, e: &std::io::Error) -> Status {
     }
 }
 
-/// The gRPC status for a pod sandbox error.
+/// The gRPC status for a pod sandbox error: a step that found the disk full is
+/// ResourceExhausted, as for [`io_status`].
 pub fn pod_status(e: podsandbox::pod::PodError) -> Status {
+    use podsandbox::pod::{Failure, PodError};
     match e {
-        podsandbox::pod::PodError::Invalid(m) => Status::invalid_argument(m),
+        PodError::Invalid(m) => Status::invalid_argument(m),
+        PodError::Step {
+            failure: Failure::NoSpace,
+            ..
+        } => Status::resource_exhausted(e.to_string()),
         other => Status::internal(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use podsandbox::pod::{Failure, PodError};
+
+    fn step(failure: Failure) -> PodError {
+        PodError::Step {
+            pod: "p".into(),
+            step: "write pod files",
+            message: "hosts: No space left on device (os error 28)".into(),
+            failure,
+        }
+    }
+
+    #[test]
+    fn a_pod_step_that_found_the_disk_full_is_resource_exhausted() {
+        assert_eq!(
+            pod_status(step(Failure::NoSpace)).code(),
+            tonic::Code::ResourceExhausted
+        );
+        assert_eq!(
+            pod_status(step(Failure::Other)).code(),
+            tonic::Code::Internal
+        );
+        let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(
+            io_status("record pod", &enospc).code(),
+            tonic::Code::ResourceExhausted
+        );
     }
 }

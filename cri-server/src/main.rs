@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use cri_server::{cli::Cli, config, logging, server};
+use cri_server::server::{daemon, logging};
+use cri_server::{cli::Cli, config};
 
 fn main() -> ExitCode {
     cri_server::memory::tune_allocator();
@@ -52,7 +53,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(server::serve(config)) {
+    match runtime.block_on(daemon::serve(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "berthd failed");

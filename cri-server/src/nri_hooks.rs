@@ -7,59 +7,14 @@
 //! (`RunPodSandbox`, `CreateContainer`, `StartContainer`, `UpdateContainer`) fail it with
 //! the plugin's error; the others are notifications whose failures are logged.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
-
 use nri::api;
 use proto::cri;
 use tonic::Status;
 use tracing::warn;
 
-use crate::config::NriConfig;
-use crate::container_store::{ContainerPhase, ContainerRecord};
-use crate::pod_store::{PodPhase, PodRecord};
 use crate::state::DaemonState;
-
-/// berthd's NRI: the runtime side and, per container, whether its stop was relayed.
-pub struct NriHooks {
-    pub nri: Arc<nri::Nri>,
-    stops: Arc<Mutex<HashMap<String, Arc<tokio::sync::OnceCell<()>>>>>,
-}
-
-impl NriHooks {
-    pub fn new(cfg: &NriConfig) -> NriHooks {
-        NriHooks {
-            nri: nri::Nri::new(nri::Config {
-                socket_path: cfg.socket_path.clone(),
-                plugin_path: cfg.plugin_path.clone(),
-                plugin_config_path: cfg.plugin_config_path.clone(),
-                registration_timeout: cfg.plugin_registration_timeout.0,
-                request_timeout: cfg.plugin_request_timeout.0,
-                disable_connections: cfg.disable_connections,
-                runtime_name: "berth".into(),
-                runtime_version: env!("CARGO_PKG_VERSION").into(),
-            }),
-            stops: Arc::new(Mutex::new(HashMap::new())),
-        }
-    }
-
-    /// Starts serving plugins.
-    pub async fn start(&self, state: &Arc<DaemonState>) -> std::io::Result<()> {
-        let runtime = Arc::new(BerthState {
-            state: Arc::downgrade(state),
-        });
-        self.nri.start(runtime).await
-    }
-
-    fn stop_cell(&self, id: &str) -> Arc<tokio::sync::OnceCell<()>> {
-        self.stops
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(id.to_string())
-            .or_default()
-            .clone()
-    }
-}
+use crate::store::containers::{ContainerPhase, ContainerRecord};
+use crate::store::pods::PodRecord;
 
 /// Held from a pod's or container's first NRI event until its record is written, so a
 /// plugin synchronizing meanwhile either finds it or gets its events (`None`: NRI is off).
@@ -649,67 +604,6 @@ pub fn apply_adjustment(
     }
 }
 
-/// NRI's view of berthd's state, for Synchronize and plugins' updates.
-struct BerthState {
-    state: Weak<DaemonState>,
-}
-
-impl nri::RuntimeState for BerthState {
-    fn snapshot(&self) -> (Vec<api::PodSandbox>, Vec<api::Container>) {
-        let Some(state) = self.state.upgrade() else {
-            return (Vec::new(), Vec::new());
-        };
-        let pods = state
-            .pods
-            .list()
-            .iter()
-            .filter(|p| p.phase != PodPhase::Creating)
-            .map(pod_sandbox)
-            .collect();
-        let containers = state.containers.list().iter().map(container).collect();
-        (pods, containers)
-    }
-
-    fn update_containers(
-        &self,
-        updates: Vec<api::ContainerUpdate>,
-    ) -> nri::transport::BoxFuture<Vec<api::ContainerUpdate>> {
-        let state = self.state.clone();
-        Box::pin(async move {
-            let Some(state) = state.upgrade() else {
-                return updates;
-            };
-            let mut failed = Vec::new();
-            for u in updates {
-                if let Err(e) = update_one(&state, &u).await {
-                    warn!(container_id = %u.container_id, error = %e, "NRI container update");
-                    if !u.ignore_failure {
-                        failed.push(u);
-                    }
-                }
-            }
-            failed
-        })
-    }
-}
-
-async fn update_one(state: &DaemonState, u: &api::ContainerUpdate) -> Result<(), String> {
-    let Some(res) = u.linux.as_ref().and_then(|l| l.resources.as_ref()) else {
-        return Ok(());
-    };
-    let mut linux = cri::LinuxContainerResources::default();
-    apply_resources(&mut linux, res)?;
-    let req = cri::UpdateContainerResourcesRequest {
-        container_id: u.container_id.clone(),
-        linux: Some(linux),
-        ..Default::default()
-    };
-    crate::container_update::update_resources(state, &req)
-        .await
-        .map(drop)
-        .map_err(|s| s.message().to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -722,7 +616,7 @@ mod tests {
             image: "i".into(),
             image_id: "sha256:x".into(),
             image_ref: "i".into(),
-            process: crate::container_spec::ProcessSpec {
+            process: crate::container::spec::ProcessSpec {
                 args: vec!["sh".into()],
                 env: vec!["A=1".into(), "B=2".into()],
                 cwd: "/".into(),

@@ -13,12 +13,12 @@ use runtime_core::cgroups::{self, CgroupLayout, Cgroups};
 use runtime_core::shim::ShimBinary;
 
 use crate::config::{Config, RegistryConfig};
-use crate::container_exits::ExitWatcher;
-use crate::container_store::ContainerStore;
-use crate::events::EventHub;
-use crate::metrics::Metrics;
-use crate::pod_store::PodStore;
-use crate::runtime_config::KubeletConfig;
+use crate::lifecycle::event_hub::EventHub;
+use crate::lifecycle::watcher::ExitWatcher;
+use crate::metrics::registry::Metrics;
+use crate::store::containers::ContainerStore;
+use crate::store::kubelet::KubeletConfig;
+use crate::store::pods::PodStore;
 
 /// Shared daemon state handed to the gRPC services.
 pub struct DaemonState {
@@ -32,7 +32,7 @@ pub struct DaemonState {
     /// The shim executable: a sealed copy that shims and exec helpers run from.
     pub shim: ShimBinary,
     /// Pending streaming URLs (Exec, Attach, PortForward).
-    pub streams: crate::stream_tokens::StreamTokens,
+    pub streams: crate::stream::tokens::StreamTokens,
     /// Container lifecycle events for `GetContainerEvents` subscribers.
     pub events: EventHub,
     /// Watches running containers' exit records.
@@ -44,9 +44,9 @@ pub struct DaemonState {
     /// Where `/metrics` is served, once bound (unset while starting or when turned off).
     pub metrics_address: OnceLock<SocketAddr>,
     /// CPU samples and writable-layer walks kept between stats calls.
-    pub stats: crate::stats_cache::StatsCache,
+    pub stats: crate::stats::cache::StatsCache,
     /// NRI, when `[nri] enable` is set.
-    pub nri: Option<crate::nri_hooks::NriHooks>,
+    pub nri: Option<crate::nri_runtime::NriHooks>,
 }
 
 /// Why the daemon state could not be built.
@@ -82,18 +82,20 @@ impl DaemonState {
             registry_options(&config.registry),
             config.registry.max_concurrent_downloads,
         )?;
-        let pods = crate::pod_store::open(&config.root_dir).map_err(|source| StateError::Pods {
-            path: config.root_dir.join("pods"),
-            source,
-        })?;
-        let containers =
-            crate::container_store::open(&config.root_dir).map_err(|source| StateError::Pods {
-                path: config.root_dir.join("containers"),
+        let pods =
+            crate::store::pods::open(&config.root_dir).map_err(|source| StateError::Pods {
+                path: config.root_dir.join("pods"),
                 source,
             })?;
+        let containers = crate::store::containers::open(&config.root_dir).map_err(|source| {
+            StateError::Pods {
+                path: config.root_dir.join("containers"),
+                source,
+            }
+        })?;
         let shim = ShimBinary::sealed(shim_binary(&config)).map_err(StateError::Shim)?;
         let pod_runtime = pod_runtime(&config, &shim)?;
-        let streams = crate::stream_tokens::StreamTokens::new(Duration::from_secs(
+        let streams = crate::stream::tokens::StreamTokens::new(Duration::from_secs(
             config.streaming.token_ttl_seconds,
         ));
         let events = EventHub::new(config.events.subscriber_queue);
@@ -101,7 +103,7 @@ impl DaemonState {
         let nri = config
             .nri
             .enable
-            .then(|| crate::nri_hooks::NriHooks::new(&config.nri));
+            .then(|| crate::nri_runtime::NriHooks::new(&config.nri));
         Ok(DaemonState {
             streams,
             config,
@@ -116,7 +118,7 @@ impl DaemonState {
             kubelet_config,
             metrics: Arc::new(Metrics::new()?),
             metrics_address: OnceLock::new(),
-            stats: crate::stats_cache::StatsCache::detect(),
+            stats: crate::stats::cache::StatsCache::detect(),
             nri,
         })
     }

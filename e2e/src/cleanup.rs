@@ -28,7 +28,7 @@ pub fn remove_pods_via_daemon(socket: &Path) {
 }
 
 async fn remove_all(socket: &Path) {
-    let Ok(channel) = crate::daemon::connect(socket).await else {
+    let Ok(channel) = crate::channel::connect(socket).await else {
         return;
     };
     let mut rt = proto::cri::runtime_service_client::RuntimeServiceClient::new(channel);

@@ -8,13 +8,14 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use proto::cri::image_service_client::ImageServiceClient;
 use proto::cri::runtime_service_client::RuntimeServiceClient;
 use tempfile::TempDir;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
+
+use crate::channel::connect;
 
 /// How long a test waits for berthd to answer on its socket.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -40,20 +41,6 @@ pub fn berthd_binary() -> io::Result<PathBuf> {
         )));
     };
     Ok(bin)
-}
-
-/// Connects a gRPC channel to a unix socket.
-pub async fn connect(socket: &Path) -> Result<Channel, tonic::transport::Error> {
-    let socket = socket.to_path_buf();
-    Endpoint::from_static("http://[::]:50051")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let socket = socket.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(socket).await?;
-                Ok::<_, io::Error>(TokioIo::new(stream))
-            }
-        }))
-        .await
 }
 
 /// Runs `berthd` with `args` to completion (for flags that exit at once, or start failures),

@@ -4,6 +4,7 @@
 //! Nothing here talks to the internet: images are made from Debian's `busybox` binary and
 //! small static programs compiled by this crate's build script.
 
+pub mod channel;
 pub mod cleanup;
 pub mod containers;
 pub mod daemon;

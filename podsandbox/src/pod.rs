@@ -34,7 +34,28 @@ pub enum PodError {
         pod: String,
         step: &'static str,
         message: String,
+        /// What kind of failure it was, kept from the OS error for the caller's answer.
+        failure: Failure,
     },
+}
+
+/// The kind of a failed step that the caller can act on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Failure {
+    #[default]
+    Other,
+    /// The disk (or the quota) is full: freeing space helps.
+    NoSpace,
+}
+
+impl Failure {
+    /// The kind of an I/O error.
+    pub fn of(e: &std::io::Error) -> Failure {
+        match e.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT) => Failure::NoSpace,
+            _ => Failure::Other,
+        }
+    }
 }
 
 fn step_err<'a>(pod: &'a str, step: &'static str) -> impl FnOnce(String) -> PodError + 'a {
@@ -42,6 +63,17 @@ fn step_err<'a>(pod: &'a str, step: &'static str) -> impl FnOnce(String) -> PodE
         pod: pod.into(),
         step,
         message,
+        failure: Failure::Other,
+    }
+}
+
+/// A step's I/O error on `what`, keeping its kind.
+fn step_io(pod: &str, step: &'static str, what: &str, e: &std::io::Error) -> PodError {
+    PodError::Step {
+        pod: pod.into(),
+        step,
+        message: format!("{what}: {e}"),
+        failure: Failure::of(e),
     }
 }
 
@@ -228,7 +260,7 @@ impl PodRuntime {
                 // Named beside the pod's files first, so the start-up sweep can find the
                 // cgroup of a pod whose record is lost (its parent is kubelet's choice).
                 std::fs::write(files_dir.join(POD_CGROUP_FILE), &path)
-                    .map_err(|e| step_err(id, "record pod cgroup")(e.to_string()))?;
+                    .map_err(|e| step_io(id, "record pod cgroup", POD_CGROUP_FILE, &e))?;
                 cg.create(&path, &spec.resources)
                     .map_err(|e| step_err(id, "create pod cgroup")(e.to_string()))?;
                 done.cgroup = Some(path.clone());
@@ -315,8 +347,8 @@ impl PodRuntime {
             return;
         };
         let sock = socket.to_path_buf();
-        let pong = tokio::task::spawn_blocking(move || client::ping(&sock, SHIM_TIMEOUT)).await;
-        if let Ok(Ok(p)) = pong
+        let pong = client::ping(&sock, SHIM_TIMEOUT).await;
+        if let Ok(p) = pong
             && p.reaper_pid != 0
         {
             // A leaf of its own: cgroup v2 forbids processes in a cgroup whose children
@@ -332,8 +364,14 @@ impl PodRuntime {
     }
 
     fn write_files(&self, spec: &PodSpec, dir: &Path, ip: Option<IpAddr>) -> Result<(), PodError> {
-        let err = step_err(&spec.id, "write pod files");
-        std::fs::create_dir_all(dir).map_err(|e| err(format!("create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            step_io(
+                &spec.id,
+                "write pod files",
+                &format!("create {}", dir.display()),
+                &e,
+            )
+        })?;
         let host_resolv = std::fs::read_to_string(&self.cfg.host_resolv_conf).unwrap_or_default();
         let resolv = dns::resolv_conf(&spec.dns, &host_resolv)
             .map_err(|e| PodError::Invalid(e.to_string()))?;
@@ -351,7 +389,7 @@ impl PodRuntime {
         ] {
             let path = dir.join(name);
             std::fs::write(&path, content).map_err(|e| {
-                step_err(&spec.id, "write pod files")(format!("{}: {e}", path.display()))
+                step_io(&spec.id, "write pod files", &path.display().to_string(), &e)
             })?;
             give_to_userns_root(&path, spec.userns.as_ref())
                 .map_err(|e| step_err(&spec.id, "write pod files")(e))?;
@@ -417,8 +455,7 @@ impl PodRuntime {
         };
         for (id, socket) in unknown(self.cfg.state_dir.join("shims"), ".sock") {
             let sock = socket.clone();
-            let _ =
-                tokio::task::spawn_blocking(move || client::shutdown(&sock, SHIM_TIMEOUT)).await;
+            let _ = client::shutdown(&sock, SHIM_TIMEOUT).await;
             let _ = std::fs::remove_file(&socket);
             removed.push(format!("shim of {id}"));
         }
@@ -460,10 +497,8 @@ impl PodRuntime {
         let socket = self.shim_socket(&spec.id);
         let sock = socket.clone();
         // The shim's pid, if it is alive, lets a shim that ignores shutdown be killed.
-        let shim_pid = tokio::task::spawn_blocking(move || client::ping(&sock, SHIM_TIMEOUT))
+        let shim_pid = client::ping(&sock, SHIM_TIMEOUT)
             .await
-            .ok()
-            .and_then(|p| p.ok())
             .map_or(0, |p| p.shim_pid);
         let done = Started {
             files: Some(self.files_dir(&spec.id)),
@@ -530,9 +565,8 @@ impl PodRuntime {
     /// PID is still a berth-shim) and unpins the namespaces itself.
     async fn stop_shim(&self, id: &str, socket: &Path, pid: u32) {
         let sock = socket.to_path_buf();
-        let asked =
-            tokio::task::spawn_blocking(move || client::shutdown(&sock, SHIM_TIMEOUT)).await;
-        if !matches!(asked, Ok(Ok(()))) {
+        let asked = client::shutdown(&sock, SHIM_TIMEOUT).await;
+        if !matches!(asked, Ok(())) {
             if pid != 0 && is_shim(pid) {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid as i32),
@@ -616,11 +650,9 @@ impl PodRuntime {
 
     /// Asks a pod's shim if it is alive.
     pub async fn shim_alive(&self, state: &PodHostState) -> bool {
-        let sock = state.shim_socket.clone();
-        matches!(
-            tokio::task::spawn_blocking(move || client::ping(&sock, Duration::from_secs(2))).await,
-            Ok(Ok(_))
-        )
+        client::ping(&state.shim_socket, Duration::from_secs(2))
+            .await
+            .is_ok()
     }
 }
 
@@ -701,5 +733,28 @@ fn cni_pod<'a>(spec: &'a PodSpec, netns: &'a Path, ports: &'a [CniPortMapping]) 
         namespace: &spec.namespace,
         uid: &spec.uid,
         port_mappings: ports,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_kept_as_no_space() {
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let quota = std::io::Error::from_raw_os_error(libc::EDQUOT);
+        let denied = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert_eq!(Failure::of(&full), Failure::NoSpace);
+        assert_eq!(Failure::of(&quota), Failure::NoSpace);
+        assert_eq!(Failure::of(&denied), Failure::Other);
+        let PodError::Step {
+            failure, message, ..
+        } = step_io("p", "write pod files", "hosts", &full)
+        else {
+            panic!("not a step error");
+        };
+        assert_eq!(failure, Failure::NoSpace);
+        assert!(message.starts_with("hosts: "), "{message}");
     }
 }

@@ -1,6 +1,8 @@
-//! berth containers: cgroups (v1 and v2 behind one interface), rootfs, the native executor and
-//! the `berth-shim` binary. This crate grows with the container issues; today: cgroups and the
-//! per-pod `berth-shim` (namespaces, pinning, the shim protocol).
+//! berth containers, below berthd: [`cgroups`] (v1 and v2 behind one trait, written directly),
+//! the native [`executor`] (namespaces, the rootfs and its mounts, capabilities, exec) with
+//! [`seccomp`] (profiles compiled to BPF), [`apparmor`], [`userns`] and [`mount_api`] (the new
+//! mount API), the CRI log writer ([`logs`]), and [`shim`]: the `berth-shim` process (one per
+//! pod, synchronous, no async runtime) and berthd's async client for it.
 
 pub mod apparmor;
 pub mod cgroups;

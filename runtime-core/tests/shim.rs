@@ -102,7 +102,7 @@ fn shim_pins_fresh_namespaces_and_is_detached() {
         assert_eq!(pinned, shim_ns, "{ns} pinned is the shim's");
         assert_ne!(pinned, own_ns, "{ns} is a new namespace");
     }
-    let pong = client::ping(&shim.socket, TIMEOUT).expect("ping");
+    let pong = block_on(client::ping(&shim.socket, TIMEOUT)).expect("ping");
     assert_eq!(pong.pod_id, "pod-under-test");
     assert_eq!(pong.shim_pid, shim.pid);
     assert!(pong.reaper_pid > 0, "shared pid namespace has a reaper");
@@ -126,7 +126,7 @@ fn shim_pins_fresh_namespaces_and_is_detached() {
         "lo is up"
     );
 
-    client::shutdown(&shim.socket, TIMEOUT).expect("shutdown");
+    block_on(client::shutdown(&shim.socket, TIMEOUT)).expect("shutdown");
     assert!(!shim.socket.exists(), "socket removed");
     assert!(
         !shim.ns_dir.exists(),
@@ -184,7 +184,7 @@ fn shutdown_after_the_reaper_was_killed_is_prompt() {
         return;
     }
     let shim = start(true, &[]).expect("spawn shim");
-    let pong = client::ping(&shim.socket, TIMEOUT).expect("ping");
+    let pong = block_on(client::ping(&shim.socket, TIMEOUT)).expect("ping");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pong.reaper_pid as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -192,11 +192,20 @@ fn shutdown_after_the_reaper_was_killed_is_prompt() {
     .expect("kill reaper");
     std::thread::sleep(Duration::from_millis(50));
     let started = std::time::Instant::now();
-    client::shutdown(&shim.socket, TIMEOUT).expect("shutdown");
+    block_on(client::shutdown(&shim.socket, TIMEOUT)).expect("shutdown");
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "shutdown took {:?}",
         started.elapsed()
     );
     wait_gone(shim.pid);
+}
+
+/// Runs one async client call to completion.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(f)
 }

@@ -15,7 +15,6 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tracing::warn;
 
-use super::stats::parse_flat_keyed;
 use super::{Cgroup, CgroupError};
 
 /// Writes `value` to the existing cgroup interface file `file`.
@@ -304,4 +303,18 @@ pub(crate) fn freeze_kill_thaw(
         cgroup.thaw()?;
     }
     killed
+}
+
+/// Parses a flat-keyed file: one `key value` pair per line, values unsigned.
+pub(crate) fn parse_flat_keyed(text: &str) -> Result<BTreeMap<String, u64>, String> {
+    let mut map = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut fields = line.split_whitespace();
+        let (Some(key), Some(value), None) = (fields.next(), fields.next(), fields.next()) else {
+            return Err(format!("line {line:?} is not \"key value\""));
+        };
+        let value = value.parse().map_err(|e| format!("line {line:?}: {e}"))?;
+        map.insert(key.to_string(), value);
+    }
+    Ok(map)
 }

@@ -108,23 +108,10 @@ impl MemoryFigures {
     }
 }
 
-/// Parses a flat-keyed file: one `key value` pair per line, values unsigned.
-pub(crate) fn parse_flat_keyed(text: &str) -> Result<BTreeMap<String, u64>, String> {
-    let mut map = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let mut fields = line.split_whitespace();
-        let (Some(key), Some(value), None) = (fields.next(), fields.next(), fields.next()) else {
-            return Err(format!("line {line:?} is not \"key value\""));
-        };
-        let value = value.parse().map_err(|e| format!("line {line:?}: {e}"))?;
-        map.insert(key.to_string(), value);
-    }
-    Ok(map)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cgroups::cgroupfs::parse_flat_keyed;
 
     const V1_STAT: &str = "cache 9588736\nrss 4964352\ninactive_file 16384\npgfault 29239\n\
         total_cache 3527823360\ntotal_rss 12980224\ntotal_pgfault 41578034\n\

@@ -1,7 +1,7 @@
 //! The cgroup v1 backend: a cgroup is one directory of the same relative path in every mounted
 //! hierarchy (`/sys/fs/cgroup/cpu/<path>`, `/sys/fs/cgroup/memory/<path>`, ...).
 //!
-//! Hierarchies come from `/proc/self/mountinfo` via cgroups-rs, or are given explicitly (tests
+//! Hierarchies come from `/proc/self/mountinfo`, or are given explicitly (tests
 //! point them at a temporary directory). Files are read and written directly rather than through
 //! cgroups-rs controllers, whose `apply` discards write errors for memory and cpuset limits.
 
@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cgroups_rs::fs::hierarchies::mountinfo_self;
 use tracing::{debug, warn};
 
 use super::cgroupfs::{
@@ -76,12 +75,13 @@ impl V1Root {
 
     /// The v1 hierarchies mounted under `root`, read from `/proc/self/mountinfo`.
     pub(crate) fn from_mountinfo(root: &Path) -> Result<V1Root, CgroupError> {
-        let hierarchies: Vec<V1Hierarchy> = mountinfo_self()
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let hierarchies: Vec<V1Hierarchy> = cgroup_v1_mounts(&mountinfo)
             .into_iter()
-            .filter(|m| m.fs_type.0 == "cgroup" && m.mount_point.starts_with(root))
-            .map(|m| V1Hierarchy {
-                controllers: controllers_from_options(&m.super_opts),
-                mount_point: m.mount_point,
+            .filter(|(mount_point, _)| mount_point.starts_with(root))
+            .map(|(mount_point, options)| V1Hierarchy {
+                controllers: controllers_from_options(&options),
+                mount_point,
             })
             .filter(|h| !h.controllers.is_empty())
             .collect();
@@ -97,6 +97,49 @@ impl V1Root {
     pub(crate) fn has(&self, controller: &str) -> bool {
         self.hierarchies.iter().any(|h| h.has(controller))
     }
+}
+
+/// The cgroup v1 mounts in `mountinfo` (the text of `/proc/self/mountinfo`): each one's mount
+/// point and super options. Written by hand: the format is one line per mount
+/// (`id parent dev root mount-point options [optional…] - fstype source super-options`), and
+/// the crate that parsed it (cgroups-rs) pulled in a D-Bus stack for this one function.
+fn cgroup_v1_mounts(mountinfo: &str) -> Vec<(PathBuf, Vec<String>)> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            let mount_point = before.split(' ').nth(4)?;
+            let mut after = after.split(' ');
+            let (fs_type, _source, options) = (after.next()?, after.next()?, after.next()?);
+            (fs_type == "cgroup").then(|| {
+                let options = options.split(',').map(String::from).collect();
+                (PathBuf::from(unescape_octal(mount_point)), options)
+            })
+        })
+        .collect()
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, `\011`, `\012`, `\134`).
+fn unescape_octal(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The controllers among a cgroup mount's superblock options (`rw,cpu,cpuacct` → cpu, cpuacct).
@@ -582,6 +625,36 @@ mod tests {
 
     fn read_file(path: PathBuf) -> String {
         fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+    }
+
+    #[test]
+    fn cgroup_v1_mounts_are_read_from_mountinfo() {
+        let mountinfo = "\
+25 30 0:23 / /sys rw,nosuid shared:7 - sysfs sysfs rw
+33 25 0:28 / /sys/fs/cgroup ro,nosuid shared:9 - tmpfs tmpfs ro,mode=755
+36 33 0:31 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid shared:14 - cgroup cgroup rw,cpu,cpuacct
+37 33 0:32 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory
+38 33 0:33 / /sys/fs/cgroup/unified rw,nosuid shared:11 - cgroup2 cgroup2 rw,nsdelegate
+39 33 0:34 / /sys/fs/cgroup/with\\040space rw - cgroup cgroup rw,name=systemd
+";
+        let mounts = super::cgroup_v1_mounts(mountinfo);
+        assert_eq!(
+            mounts,
+            vec![
+                (
+                    std::path::PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"),
+                    vec!["rw".to_string(), "cpu".into(), "cpuacct".into()]
+                ),
+                (
+                    std::path::PathBuf::from("/sys/fs/cgroup/memory"),
+                    vec!["rw".to_string(), "memory".into()]
+                ),
+                (
+                    std::path::PathBuf::from("/sys/fs/cgroup/with space"),
+                    vec!["rw".to_string(), "name=systemd".into()]
+                ),
+            ]
+        );
     }
 
     #[test]

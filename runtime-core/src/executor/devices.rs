@@ -13,7 +13,8 @@ use nix::sys::stat::{Mode, SFlag, makedev, mknodat};
 use nix::unistd::{Gid, Uid, fchownat, symlinkat};
 
 use super::error::{Context, Failure};
-use super::mounts::{Leaf, NONE, create_in_root, fd_path, mount_new, open_in_root};
+use super::in_root::{Leaf, NONE, create_in_root, fd_path, open_in_root};
+use super::mounts::mount_new;
 
 /// Device nodes every container gets: name, major, minor (all `crw-rw-rw-` root:root).
 const NODES: [(&str, u64, u64); 6] = [

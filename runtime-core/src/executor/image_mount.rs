@@ -8,7 +8,7 @@ use nix::errno::Errno;
 use nix::mount::{MsFlags, mount};
 
 use super::error::{Context, Failure};
-use super::mounts::{Leaf, NONE, create_in_root, fd_path, open_in_root};
+use super::in_root::{Leaf, NONE, create_in_root, fd_path, open_in_root};
 use crate::mount_api;
 use crate::userns::IdMap;
 

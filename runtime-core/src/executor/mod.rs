@@ -33,6 +33,7 @@ mod exec;
 mod exec_in;
 mod idmap;
 mod image_mount;
+mod in_root;
 mod mounts;
 mod overlay;
 mod pidns;

@@ -14,7 +14,7 @@ use nix::errno::Errno;
 use nix::sys::statfs::{PROC_SUPER_MAGIC, fstatfs};
 
 use super::error::Failure;
-use super::mounts::{clean, open_in_root};
+use super::in_root::{clean, open_in_root};
 use super::{Mount, MountKind};
 
 /// `/proc` files a bind may replace (runc's list).

@@ -12,7 +12,8 @@ use nix::unistd::{Gid, Uid, chdir, fchdir, fchownat, pivot_root};
 
 use super::error::{Context, Failure};
 use super::idmap::Idmaps;
-use super::mounts::{self, NONE, kept_flags, mount_new, open_in_root};
+use super::in_root::{NONE, open_in_root};
+use super::mounts::{self, kept_flags, mount_new};
 use super::plan::Plan;
 use super::{ContainerProcess, devices};
 use crate::userns::IdMap;

@@ -1,18 +1,22 @@
 //! berthd's side of the shim: spawn one for a pod and wait until it is ready, send requests.
+//!
+//! The client is async (tokio): berthd talks to shims from its runtime without a blocking
+//! thread per call. It owns the protocol's framing on that side; the shim keeps the
+//! synchronous framing of `proto::shim` (it has no async runtime).
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use proto::shim::{
-    FrameError, Ping, Pong, ShimRequest, ShimResponse, ShimSpec, Shutdown, read_frame,
-    shim_request::Kind, write_frame,
+    FrameError, MAX_FRAME_LEN, Ping, Pong, ShimRequest, ShimResponse, ShimSpec, Shutdown,
+    shim_request::Kind,
 };
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{ERROR_PREFIX, READY_PREFIX};
 
@@ -124,29 +128,39 @@ fn read_line_within(stdout: std::process::ChildStdout, timeout: Duration) -> io:
     Ok(line.trim_end().to_string())
 }
 
-/// Sends one request and reads the answer (blocking; call from `spawn_blocking`).
-pub fn request(
+/// Sends one request and reads the answer, all within `timeout` (a shim that does not answer
+/// in time fails with a timed-out I/O error, which is not [`ShimError::is_gone`]).
+pub async fn request(
     socket: &Path,
     req: ShimRequest,
     timeout: Duration,
 ) -> Result<ShimResponse, ShimError> {
-    let connect_err = |source| ShimError::Connect {
-        socket: socket.into(),
-        source,
-    };
-    let mut stream = UnixStream::connect(socket).map_err(connect_err)?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(connect_err)?;
-    stream
-        .set_write_timeout(Some(timeout))
-        .map_err(connect_err)?;
+    match tokio::time::timeout(timeout, exchange(socket, &req)).await {
+        Ok(answer) => answer,
+        Err(_) => Err(ShimError::Protocol {
+            socket: socket.into(),
+            source: FrameError::Io(io::ErrorKind::TimedOut.into()),
+        }),
+    }
+}
+
+async fn exchange(socket: &Path, req: &ShimRequest) -> Result<ShimResponse, ShimError> {
+    let mut stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|source| ShimError::Connect {
+            socket: socket.into(),
+            source,
+        })?;
     let proto_err = |source| ShimError::Protocol {
         socket: socket.into(),
         source,
     };
-    write_frame(&mut stream, &req).map_err(proto_err)?;
-    let resp: ShimResponse = read_frame(&mut stream).map_err(proto_err)?;
+    write_frame_async(&mut stream, req)
+        .await
+        .map_err(proto_err)?;
+    let resp: ShimResponse = read_frame_async(&mut stream, MAX_FRAME_LEN)
+        .await
+        .map_err(proto_err)?;
     if !resp.error.is_empty() {
         return Err(ShimError::Refused {
             socket: socket.into(),
@@ -157,14 +171,15 @@ pub fn request(
 }
 
 /// Asks the shim who it is.
-pub fn ping(socket: &Path, timeout: Duration) -> Result<Pong, ShimError> {
+pub async fn ping(socket: &Path, timeout: Duration) -> Result<Pong, ShimError> {
     let resp = request(
         socket,
         ShimRequest {
             kind: Some(Kind::Ping(Ping {})),
         },
         timeout,
-    )?;
+    )
+    .await?;
     resp.pong.ok_or_else(|| ShimError::Refused {
         socket: socket.into(),
         message: "ping answered without pong".into(),
@@ -172,7 +187,7 @@ pub fn ping(socket: &Path, timeout: Duration) -> Result<Pong, ShimError> {
 }
 
 /// Tells the shim to kill the pod's processes, unpin its namespaces and exit.
-pub fn shutdown(socket: &Path, timeout: Duration) -> Result<(), ShimError> {
+pub async fn shutdown(socket: &Path, timeout: Duration) -> Result<(), ShimError> {
     request(
         socket,
         ShimRequest {
@@ -180,7 +195,52 @@ pub fn shutdown(socket: &Path, timeout: Duration) -> Result<(), ShimError> {
         },
         timeout,
     )
+    .await
     .map(|_| ())
+}
+
+/// Reads one frame of at most `max` bytes from an async stream: the protocol's framing
+/// (`proto::shim`) for berthd, whose connections (requests, attach, exec control) are async.
+pub async fn read_frame_async<M: prost::Message + Default, R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: u32,
+) -> Result<M, FrameError> {
+    let mut len_buf = [0u8; 4];
+    match r.read_exact(&mut len_buf).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len_buf);
+    if len > max {
+        return Err(FrameError::TooLarge {
+            len: len.into(),
+            max,
+        });
+    }
+    let mut body = vec![0u8; len as usize];
+    r.read_exact(&mut body).await?;
+    Ok(M::decode(body.as_slice())?)
+}
+
+/// Writes one message as a frame to an async stream.
+pub async fn write_frame_async<M: prost::Message, W: AsyncWrite + Unpin>(
+    w: &mut W,
+    msg: &M,
+) -> Result<(), FrameError> {
+    let len = msg.encoded_len();
+    if len > MAX_FRAME_LEN as usize {
+        return Err(FrameError::TooLarge {
+            len: len as u64,
+            max: MAX_FRAME_LEN,
+        });
+    }
+    let mut frame = Vec::with_capacity(4 + len);
+    frame.extend_from_slice(&(len as u32).to_be_bytes());
+    msg.encode(&mut frame)
+        .map_err(|e| FrameError::Io(io::Error::other(e)))?;
+    w.write_all(&frame).await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::session::{Connection, Role};
+use super::session::Connection;
+use super::shared::Role;
 use crate::StreamError;
 
 /// Largest HTTP response head accepted before the upgrade.

@@ -20,13 +20,15 @@ pub mod headers;
 mod port_forward;
 mod remote_command;
 mod session;
+mod shared;
 mod stream;
 
 pub use client::{dial, upgrade};
 pub use headers::Headers;
 pub use port_forward::accept_port_forward;
 pub use remote_command::{accept_remote_command, expected_streams};
-pub use session::{Connection, MAX_DATA_CHUNK, Role, SESSION_WINDOW, STREAM_WINDOW};
+pub use session::Connection;
+pub use shared::{MAX_DATA_CHUNK, Role, SESSION_WINDOW, STREAM_WINDOW};
 pub use stream::{Stream, StreamReader, StreamWriter};
 
 /// The header naming a stream's channel.

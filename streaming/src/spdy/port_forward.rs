@@ -8,7 +8,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::session::{Connection, Role};
+use super::session::Connection;
+use super::shared::Role;
 use super::stream::Stream;
 use super::{PORT, REQUEST_ID, STREAM_TYPE};
 use crate::{PortForwardStream, Session, StreamError};

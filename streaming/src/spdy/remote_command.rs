@@ -5,7 +5,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::STREAM_TYPE;
-use super::session::{Connection, Role};
+use super::session::Connection;
+use super::shared::Role;
 use super::stream::Stream;
 use crate::protocol::{self, has_resize};
 use crate::{Reader, RemoteCommand, Session, StreamError, StreamOptions, Writer};

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::frame::{Frame, rst};
 use super::headers::Headers;
-use super::session::{MAX_DATA_CHUNK, MAX_QUEUED_BYTES, Outgoing, Shared};
+use super::shared::{MAX_DATA_CHUNK, MAX_QUEUED_BYTES, Outgoing, Shared};
 
 /// One stream of a connection: the headers it was opened with and its two halves.
 pub struct Stream {
@@ -165,7 +165,7 @@ impl AsyncRead for StreamReader {
         let mut wake_writer = false;
         if !s.recv_fin && !s.reset {
             s.recv_unacked = s.recv_unacked.saturating_add(n as u32);
-            if s.recv_unacked >= super::session::STREAM_WINDOW / 4 {
+            if s.recv_unacked >= super::shared::STREAM_WINDOW / 4 {
                 st.stream_updates_pending = true;
                 wake_writer = true;
             }

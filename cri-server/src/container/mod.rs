@@ -1,0 +1,12 @@
+//! A container's home: the host side of create/start/stop/remove and updates, with its
+//! process spec, mounts, user namespace, stop signal and exec processes.
+
+pub mod exec_process;
+pub mod mounts;
+pub mod remove;
+pub mod spec;
+pub mod start;
+pub mod stop;
+pub mod stop_signal;
+pub mod update;
+pub mod userns;

@@ -1,0 +1,584 @@
+//! Starting a container: build its cgroup, mounts and security settings and ask the
+//! pod's shim to start it. A start that fails leaves the container Exited with reason
+//! `StartError` and the precise cause.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use proto::cri::{self, ContainerEventType, NamespaceMode};
+use proto::shim::{MountSpec, ShimRequest, StartContainer, shim_request::Kind};
+use runtime_core::cgroups::CgroupResources;
+use runtime_core::executor;
+use runtime_core::shim::client;
+use tonic::Status;
+use tracing::{info, warn};
+
+use crate::lifecycle::events;
+use crate::lifecycle::record;
+use crate::state::DaemonState;
+use crate::store::containers::{ContainerPhase, ContainerRecord};
+use crate::store::ids::now_ns;
+use crate::store::pods::{PodPhase, PodRecord};
+
+/// How long a shim may take to start a container.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Starts Created container `id`: its cgroup, then the shim starts the process. A failure
+/// leaves it Exited with reason `StartError` (or Created again if only recording it failed).
+pub async fn start(state: &DaemonState, id: &str) -> Result<(), Status> {
+    let lock = state.containers.lock_for(id);
+    let _guard = lock.lock().await;
+    let mut rec = record::find(state, id)?;
+    if rec.phase != ContainerPhase::Created {
+        return Err(Status::failed_precondition(format!(
+            "container {} is {:?}, not Created: create a new container to run again",
+            rec.id, rec.phase
+        )));
+    }
+    let pod = crate::lifecycle::record::find_pod(state, &rec.pod_id)?;
+    if pod.phase != PodPhase::Ready {
+        return Err(Status::failed_precondition(format!(
+            "pod sandbox {} is not ready",
+            pod.id
+        )));
+    }
+    let target_pid_ns = target_pid_namespace(state, &rec)?;
+    crate::nri_hooks::start_container(state, &pod, &rec).await?; // NRI
+    let devices = devices(&rec.config)?;
+    let mut limits = resources(&rec.config);
+    limits.device_rules = Some(device_rules(&rec.config, &devices));
+    let cgroup = state
+        .pod_runtime
+        .container_cgroup(&pod.host.cgroup, &rec.id, &limits);
+    let (cgroup_path, procs) = match cgroup {
+        Ok(Some((path, procs))) => (path, procs),
+        // Fail closed: no cgroup means no device filter.
+        Ok(None) => {
+            return Err(Status::failed_precondition(format!(
+                "container {}: pod {} has no cgroup; berth does not start containers without a device cgroup",
+                rec.id, pod.id
+            )));
+        }
+        Err(e) => {
+            return Err(Status::invalid_argument(format!(
+                "config.linux.resources: {e}"
+            )));
+        }
+    };
+    rec.cgroup = cgroup_path;
+    // Recorded before the shim starts anything, so that a crash from here on leaves a record
+    // naming the cgroup that start-up recovery reconciles with the shim.
+    if let Err(e) = persist(state, rec.clone()) {
+        state.pod_runtime.remove_container_cgroup(&rec.cgroup);
+        return Err(e);
+    }
+    failpoint::hit("start_container.before_shim");
+    let mut msg = start_message(&rec, &pod, procs)?;
+    if let Some(path) = target_pid_ns {
+        msg.pid_ns_path = path;
+    }
+    msg.mounts.extend(devices.iter().map(|d| d.mount.clone()));
+    let socket = pod.host.shim_socket.clone();
+    let request = ShimRequest {
+        kind: Some(Kind::StartContainer(msg)),
+    };
+    let answer = client::request(&socket, request, START_TIMEOUT).await;
+    failpoint::hit("start_container.after_shim");
+    match answer.map(|r| r.container) {
+        Ok(Some(info)) => {
+            let created = rec.clone();
+            rec.phase = ContainerPhase::Running;
+            rec.pid = info.pid;
+            rec.started_at = info.started_at;
+            if let Err(e) = state.containers.update(rec.clone()) {
+                // Running but not recorded (the disk is full, say): take the start back.
+                undo_start(state, &created, &pod.host.shim_socket).await;
+                return Err(crate::errors::io_status(
+                    &format!("record container {id} as running (the start was undone)"),
+                    &e,
+                ));
+            }
+            info!(container_id = %id, pid = info.pid, "StartContainer");
+            crate::nri_hooks::post_start_container(state, &pod, &rec).await; // NRI
+            events::emit(
+                state,
+                &rec.id,
+                &rec.pod_id,
+                ContainerEventType::ContainerStartedEvent,
+            );
+            // It may already have exited: watch, then look for a record written before.
+            state.exits.watch(&rec);
+            crate::lifecycle::exits::check(state, &rec.id);
+            Ok(())
+        }
+        Ok(None) => Err(start_failed(state, rec, "shim answered without the container").await),
+        Err(e) => {
+            let message = match e {
+                client::ShimError::Refused { message, .. } => message,
+                other => other.to_string(),
+            };
+            Err(start_failed(state, rec, &message).await)
+        }
+    }
+}
+
+/// Takes back a start whose Running record could not be saved: kills the process, has the
+/// shim forget it (which unmounts its root), removes its cgroup and any exit record, so the
+/// container is Created again and the start can be retried.
+async fn undo_start(state: &DaemonState, rec: &ContainerRecord, socket: &std::path::Path) {
+    let ask = |kind: Kind| {
+        let request = ShimRequest { kind: Some(kind) };
+        client::request(socket, request, Duration::from_secs(5))
+    };
+    let id = rec.id.clone();
+    let kill = proto::shim::SignalContainer {
+        id: id.clone(),
+        signal: libc::SIGKILL,
+    };
+    let _ = ask(Kind::SignalContainer(kill)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let answer = ask(Kind::ContainerState(proto::shim::ContainerRef {
+            id: id.clone(),
+        }))
+        .await;
+        match answer {
+            Ok(r) if r.container.as_ref().is_some_and(|c| !c.exited) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ => break,
+        }
+    }
+    if let Err(e) = ask(Kind::RemoveContainer(proto::shim::ContainerRef { id })).await {
+        warn!(container_id = %rec.id, error = %e, "undo start: shim did not forget the container");
+    }
+    state.pod_runtime.remove_container_cgroup(&rec.cgroup);
+    let _ = std::fs::remove_file(&rec.status_path);
+}
+
+async fn start_failed(state: &DaemonState, mut rec: ContainerRecord, message: &str) -> Status {
+    warn!(container_id = %rec.id, error = message, "container failed to start");
+    state.pod_runtime.remove_container_cgroup(&rec.cgroup);
+    rec.phase = ContainerPhase::Exited;
+    rec.exit_code = 128;
+    rec.reason = "StartError".into();
+    rec.message = message.to_string();
+    rec.finished_at = now_ns();
+    let (id, pod_id) = (rec.id.clone(), rec.pod_id.clone());
+    let nri_rec = rec.clone();
+    if let Err(e) = persist(state, rec) {
+        return e;
+    }
+    crate::nri_hooks::container_stopped(state, &nri_rec); // NRI
+    events::emit(
+        state,
+        &id,
+        &pod_id,
+        ContainerEventType::ContainerStoppedEvent,
+    );
+    Status::failed_precondition(format!("start container {id}: {message}"))
+}
+
+fn persist(state: &DaemonState, rec: ContainerRecord) -> Result<(), Status> {
+    let id = rec.id.clone();
+    state
+        .containers
+        .update(rec)
+        .map_err(|e| crate::errors::io_status(&format!("record container {id}"), &e))
+}
+
+/// The seccomp setting for the shim: (0 unconfined | 1 runtime default | 2 localhost, path).
+/// No profile means unconfined (kubelet's default); privileged containers are unconfined.
+/// A Localhost profile is compiled here once so a bad one fails with its reason.
+pub fn seccomp_setting(sc: &cri::LinuxContainerSecurityContext) -> Result<(i32, String), Status> {
+    use cri::security_profile::ProfileType;
+    // Deprecated in the CRI but still honoured, as containerd does, when `seccomp` is unset.
+    #[allow(deprecated)]
+    let legacy = legacy_seccomp(&sc.seccomp_profile_path)?;
+    let Some(p) = sc
+        .seccomp
+        .as_ref()
+        .or(legacy.as_ref())
+        .filter(|_| !sc.privileged)
+    else {
+        return Ok((0, String::new()));
+    };
+    match ProfileType::try_from(p.profile_type) {
+        Ok(ProfileType::Unconfined) => Ok((0, String::new())),
+        Ok(ProfileType::RuntimeDefault) => Ok((1, String::new())),
+        Ok(ProfileType::Localhost) => {
+            let profile =
+                runtime_core::seccomp::SeccompProfile::Localhost(p.localhost_ref.clone().into());
+            runtime_core::seccomp::compile(&profile).map_err(|e| {
+                Status::invalid_argument(format!("linux.security_context.seccomp: {e}"))
+            })?;
+            Ok((2, p.localhost_ref.clone()))
+        }
+        Err(_) => Err(Status::invalid_argument(format!(
+            "linux.security_context.seccomp.profile_type: unknown type {}",
+            p.profile_type
+        ))),
+    }
+}
+
+/// The deprecated `seccomp_profile_path` (`runtime/default`, `docker/default`, `unconfined`,
+/// `localhost/<path>`), used as containerd does when `seccomp` is unset.
+fn legacy_seccomp(path: &str) -> Result<Option<cri::SecurityProfile>, Status> {
+    use cri::security_profile::ProfileType;
+    let (profile_type, localhost_ref) = match path {
+        "" => return Ok(None),
+        "runtime/default" | "docker/default" => (ProfileType::RuntimeDefault, String::new()),
+        "unconfined" => (ProfileType::Unconfined, String::new()),
+        p => match p.strip_prefix("localhost/") {
+            Some(file) if file.starts_with('/') => (ProfileType::Localhost, file.to_string()),
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "linux.security_context.seccomp_profile_path `{path}`: expected runtime/default, docker/default, unconfined or localhost/<absolute path>"
+                )));
+            }
+        },
+    };
+    Ok(Some(cri::SecurityProfile {
+        profile_type: profile_type as i32,
+        localhost_ref,
+    }))
+}
+
+/// The AppArmor setting for the shim, checked against the host (a named profile on a host
+/// without AppArmor is refused).
+pub fn apparmor_setting(sc: &cri::LinuxContainerSecurityContext) -> Result<(i32, String), Status> {
+    use cri::security_profile::ProfileType;
+    use runtime_core::apparmor::{self, AppArmorProfile};
+    let Some(p) = sc.apparmor.as_ref().filter(|_| !sc.privileged) else {
+        return Ok((0, String::new()));
+    };
+    let (kind, profile) = match ProfileType::try_from(p.profile_type) {
+        Ok(ProfileType::Unconfined) => return Ok((0, String::new())),
+        Ok(ProfileType::RuntimeDefault) => (1, AppArmorProfile::RuntimeDefault),
+        Ok(ProfileType::Localhost) => (2, AppArmorProfile::Localhost(p.localhost_ref.clone())),
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "linux.security_context.apparmor.profile_type: unknown type {}",
+                p.profile_type
+            )));
+        }
+    };
+    apparmor::validate(&profile)
+        .map_err(|e| Status::invalid_argument(format!("linux.security_context.apparmor: {e}")))?;
+    Ok((kind, p.localhost_ref.clone()))
+}
+
+/// A host device given to the container.
+struct DeviceGrant {
+    rule: String,
+    mount: MountSpec,
+}
+
+/// The CRI `devices`, checked on the host: each must be a character or block device node.
+fn devices(config: &cri::ContainerConfig) -> Result<Vec<DeviceGrant>, Status> {
+    use nix::sys::stat::{SFlag, major, minor, stat};
+    let mut out = Vec::new();
+    for (i, d) in config.devices.iter().enumerate() {
+        let field = format!("config.devices[{i}]");
+        if !d.container_path.starts_with('/') {
+            return Err(Status::invalid_argument(format!(
+                "{field}.container_path `{}` must be absolute",
+                d.container_path
+            )));
+        }
+        let st = stat(d.host_path.as_str()).map_err(|e| {
+            Status::invalid_argument(format!("{field}.host_path `{}`: {e}", d.host_path))
+        })?;
+        let kind = match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+            SFlag::S_IFCHR => 'c',
+            SFlag::S_IFBLK => 'b',
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "{field}.host_path `{}` is not a device node",
+                    d.host_path
+                )));
+            }
+        };
+        let perms = if d.permissions.is_empty() {
+            "rwm".to_string()
+        } else {
+            d.permissions.clone()
+        };
+        if perms.chars().any(|c| !"rwm".contains(c)) {
+            return Err(Status::invalid_argument(format!(
+                "{field}.permissions `{perms}` must be made of r, w and m"
+            )));
+        }
+        out.push(DeviceGrant {
+            rule: format!("{kind} {}:{} {perms}", major(st.st_rdev), minor(st.st_rdev)),
+            mount: MountSpec {
+                destination: d.container_path.clone(),
+                source: d.host_path.clone(),
+                readonly: !perms.contains('w'),
+                ..Default::default()
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// The device cgroup rules: every device for privileged containers, else runc's default set
+/// (mknod of any node, use of null/zero/full/random/urandom/tty/ptmx/pts/tun) plus the grants.
+fn device_rules(config: &cri::ContainerConfig, grants: &[DeviceGrant]) -> Vec<String> {
+    let privileged = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .is_some_and(|s| s.privileged);
+    if privileged {
+        return vec!["a".into()];
+    }
+    let defaults = [
+        "c *:* m",
+        "b *:* m",
+        "c 1:3 rwm",
+        "c 1:5 rwm",
+        "c 1:7 rwm",
+        "c 1:8 rwm",
+        "c 1:9 rwm",
+        "c 5:0 rwm",
+        "c 5:2 rwm",
+        "c 136:* rwm",
+        "c 10:200 rwm",
+    ];
+    let mut rules: Vec<String> = defaults.iter().map(|r| r.to_string()).collect();
+    rules.extend(grants.iter().map(|g| g.rule.clone()));
+    rules
+}
+
+/// The container cgroup's limits from its CRI resources.
+fn resources(config: &cri::ContainerConfig) -> CgroupResources {
+    match config.linux.as_ref().and_then(|l| l.resources.as_ref()) {
+        Some(r) => cgroup_resources(r),
+        None => CgroupResources::default(),
+    }
+}
+
+/// CRI container resources as cgroup limits (zero and empty fields leave a limit unset).
+pub fn cgroup_resources(r: &cri::LinuxContainerResources) -> CgroupResources {
+    let pos = |v: i64| (v > 0).then_some(v);
+    CgroupResources {
+        cpu_shares: pos(r.cpu_shares).map(|v| v as u64),
+        // -1: no quota (what lifts an earlier quota on update).
+        cpu_quota: (r.cpu_quota != 0).then_some(r.cpu_quota.max(-1)),
+        cpu_period: pos(r.cpu_period).map(|v| v as u64),
+        cpuset_cpus: (!r.cpuset_cpus.is_empty()).then(|| r.cpuset_cpus.clone()),
+        cpuset_mems: (!r.cpuset_mems.is_empty()).then(|| r.cpuset_mems.clone()),
+        memory_limit: pos(r.memory_limit_in_bytes),
+        memory_swap_limit: pos(r.memory_swap_limit_in_bytes),
+        hugepage_limits: r
+            .hugepage_limits
+            .iter()
+            .map(|h| (h.page_size.clone(), h.limit))
+            .collect(),
+        unified: r.unified.clone().into_iter().collect(),
+        ..Default::default()
+    }
+}
+
+/// For a container whose PID namespace mode is TARGET (`kubectl debug --target`): the PID
+/// namespace of the running container `target_id` of the same pod, as a `/proc` path the shim
+/// joins. The target's process is checked to still be in its cgroup, so a recycled PID is
+/// never joined. None for other modes.
+fn target_pid_namespace(
+    state: &DaemonState,
+    rec: &ContainerRecord,
+) -> Result<Option<String>, Status> {
+    let field = "config.linux.security_context.namespace_options";
+    let Some(ns) = rec
+        .config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .filter(|n| n.pid == NamespaceMode::Target as i32)
+    else {
+        return Ok(None);
+    };
+    if ns.target_id.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "{field}.target_id is required when pid is TARGET"
+        )));
+    }
+    let target = state
+        .containers
+        .find(&ns.target_id)
+        .filter(|t| t.pod_id == rec.pod_id)
+        .ok_or_else(|| {
+            Status::not_found(format!(
+                "{field}.target_id: container {} not found in pod sandbox {}",
+                ns.target_id, rec.pod_id
+            ))
+        })?;
+    let running = target.phase == ContainerPhase::Running && target.pid > 0;
+    let in_cgroup = running
+        && (target.cgroup.is_empty()
+            || std::fs::read_to_string(format!("/proc/{}/cgroup", target.pid))
+                .is_ok_and(|c| c.contains(target.cgroup.trim_start_matches('/'))));
+    if !in_cgroup {
+        return Err(Status::failed_precondition(format!(
+            "{field}.target_id: container {} is not running",
+            target.id
+        )));
+    }
+    Ok(Some(format!("/proc/{}/ns/pid", target.pid)))
+}
+
+pub(crate) fn start_message(
+    rec: &ContainerRecord,
+    pod: &PodRecord,
+    cgroup_procs: Vec<PathBuf>,
+) -> Result<StartContainer, Status> {
+    let sc = rec
+        .config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.clone())
+        .unwrap_or_default();
+    let pod_ns = pod.namespace_options();
+    let pid_mode = match NamespaceMode::try_from(
+        sc.namespace_options.as_ref().map_or(pod_ns.pid, |n| n.pid),
+    ) {
+        Ok(NamespaceMode::Pod) if pod.host.ns_dir.join("pid").exists() => 1,
+        Ok(NamespaceMode::Node) => 2,
+        // The target container's namespace: `pid_ns_path` is filled in by StartContainer.
+        Ok(NamespaceMode::Target) => 3,
+        _ => 0,
+    };
+    let (capabilities, all_capabilities) = capabilities(&sc)?;
+    let (userns_uids, userns_gids) = crate::container::userns::to_proto(
+        crate::container::userns::pod_user_namespace(&pod.config)?.as_ref(),
+    );
+    let seccomp = seccomp_setting(&sc)?;
+    let apparmor = apparmor_setting(&sc)?;
+    let (masked, readonly) = if sc.privileged {
+        (Vec::new(), Vec::new())
+    } else {
+        (
+            if sc.masked_paths.is_empty() {
+                executor::default_masked_paths()
+            } else {
+                sc.masked_paths.clone()
+            },
+            if sc.readonly_paths.is_empty() {
+                executor::default_readonly_paths()
+            } else {
+                sc.readonly_paths.clone()
+            },
+        )
+    };
+    let oom = rec
+        .config
+        .linux
+        .as_ref()
+        .and_then(|l| l.resources.as_ref())
+        .map(|r| r.oom_score_adj);
+    Ok(StartContainer {
+        id: rec.id.clone(),
+        lower: rec.lower.iter().map(|p| p.display().to_string()).collect(),
+        upper: rec.upper.display().to_string(),
+        work: rec.work.display().to_string(),
+        rootfs: rec.rootfs.display().to_string(),
+        readonly_rootfs: sc.readonly_rootfs,
+        mounts: mounts(rec, pod),
+        pod_net: pod.host.netns.is_some(),
+        pod_ipc: pod.host.ns_dir.join("ipc").exists(),
+        pod_uts: pod.host.ns_dir.join("uts").exists(),
+        pid_mode,
+        pid_ns_path: String::new(),
+        args: rec.process.args.clone(),
+        env: rec.process.env.clone(),
+        cwd: rec.process.cwd.clone(),
+        uid: rec.process.uid,
+        gid: rec.process.gid,
+        additional_gids: rec.process.additional_gids.clone(),
+        capabilities,
+        all_capabilities,
+        no_new_privs: sc.no_new_privs,
+        privileged: sc.privileged,
+        masked_paths: masked,
+        readonly_paths: readonly,
+        has_oom_score_adj: oom.is_some_and(|v| v != 0),
+        oom_score_adj: oom.unwrap_or(0) as i32,
+        cgroup_procs: cgroup_procs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        log_path: rec.log_path.clone(),
+        log_directory: rec.log_directory.clone(),
+        status_path: rec.status_path.display().to_string(),
+        tty: rec.config.tty,
+        seccomp: seccomp.0,
+        seccomp_profile: seccomp.1,
+        apparmor: apparmor.0,
+        apparmor_profile: apparmor.1,
+        stdin: rec.config.stdin,
+        stdin_once: rec.config.stdin_once,
+        userns_uids,
+        userns_gids,
+    })
+}
+
+/// The capability set: everything when privileged, else the default set with `add`
+/// (`ALL` = every capability) and `drop` (`ALL` = none) applied; names with or without `CAP_`.
+fn capabilities(sc: &cri::LinuxContainerSecurityContext) -> Result<(Vec<String>, bool), Status> {
+    if sc.privileged {
+        return Ok((Vec::new(), true));
+    }
+    let norm = |c: &str| {
+        let up = c.to_ascii_uppercase();
+        if up.starts_with("CAP_") || up == "ALL" {
+            up
+        } else {
+            format!("CAP_{up}")
+        }
+    };
+    let caps = sc.capabilities.clone().unwrap_or_default();
+    let add: Vec<String> = caps.add_capabilities.iter().map(|c| norm(c)).collect();
+    let drop: Vec<String> = caps.drop_capabilities.iter().map(|c| norm(c)).collect();
+    if add.iter().any(|c| c == "ALL") && !drop.iter().any(|c| c == "ALL") && drop.is_empty() {
+        return Ok((Vec::new(), true));
+    }
+    let mut set = if drop.iter().any(|c| c == "ALL") {
+        Vec::new()
+    } else {
+        executor::default_capabilities()
+    };
+    for c in add.iter().filter(|c| *c != "ALL") {
+        if !set.contains(c) {
+            set.push(c.clone());
+        }
+    }
+    set.retain(|c| !drop.contains(c));
+    Ok((set, false))
+}
+
+/// CRI mounts plus the pod's hosts, resolv.conf and hostname files (unless kubelet mounts its
+/// own at those paths).
+fn mounts(rec: &ContainerRecord, pod: &PodRecord) -> Vec<MountSpec> {
+    let mut out: Vec<MountSpec> = Vec::new();
+    for (dest, file) in [
+        ("/etc/hosts", "hosts"),
+        ("/etc/resolv.conf", "resolv.conf"),
+        ("/etc/hostname", "hostname"),
+    ] {
+        if rec.config.mounts.iter().any(|m| m.container_path == dest) {
+            continue;
+        }
+        out.push(MountSpec {
+            destination: dest.into(),
+            source: pod.host.files_dir.join(file).display().to_string(),
+            readonly: false,
+            ..Default::default()
+        });
+    }
+    for (i, m) in rec.config.mounts.iter().enumerate() {
+        out.push(crate::container::mounts::mount_spec(rec, i, m));
+    }
+    out
+}

@@ -1,0 +1,99 @@
+//! `RunPodSandbox`: validate the config, reserve the pod's name, create its host side.
+
+use proto::cri::{self, RunPodSandboxRequest, RunPodSandboxResponse};
+use tonic::Status;
+use tracing::info;
+
+use crate::errors;
+use crate::pod::spec::pod_spec;
+use crate::state::DaemonState;
+use crate::store::ids::{new_id, now_ns};
+use crate::store::pods::{PodPhase, PodRecord, ReserveError};
+
+/// Creates and starts a pod sandbox; on any failure nothing of it remains.
+pub async fn run_pod_sandbox(
+    state: &DaemonState,
+    req: &RunPodSandboxRequest,
+) -> Result<RunPodSandboxResponse, Status> {
+    let config = req
+        .config
+        .as_ref()
+        .ok_or_else(|| Status::invalid_argument("config is required"))?;
+    check_handler(&req.runtime_handler)?;
+    let id = new_id();
+    let spec = pod_spec(&id, config)?;
+    state
+        .pod_runtime
+        .validate(&spec)
+        .map_err(errors::pod_status)?;
+
+    let record = PodRecord {
+        id: id.clone(),
+        config: config.clone(),
+        runtime_handler: req.runtime_handler.clone(),
+        phase: PodPhase::Creating,
+        created_at: now_ns(),
+        host: Default::default(),
+    };
+    let lock = state.pods.lock_for(&id);
+    let _guard = lock.lock().await;
+    crate::store::pods::reserve(&state.pods, record.clone()).map_err(|e| match e {
+        ReserveError::Conflict(existing) => {
+            let m = record.metadata();
+            Status::already_exists(format!(
+                "pod sandbox {}/{} (uid {}, attempt {}) already exists as {existing}",
+                m.namespace, m.name, m.uid, m.attempt
+            ))
+        }
+        ReserveError::Io(e) => errors::io_status(&format!("record pod {id}"), &e),
+    })?;
+    let host = match state.pod_runtime.start(&spec).await {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = state.pods.remove(&id);
+            return Err(errors::pod_status(e));
+        }
+    };
+    let ready = PodRecord {
+        phase: PodPhase::Ready,
+        host,
+        ..record
+    };
+    // --- NRI: RunPodSandbox before the pod is Ready; a plugin's error undoes the pod ---
+    let nri_pod = PodRecord {
+        phase: PodPhase::Creating,
+        ..ready.clone()
+    };
+    let _nri = crate::nri_hooks::guard(state).await; // held until the pod is recorded Ready
+    if let Err(status) = crate::nri_hooks::run_pod_sandbox(state, &nri_pod).await {
+        let _ = state.pod_runtime.stop(&spec, &ready.host).await;
+        let _ = state.pod_runtime.remove(&spec, &ready.host).await;
+        let _ = state.pods.remove(&id);
+        return Err(status);
+    }
+    // --- end NRI ---
+    if let Err(e) = state.pods.update(ready.clone()) {
+        let _ = state.pod_runtime.stop(&spec, &ready.host).await;
+        let _ = state.pod_runtime.remove(&spec, &ready.host).await;
+        let _ = state.pods.remove(&id);
+        return Err(errors::io_status(&format!("record pod {id}"), &e));
+    }
+    info!(pod_id = %id, name = %spec.name, namespace = %spec.namespace, "RunPodSandbox");
+    // Like containerd: the pod's own events carry its ID as the container ID.
+    for kind in [
+        cri::ContainerEventType::ContainerCreatedEvent,
+        cri::ContainerEventType::ContainerStartedEvent,
+    ] {
+        crate::lifecycle::events::emit(state, &id, &id, kind);
+    }
+    Ok(RunPodSandboxResponse { pod_sandbox_id: id })
+}
+
+fn check_handler(handler: &str) -> Result<(), Status> {
+    if crate::rpc::runtime_features::HANDLERS.contains(&handler) {
+        return Ok(());
+    }
+    Err(Status::invalid_argument(format!(
+        "runtime_handler `{handler}` is not configured (berth serves the default handler only)"
+    )))
+}

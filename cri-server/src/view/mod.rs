@@ -1,0 +1,5 @@
+//! Views: the CRI messages that describe berth's records (`ContainerStatus`,
+//! `PodSandboxStatus`), shared by the RPCs, events and NRI.
+
+pub mod container;
+pub mod pod;
