@@ -15,6 +15,7 @@ pub mod container_exits;
 pub mod container_list;
 pub mod container_mounts;
 pub mod container_remove;
+pub mod container_restore;
 pub mod container_spec;
 pub mod container_start;
 pub mod container_stats;
