@@ -382,3 +382,43 @@ async fn checkpointed_counter_continues_after_restore_in_a_new_pod() {
     let pod = e.run_pod(&pc).await;
     restore_and_check(&e, &pc, &pod, "ckpt-dst", &archive, before).await;
 }
+
+#[tokio::test]
+async fn restored_web_server_keeps_its_tcp_listener_and_written_files() {
+    if !need_criu() {
+        return;
+    }
+    let Some(e) = env().await else { return };
+    // httpd listens on 8080 and serves /www/index.html, written into its writable layer.
+    let (_pod, id) = e.run_web_server("ckpt-web", 8080).await;
+    let out = tempfile::tempdir().expect("out");
+    let location = out.path().join("web.tar");
+    checkpoint(&e, &id, &location)
+        .await
+        .expect("CheckpointContainer");
+    let pc = e.pod("ckpt-web-dst");
+    let pod = e.run_pod(&pc).await;
+    let mut c = e.container("ckpt-web-dst", &["ignored"]);
+    c.image = Some(cri::ImageSpec {
+        image: location.display().to_string(),
+        ..Default::default()
+    });
+    let rid = e.create(&pod, &pc, c).await.expect("CreateContainer");
+    e.start(&rid).await.expect("StartContainer restores");
+    // The restored listener (no new httpd was started) answers in the new pod's network.
+    let r = e
+        .exec_sync(
+            &rid,
+            &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/index.html"],
+            30,
+        )
+        .await
+        .expect("ExecSync");
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout).trim(),
+        "hello-from-pod",
+        "exit {} stderr {}",
+        r.exit_code,
+        String::from_utf8_lossy(&r.stderr)
+    );
+}
