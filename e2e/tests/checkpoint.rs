@@ -422,3 +422,55 @@ async fn restored_web_server_keeps_its_tcp_listener_and_written_files() {
         String::from_utf8_lossy(&r.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_restore_criu_cannot_do_fails_the_start_with_its_reason_and_leaves_nothing() {
+    if !need_criu() {
+        return;
+    }
+    let Some(e) = env().await else { return };
+    let (out, archive, _pc, _pod, _id, _) = checkpoint_counter(&e, "ckpt-broken").await;
+    // The same archive without CRIU's process tree image.
+    let broken = out.path().join("broken.tar");
+    {
+        let mut src = tar::Archive::new(std::fs::File::open(&archive).expect("open"));
+        let mut dst = tar::Builder::new(std::fs::File::create(&broken).expect("create"));
+        for entry in src.entries().expect("entries") {
+            let mut entry = entry.expect("entry");
+            if entry.path().expect("path").ends_with("pstree.img") {
+                continue;
+            }
+            let header = entry.header().clone();
+            dst.append(&header, &mut entry).expect("append");
+        }
+        dst.finish().expect("finish");
+    }
+    let pc = e.pod("ckpt-broken-dst");
+    let pod = e.run_pod(&pc).await;
+    let mut c = e.container("ckpt-broken-dst", &["ignored"]);
+    c.image = Some(cri::ImageSpec {
+        image: broken.display().to_string(),
+        ..Default::default()
+    });
+    let rid = e.create(&pod, &pc, c).await.expect("CreateContainer");
+    let err = e.start(&rid).await.expect_err("nothing to restore");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(
+        err.message().contains("criu restore failed"),
+        "{}",
+        err.message()
+    );
+    let st = e.status(&rid).await;
+    assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(st.reason, "StartError");
+    e.remove(&rid).await;
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(&rid),
+        "the restored root stays mounted:\n{mounts}"
+    );
+    assert!(
+        !e.d.root_dir.join("containers").join(&rid).exists(),
+        "the container's directory (and its extracted checkpoint) remains"
+    );
+}
