@@ -20,6 +20,8 @@ else
 fi
 # The community's CRI validation suite against this tree's berthd (serially, after the rest).
 scripts/critest.sh || failed+=(critest)
+# Checkpoint/restore with CRIU, in a VM whose kernel CRIU works on (not this host's).
+scripts/criu-lane.sh || failed+=(criu-lane)
 
 # Operations: the package and the chart ship a release berthd (built once, here).
 t=$SECONDS
@@ -32,4 +34,4 @@ if ((${#failed[@]})); then
     echo "test.sh: FAILED: ${failed[*]}" >&2
     exit 1
 fi
-echo "test.sh: all passed (suite, critest, packaging, chart)"
+echo "test.sh: all passed (suite, critest, criu-lane, packaging, chart)"

@@ -20,6 +20,17 @@ use crate::channel::connect;
 /// How long a test waits for berthd to answer on its socket.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// `t` times `$BERTH_E2E_TIMEOUT_SCALE` (default 1): start-up waits in slow environments, such
+/// as the emulated VM of `scripts/criu-lane.sh`, where every exec costs ~20 times more.
+pub fn slow(t: Duration) -> Duration {
+    let scale = std::env::var("BERTH_E2E_TIMEOUT_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    t * scale
+}
+
 /// Path of the `berthd` binary under test: `$BERTHD_BIN`, or `berthd` in the cargo target
 /// directory this test binary was built into.
 pub fn berthd_binary() -> io::Result<PathBuf> {
@@ -109,7 +120,7 @@ impl Berthd {
         let path = dir.path().to_path_buf();
         let mut d = Berthd::spawn_at(&path, &opts)?;
         d._tempdir = Some(dir);
-        d.wait_ready(READY_TIMEOUT).await?;
+        d.wait_ready(slow(READY_TIMEOUT)).await?;
         Ok(d)
     }
 
@@ -227,7 +238,7 @@ impl Berthd {
         let mut fresh = Berthd::spawn_at(&self.dir, opts)?;
         self.child = fresh.child.take();
         self.stderr_path = fresh.stderr_path.clone();
-        self.wait_ready(READY_TIMEOUT).await
+        self.wait_ready(slow(READY_TIMEOUT)).await
     }
 
     /// Waits up to `timeout` for the berthd process to exit by itself (e.g. at a failpoint).

@@ -140,7 +140,7 @@ impl Registry {
     }
 
     fn wait_ready(&mut self, ready_status: &[u8; 3]) -> io::Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let deadline = Instant::now() + crate::daemon::slow(READY_TIMEOUT);
         loop {
             if let Some(status) = self.child.try_wait()? {
                 let stderr = self.stderr();
@@ -159,8 +159,9 @@ impl Registry {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
-                        "docker-registry on {} did not answer GET /v2/ within {READY_TIMEOUT:?}; stderr:\n{}",
+                        "docker-registry on {} did not answer GET /v2/ within {:?}; stderr:\n{}",
                         self.host(),
+                        crate::daemon::slow(READY_TIMEOUT),
                         self.stderr()
                     ),
                 ));

@@ -6,7 +6,6 @@ use std::time::Duration;
 use e2e::daemon::{Berthd, BerthdOptions, run_berthd};
 use nix::sys::signal::Signal;
 use proto::cri;
-use tonic::Code;
 
 const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -106,24 +105,6 @@ async fn runtime_config_reports_the_cgroup_driver_in_use() {
     assert_eq!(
         resp.linux.expect("linux").cgroup_driver,
         cri::CgroupDriver::Cgroupfs as i32
-    );
-}
-
-#[tokio::test]
-async fn checkpoint_container_answers_unimplemented_saying_it_is_unsupported() {
-    let d = Berthd::start().await.expect("start berthd");
-    let err = d
-        .runtime()
-        .await
-        .expect("client")
-        .checkpoint_container(cri::CheckpointContainerRequest::default())
-        .await
-        .expect_err("CheckpointContainer");
-    assert_eq!(err.code(), Code::Unimplemented);
-    assert!(
-        err.message().contains("does not support checkpointing"),
-        "{}",
-        err.message()
     );
 }
 

@@ -288,6 +288,10 @@ pub struct StartContainer {
     /// container's process).
     #[prost(string, tag = "39")]
     pub pid_ns_path: String,
+    /// Restore the process tree from this extracted checkpoint archive (its `checkpoint/`
+    /// holds CRIU's images) instead of executing `args`; empty: a fresh start.
+    #[prost(string, tag = "40")]
+    pub restore_dir: String,
 }
 
 /// One mount of a container.

@@ -6,6 +6,7 @@
 
 pub mod apparmor;
 pub mod cgroups;
+pub mod checkpoint;
 pub mod executor;
 pub mod logs;
 pub mod mount_api;

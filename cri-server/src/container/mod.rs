@@ -4,6 +4,7 @@
 pub mod exec_process;
 pub mod mounts;
 pub mod remove;
+pub mod restore;
 pub mod spec;
 pub mod start;
 pub mod stop;

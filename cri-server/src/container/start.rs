@@ -486,6 +486,7 @@ pub(crate) fn start_message(
         rootfs: rec.rootfs.display().to_string(),
         readonly_rootfs: sc.readonly_rootfs,
         mounts: mounts(rec, pod),
+        restore_dir: crate::container::restore::restore_dir(rec),
         pod_net: pod.host.netns.is_some(),
         pod_ipc: pod.host.ns_dir.join("ipc").exists(),
         pod_uts: pod.host.ns_dir.join("uts").exists(),

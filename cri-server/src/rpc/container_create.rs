@@ -24,6 +24,9 @@ pub async fn create_container(
     if req.pod_sandbox_id.is_empty() {
         return Err(Status::invalid_argument("pod_sandbox_id is required"));
     }
+    // From a checkpoint archive: its image, process and writable layer (container/restore.rs).
+    let restoring = crate::container::restore::from_archive(state, req).await?;
+    let req = restoring.as_ref().map_or(req, |r| &r.request);
     let config = req
         .config
         .as_ref()
@@ -161,6 +164,13 @@ pub async fn create_container(
             crate::nri_hooks::undo_create(state, &pod, &rec).await; // NRI
             return Err(errors::io_status(&format!("create {}", d.display()), &e));
         }
+    }
+    if let Some(r) = &restoring
+        && let Err(e) = r.apply(&rec)
+    {
+        let _ = state.containers.remove(&id);
+        crate::nri_hooks::undo_create(state, &pod, &rec).await; // NRI
+        return Err(e);
     }
     failpoint::hit("create_container.after_dirs");
     state.images.hold(&id, &image);

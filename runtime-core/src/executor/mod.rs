@@ -52,6 +52,12 @@ pub use overlay::cleanup_rootfs;
 pub use proc_targets::is_proc_destination;
 pub use spawn::spawn;
 
+/// Mounts a container's root on the host side as [`spawn`] does, for a process tree that is
+/// restored instead of started (`crate::checkpoint::restore`); [`cleanup_rootfs`] undoes it.
+pub fn mount_rootfs(rootfs: &Rootfs) -> Result<(), ExecError> {
+    overlay::mount(rootfs, None).map_err(error::Failure::host)
+}
+
 /// Everything needed to start one container process in a pod.
 #[derive(Debug)]
 pub struct ContainerProcess {

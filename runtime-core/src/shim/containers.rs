@@ -118,15 +118,21 @@ impl Containers {
         let mut process = to_process(req, ns_dir, stdio);
         process.seccomp = seccomp;
         process.apparmor = apparmor_profile(req);
-        let pid = match executor::spawn(&process) {
+        let started = if req.restore_dir.is_empty() {
+            let spawned = executor::spawn(&process).map_err(|e| e.to_string());
+            drop(process); // closes the shim's copies of the container's ends
+            spawned
+        } else {
+            restore(req, process)
+        };
+        let pid = match started {
             Ok(pid) => pid,
             Err(e) => {
                 // A failed start leaves no root mounted (a later start mounts it again).
                 let _ = executor::cleanup_rootfs(Path::new(&req.rootfs));
-                return Err(e.to_string());
+                return Err(e);
             }
         };
-        drop(process); // closes the shim's copies of the container's ends
         for fd in std::iter::once(&out_r)
             .chain(err_r.as_ref())
             .chain(stdin_w.as_ref())
@@ -589,6 +595,50 @@ fn write_status(path: &Path, info: &ContainerInfo) -> io::Result<()> {
 pub fn read_status(path: &Path) -> io::Result<ContainerInfo> {
     let bytes = std::fs::read(path)?;
     prost::Message::decode(bytes.as_slice()).map_err(io::Error::other)
+}
+
+/// How long `criu restore` may take.
+const RESTORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Restores the container's process tree from its checkpoint instead of starting `args`: the
+/// root is mounted as for a start, then CRIU (a child of the shim) rebuilds the tree in the
+/// container's cgroup and the pod's namespaces with `process`'s stdio. Consumes `process`, so
+/// the shim's copies of the container's ends are closed when this returns.
+fn restore(req: &StartContainer, process: ContainerProcess) -> Result<Pid, String> {
+    executor::mount_rootfs(&process.rootfs).map_err(|e| e.to_string())?;
+    let mut external: Vec<(String, PathBuf)> = process
+        .mounts
+        .iter()
+        .map(|m| (m.destination.clone(), m.source.clone()))
+        .collect();
+    external.extend(
+        process
+            .masked_paths
+            .iter()
+            .map(|p| (p.clone(), PathBuf::from("/dev/null"))),
+    );
+    if let Some(dir) = process.cgroup_procs.first().and_then(|p| p.parent()) {
+        external.push(("/sys/fs/cgroup".into(), dir.to_path_buf()));
+    }
+    let Stdio {
+        stdin,
+        stdout,
+        stderr,
+    } = process.stdio;
+    crate::checkpoint::restore::restore(crate::checkpoint::restore::Restore {
+        id: &req.id,
+        dir: Path::new(&req.restore_dir),
+        root: process.rootfs.target(),
+        net_ns: process.net_ns.clone(),
+        ipc_ns: process.ipc_ns.clone(),
+        uts_ns: process.uts_ns.clone(),
+        cgroup_procs: &process.cgroup_procs,
+        external_mounts: external,
+        stdin,
+        stdout,
+        stderr,
+        timeout: RESTORE_TIMEOUT,
+    })
 }
 
 fn to_process(req: &StartContainer, ns_dir: &Path, stdio: Stdio) -> ContainerProcess {
