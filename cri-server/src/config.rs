@@ -39,6 +39,8 @@ pub struct Config {
     pub cni: CniConfig,
     pub network: NetworkConfig,
     pub nri: NriConfig,
+    /// RuntimeClass handlers served by an OCI runtime, by handler name.
+    pub runtimes: BTreeMap<String, RuntimeHandlerConfig>,
 }
 
 impl Default for Config {
@@ -57,6 +59,7 @@ impl Default for Config {
             cni: CniConfig::default(),
             network: NetworkConfig::default(),
             nri: NriConfig::default(),
+            runtimes: BTreeMap::new(),
         }
     }
 }
@@ -316,6 +319,27 @@ impl Default for NriConfig {
             disable_connections: false,
         }
     }
+}
+
+/// A RuntimeClass handler run by an OCI-CLI runtime (runc, crun); see
+/// docs/runtime-handlers.md.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeHandlerConfig {
+    /// The runtime binary: an absolute path, or a name looked up in `PATH`.
+    pub path: PathBuf,
+    /// The runtime's state directory (`--root`); empty: `<state_dir>/oci/<handler>`.
+    pub root: PathBuf,
+    pub options: RuntimeHandlerOptions,
+}
+
+/// Options passed to an OCI runtime.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeHandlerOptions {
+    /// Let the runtime manage cgroups through systemd (`--systemd-cgroup`); needs the
+    /// systemd cgroup driver.
+    pub systemd_cgroup: bool,
 }
 
 /// A duration written like containerd's: `"5s"`, `"500ms"`, `"2m"`, `"1m30s"`.
@@ -601,6 +625,14 @@ impl Config {
                 );
             }
         }
+        for (name, handler) in &self.runtimes {
+            crate::runtime_features::check_handler_config(name, handler).map_err(|reason| {
+                ConfigError::InvalidValue {
+                    key: "runtimes",
+                    reason,
+                }
+            })?;
+        }
         for (host, c) in &self.registry.credentials {
             let cred = images::Credential::from_fields(
                 &c.username,
@@ -740,6 +772,12 @@ plugin_registration_timeout = "{nri_reg}"
 plugin_request_timeout = "{nri_req}"
 # Do not accept external plugins on socket_path.
 disable_connections = {nri_noconn}
+
+[runtimes]
+# RuntimeClass handlers run by an OCI runtime, by handler name (docs/runtime-handlers.md).
+# The default handler ("" or "berth") is always berth's native executor. For example:
+# runc = {{ path = "/usr/bin/runc" }}
+# crun = {{ path = "/usr/bin/crun", root = "/run/berth/oci/crun" }}
 "#,
         socket = q(&d.socket),
         root = q(&d.root_dir),

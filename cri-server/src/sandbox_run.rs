@@ -28,9 +28,10 @@ pub async fn run_pod_sandbox(
         .config
         .as_ref()
         .ok_or_else(|| Status::invalid_argument("config is required"))?;
-    check_handler(&req.runtime_handler)?;
+    let oci_runtime = crate::runtime_features::oci_runtime(&state.config, &req.runtime_handler)?;
     let id = new_id();
-    let spec = pod_spec(&id, config)?;
+    let mut spec = pod_spec(&id, config)?;
+    spec.oci_runtime = oci_runtime;
     state
         .pod_runtime
         .validate(&spec)
@@ -96,15 +97,6 @@ pub async fn run_pod_sandbox(
         crate::container_events::emit(state, &id, &id, kind);
     }
     Ok(RunPodSandboxResponse { pod_sandbox_id: id })
-}
-
-fn check_handler(handler: &str) -> Result<(), Status> {
-    if crate::runtime_features::HANDLERS.contains(&handler) {
-        return Ok(());
-    }
-    Err(Status::invalid_argument(format!(
-        "runtime_handler `{handler}` is not configured (berth serves the default handler only)"
-    )))
 }
 
 /// A new 64-hex-digit ID (like containerd's), random so IDs never repeat across restarts.
@@ -190,6 +182,7 @@ pub fn pod_spec(id: &str, c: &PodSandboxConfig) -> Result<PodSpec, Status> {
         resources: pod_resources(linux.resources.as_ref(), linux.overhead.as_ref()),
         port_mappings: port_mappings(&c.port_mappings)?,
         userns: crate::userns::pod_user_namespace(c)?,
+        oci_runtime: None,
     })
 }
 

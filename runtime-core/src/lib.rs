@@ -7,6 +7,7 @@ pub mod cgroups;
 pub mod executor;
 pub mod logs;
 pub mod mount_api;
+pub mod oci;
 pub mod seccomp;
 pub mod shim;
 pub mod userns;

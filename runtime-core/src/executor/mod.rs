@@ -27,7 +27,7 @@
 
 mod caps;
 mod child;
-mod devices;
+pub(crate) mod devices;
 mod error;
 mod exec;
 mod exec_in;
@@ -276,6 +276,18 @@ pub struct Stdio {
     pub stdout: OwnedFd,
     /// Standard error.
     pub stderr: OwnedFd,
+}
+
+/// Mounts a container's root filesystem on the host side (for an OCI runtime handler, which
+/// takes it as the bundle's `root.path`); remove it with [`cleanup_rootfs`].
+pub fn mount_rootfs(rootfs: &Rootfs) -> Result<(), ExecError> {
+    overlay::mount(rootfs, None).map_err(error::Failure::host)
+}
+
+/// Every capability name the running kernel knows (`CAP_CHOWN` … up to its last one).
+pub fn all_capability_names() -> Result<Vec<String>, String> {
+    let last = caps::last_cap().map_err(|f| f.message)?;
+    Ok(caps::names_up_to(last))
 }
 
 /// The highest capability number the kernel knows (read from `/proc`).
