@@ -284,10 +284,27 @@ pub fn mount_rootfs(rootfs: &Rootfs) -> Result<(), ExecError> {
     overlay::mount(rootfs, None).map_err(error::Failure::host)
 }
 
-/// Every capability name the running kernel knows (`CAP_CHOWN` … up to its last one).
+/// Runs `f` (which starts processes) with the calling thread's children born in its own PID
+/// namespace: a pod shim's `pid_for_children` is the pod's shared PID namespace, where a
+/// helper like an OCI runtime must not run (it reads `/proc` by its own PIDs).
+pub fn in_own_pid_namespace<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    let switch = pidns::ChildPidNamespace::enter(&PidNamespace::Host).map_err(|f| f.message)?;
+    let out = f();
+    switch.restore().map_err(|f| f.message)?;
+    Ok(out)
+}
+
+/// Every capability the running kernel knows that the caller holds (what "all
+/// capabilities" gives a container, as for the native executor).
 pub fn all_capability_names() -> Result<Vec<String>, String> {
     let last = caps::last_cap().map_err(|f| f.message)?;
-    Ok(caps::names_up_to(last))
+    let held = caps::permitted().map_err(|f| f.message)?;
+    Ok(caps::names_up_to(last)
+        .into_iter()
+        .enumerate()
+        .filter(|(bit, _)| held & (1u64 << bit) != 0)
+        .map(|(_, name)| name)
+        .collect())
 }
 
 /// The highest capability number the kernel knows (read from `/proc`).

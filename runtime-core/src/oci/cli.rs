@@ -1,13 +1,16 @@
 //! Driving an OCI runtime binary through its command line (`create`, `start`, `kill`,
 //! `delete`, `state`, `features`), as containerd's runc shim does. Every call blocks until
 //! the runtime exits; the runtime's errors come from its JSON log (`--log`), because `create`
-//! hands its own stdout and stderr to the container.
+//! hands its own stdout and stderr to the container. The runtime always runs in the shim's
+//! own PID namespace, never in the pod's shared one.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use proto::shim::OciRuntime;
+
+use crate::executor::in_own_pid_namespace;
 
 /// One configured runtime.
 #[derive(Clone, Debug)]
@@ -66,8 +69,7 @@ impl Cli {
         }
         let [stdin, stdout, stderr] = stdio;
         cmd.arg(id).stdin(stdin).stdout(stdout).stderr(stderr);
-        let status = cmd
-            .status()
+        let status = in_own_pid_namespace(|| cmd.status())?
             .map_err(|e| format!("run {} create: {e}", self.runtime.path))?;
         if !status.success() {
             return Err(format!(
@@ -104,17 +106,15 @@ impl Cli {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        cmd.spawn()
+        in_own_pid_namespace(|| cmd.spawn())?
             .map_err(|e| format!("run {} create: {e}", self.runtime.path))
     }
 
     /// Runs a short subcommand, capturing its output.
     fn run(&self, args: &[&str]) -> Result<Vec<u8>, String> {
-        let output = self
-            .command(None)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
+        let mut cmd = self.command(None);
+        cmd.args(args).stdin(Stdio::null());
+        let output = in_own_pid_namespace(|| cmd.output())?
             .map_err(|e| format!("run {} {}: {e}", self.runtime.path, args[0]))?;
         if output.status.success() {
             return Ok(output.stdout);
