@@ -204,3 +204,120 @@ async fn a_container_runc_cannot_start_fails_its_start_and_leaves_nothing() {
     env.remove(&id).await;
     env.d.remove_pod(&pod).await;
 }
+
+#[tokio::test]
+async fn runc_containers_get_a_tty_live_updates_stats_and_oom_reasons() {
+    let Some(env) = runc_env().await else { return };
+    let pc = env.pod("runc-more");
+    let pod = env
+        .d
+        .run_pod_with_handler(pc.clone(), "runc")
+        .await
+        .expect("RunPodSandbox runc");
+
+    // TTY: runc makes the terminal and sends it over --console-socket.
+    let mut c = env.container(
+        "tty",
+        &[
+            "sh",
+            "-c",
+            "test -t 1 && echo on-a-tty; readlink /proc/self/fd/0",
+        ],
+    );
+    c.tty = true;
+    let (st, lines) = env.run_to_end(&pod, &pc, c).await;
+    let out = lines.join("\n");
+    assert_eq!(st.exit_code, 0, "{out}");
+    assert!(out.contains("on-a-tty"), "{out}");
+    assert!(out.contains("/dev/pts/"), "{out}");
+
+    // OOM: berthd reads the reason from the cgroup runc joined.
+    let mut c = env.container("hog", &["sh", "-c", "head -c 200000000 /dev/zero | tail"]);
+    c.linux.get_or_insert_with(Default::default).resources = Some(cri::LinuxContainerResources {
+        memory_limit_in_bytes: 16 << 20,
+        ..Default::default()
+    });
+    let (st, _) = env.run_to_end(&pod, &pc, c).await;
+    assert_eq!(
+        st.reason, "OOMKilled",
+        "exit {} {}",
+        st.exit_code, st.message
+    );
+
+    // UpdateContainerResources and ContainerStats act on the same cgroup.
+    let mut c = env.container("sleeper", &["sleep", "300"]);
+    c.linux.get_or_insert_with(Default::default).resources = Some(cri::LinuxContainerResources {
+        memory_limit_in_bytes: 64 << 20,
+        ..Default::default()
+    });
+    let id = env.run(&pod, &pc, c).await;
+    let mut rt = env.d.runtime().await.expect("client");
+    rt.update_container_resources(cri::UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 32 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("UpdateContainerResources");
+    let read = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max";
+    let out = env
+        .exec_sync(&id, &["sh", "-c", read], 10)
+        .await
+        .expect("ExecSync");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "33554432");
+    let stats = rt
+        .container_stats(cri::ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("ContainerStats")
+        .into_inner()
+        .stats
+        .expect("stats");
+    let memory = stats.memory.expect("memory stats");
+    assert!(
+        memory.working_set_bytes.map_or(0, |v| v.value) > 0,
+        "{memory:?}"
+    );
+    env.stop(&id).await;
+    env.remove(&id).await;
+    env.d.remove_pod(&pod).await;
+}
+
+#[tokio::test]
+async fn runc_containers_outlive_a_berthd_restart_and_are_cleaned_up_after_it() {
+    let Some(mut env) = runc_env().await else {
+        return;
+    };
+    let pc = env.pod("runc-restart");
+    let pod = env
+        .d
+        .run_pod_with_handler(pc.clone(), "runc")
+        .await
+        .expect("RunPodSandbox runc");
+    let id = env
+        .run(&pod, &pc, env.container("sleeper", &["sleep", "300"]))
+        .await;
+    let pid = runc_state(&env, &id).expect("state")["pid"]
+        .as_i64()
+        .expect("pid");
+    let opts = e2e::daemon::BerthdOptions {
+        config_toml: Some(env.config.clone()),
+        ..Default::default()
+    };
+    env.d.respawn(&opts).await.expect("berthd restarts");
+    let st = env.status(&id).await;
+    assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32);
+    assert_eq!(
+        runc_state(&env, &id).expect("state")["pid"].as_i64(),
+        Some(pid)
+    );
+    env.stop(&id).await;
+    assert_eq!(env.wait_exited(&id).await.exit_code, 137);
+    env.remove(&id).await;
+    assert!(runc_state(&env, &id).is_none(), "runc forgot the container");
+    env.d.remove_pod(&pod).await;
+}
