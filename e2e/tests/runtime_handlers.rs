@@ -321,3 +321,92 @@ async fn runc_containers_outlive_a_berthd_restart_and_are_cleaned_up_after_it() 
     assert!(runc_state(&env, &id).is_none(), "runc forgot the container");
     env.d.remove_pod(&pod).await;
 }
+
+#[tokio::test]
+async fn a_runc_pod_whose_shim_died_is_cleaned_up_in_runc_too() {
+    let Some(env) = runc_env().await else { return };
+    let pc = env.pod("runc-doomed");
+    let pod = env
+        .d
+        .run_pod_with_handler(pc.clone(), "runc")
+        .await
+        .expect("RunPodSandbox runc");
+    let id = env
+        .run(&pod, &pc, env.container("sleeper", &["sleep", "300"]))
+        .await;
+    let pid = runc_state(&env, &id).expect("state")["pid"]
+        .as_i64()
+        .expect("pid");
+    let shim = shim_pid(&env, &pod).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 the shim this test's berthd started");
+    let st = env.wait_exited(&id).await;
+    assert_eq!(st.reason, "ShimDied");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the orphaned container process is killed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    env.remove(&id).await;
+    assert!(runc_state(&env, &id).is_none(), "runc forgot the container");
+    assert!(!env.d.state_dir.join("oci/bundles").join(&id).exists());
+    env.d.remove_pod(&pod).await;
+}
+
+/// Whether crun 1.8 will refuse this host: a cgroup2 mount holding controllers beside v1
+/// hierarchies (hugetlb at `/sys/fs/cgroup/unified` on the development machines).
+fn hybrid_with_v2_controllers() -> bool {
+    std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers")
+        .is_ok_and(|c| !c.trim().is_empty())
+}
+
+#[tokio::test]
+async fn crun_runs_containers_or_says_why_it_cannot_on_a_hybrid_host() {
+    const CRUN: &str = "/usr/bin/crun";
+    if !Path::new(CRUN).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI installs crun (scripts/install-deps.sh): {CRUN} is missing"
+        );
+        eprintln!("skipped: {CRUN} is not installed (apt-get install crun)");
+        return;
+    }
+    let config = format!("[runtimes.crun]\npath = \"{CRUN}\"\n");
+    let Some(env) = env_with(&config).await else {
+        return;
+    };
+    let pc = env.pod("crun");
+    let pod = env
+        .d
+        .run_pod_with_handler(pc.clone(), "crun")
+        .await
+        .expect("RunPodSandbox crun");
+    let c = env.container("hello", &["sh", "-c", "echo from-crun; exit 4"]);
+    if hybrid_with_v2_controllers() {
+        // This test does not move the host's controllers (other work shares the machine).
+        let id = env.create(&pod, &pc, c).await.expect("CreateContainer");
+        let err = env
+            .start(&id)
+            .await
+            .expect_err("crun refuses a hybrid host");
+        assert!(err.message().contains("hybrid mode"), "{}", err.message());
+        assert!(
+            err.message().contains("mount -t cgroup -o hugetlb"),
+            "the error says what to do: {}",
+            err.message()
+        );
+        assert!(!env.d.state_dir.join("oci/bundles").join(&id).exists());
+        env.remove(&id).await;
+    } else {
+        let (st, log) = env.run_to_end(&pod, &pc, c).await;
+        assert_eq!(st.exit_code, 4, "{st:?}");
+        assert!(log.contains(&"from-crun".to_string()), "{log:?}");
+    }
+    env.d.remove_pod(&pod).await;
+}

@@ -72,10 +72,11 @@ impl Cli {
         let status = in_own_pid_namespace(|| cmd.status())?
             .map_err(|e| format!("run {} create: {e}", self.runtime.path))?;
         if !status.success() {
+            let errors = log_errors(&log);
             return Err(format!(
-                "{} create {id} failed ({status}): {}",
+                "{} create {id} failed ({status}): {errors}{}",
                 self.runtime.name,
-                log_errors(&log)
+                hint(&errors)
             ));
         }
         let text = std::fs::read_to_string(&pid_file)
@@ -154,6 +155,17 @@ impl Cli {
         let out = self.run(&["state", id])?;
         serde_json::from_slice(&out).map_err(|e| format!("{} state {id}: {e}", self.runtime.name))
     }
+}
+
+/// What to do about a runtime error berth knows the cause of.
+fn hint(errors: &str) -> &'static str {
+    if errors.contains("hybrid mode not supported") {
+        return " (crun refuses a host whose cgroup2 mount holds controllers while v1 \
+                hierarchies are mounted: move them to v1, e.g. `mkdir -p /sys/fs/cgroup/hugetlb && \
+                mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb`; see \
+                docs/runtime-handlers.md)";
+    }
+    ""
 }
 
 /// The `error`-level messages of a runtime's JSON log (or its last line).

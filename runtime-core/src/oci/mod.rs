@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod features;
 pub mod host_devices;
+pub mod image_volumes;
 pub mod spec;
 
 use std::os::fd::OwnedFd;
@@ -61,7 +62,7 @@ pub fn start(
     let bundle = cli.bundle(&req.id);
     let result = try_start(cli, req, ns_dir, &bundle, io);
     if result.is_err() {
-        cleanup(cli, &req.id, Path::new(&req.rootfs));
+        let _ = cleanup(cli, &req.id, Path::new(&req.rootfs));
     }
     result
 }
@@ -74,13 +75,15 @@ fn try_start(
     io: CreateIo,
 ) -> Result<Started, String> {
     let host = host_parts(req, ns_dir)?;
-    let spec = spec::build(req, &host)?;
+    image_volumes::unstage(bundle);
     let _ = std::fs::remove_dir_all(bundle);
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(bundle)
         .map_err(|e| format!("create bundle {}: {e}", bundle.display()))?;
+    let staged = image_volumes::stage(req, bundle)?;
+    let spec = spec::build(&staged, &host)?;
     let config =
         serde_json::to_vec_pretty(&spec).map_err(|e| format!("encode config.json: {e}"))?;
     std::fs::write(bundle.join("config.json"), config)
@@ -233,15 +236,16 @@ fn receive_fd(stream: &std::os::unix::net::UnixStream) -> Result<OwnedFd, String
     Err("no fd in the message".into())
 }
 
-/// Deletes the runtime's container, unmounts the rootfs and removes the bundle; best effort
-/// (each step is also done when there is nothing to undo).
-pub fn cleanup(cli: &Cli, id: &str, rootfs: &Path) {
-    if let Err(e) = cli.delete(id)
-        && !e.contains("does not exist")
-        && !e.contains("not exist")
-    {
-        eprintln!("berth-shim: {e}");
-    }
+/// Deletes the runtime's container, unmounts the rootfs and removes the bundle; every step is
+/// tried (each is also fine with nothing to undo). The error is the runtime's, if it failed
+/// for another reason than not knowing the container.
+pub fn cleanup(cli: &Cli, id: &str, rootfs: &Path) -> Result<(), String> {
+    let deleted = match cli.delete(id) {
+        Err(e) if !e.contains("does not exist") => Err(e),
+        _ => Ok(()),
+    };
     let _ = executor::cleanup_rootfs(rootfs);
+    image_volumes::unstage(&cli.bundle(id));
     let _ = std::fs::remove_dir_all(cli.bundle(id));
+    deleted
 }

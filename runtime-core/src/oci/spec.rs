@@ -134,7 +134,7 @@ fn check_supported(req: &StartContainer) -> Result<(), String> {
         }
         if !m.image_sub_path.is_empty() {
             return Err(format!(
-                "image volume {}: sub paths are not supported with an OCI runtime handler",
+                "image volume {}: sub path not staged (oci::image_volumes::stage)",
                 m.destination
             ));
         }

@@ -226,8 +226,10 @@ impl Containers {
             return Err(format!("container {id} is still running"));
         }
         if let Some(c) = self.by_id.remove(id) {
-            if let Some(cli) = &c.oci {
-                oci::cleanup(cli, id, &c.rootfs);
+            if let Some(cli) = &c.oci
+                && let Err(e) = oci::cleanup(cli, id, &c.rootfs)
+            {
+                eprintln!("berth-shim: {e}");
             }
             executor::cleanup_rootfs(&c.rootfs).map_err(|e| e.to_string())?;
         }
@@ -382,8 +384,10 @@ impl Containers {
             self.drain(&id, Stream::Stdout);
             self.drain(&id, Stream::Stderr);
             if let Some(c) = self.by_id.remove(&id) {
-                if let Some(cli) = &c.oci {
-                    oci::cleanup(cli, &id, &c.rootfs);
+                if let Some(cli) = &c.oci
+                    && let Err(e) = oci::cleanup(cli, &id, &c.rootfs)
+                {
+                    eprintln!("berth-shim: {e}");
                 }
                 let _ = executor::cleanup_rootfs(&c.rootfs);
             }
