@@ -28,6 +28,7 @@ echo "== dev"; ls -la /dev | awk '{print $1, $3, $4, $5, $6, $NF}' | grep -v '^t
 echo "== env"; env | sort
 echo "== cwd"; pwd
 echo "== oom"; cat /proc/self/oom_score_adj
+echo "== sysctl"; cat /proc/sys/kernel/shm_rmid_forced /proc/sys/net/ipv4/ping_group_range
 echo "== end"
 "#;
 
@@ -198,6 +199,16 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
+            name: "device",
+            configure: |c, _| {
+                c.devices.push(cri::Device {
+                    container_path: "/dev/mynull".into(),
+                    host_path: "/dev/null".into(),
+                    permissions: "rw".into(),
+                });
+            },
+        },
+        Case {
             name: "env-and-workdir",
             configure: |c, _| {
                 c.envs.push(cri::KeyValue {
@@ -208,6 +219,25 @@ fn cases() -> Vec<Case> {
             },
         },
     ]
+}
+
+/// A directory bind-mounted onto itself and made shared, unmounted on drop.
+struct SharedMount(std::path::PathBuf);
+
+impl SharedMount {
+    fn new(dir: &Path) -> SharedMount {
+        use nix::mount::{MsFlags, mount};
+        let none: Option<&str> = None;
+        mount(Some(dir), dir, none, MsFlags::MS_BIND, none).expect("bind the test dir");
+        mount(none, dir, none, MsFlags::MS_SHARED, none).expect("make it shared");
+        SharedMount(dir.to_path_buf())
+    }
+}
+
+impl Drop for SharedMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
 }
 
 /// The probe's output as (section, line) pairs.
@@ -269,10 +299,23 @@ async fn native_executor_and_runc_give_containers_the_same_view() {
         return;
     };
     let host = tempfile::tempdir().expect("host dir");
-    let mut native_pc = env.pod("diff-native");
-    native_pc.hostname = "oracle".into();
-    let mut runc_pc = env.pod("diff-runc");
-    runc_pc.hostname = "oracle".into();
+    // Bidirectional mounts need a shared source: this test's own directory, made a shared
+    // mount of itself (unmounted at the end).
+    let shared = SharedMount::new(host.path());
+    let pod = |name: &str| {
+        let mut pc = env.pod(name);
+        pc.hostname = "oracle".into();
+        let linux = pc.linux.get_or_insert_with(Default::default);
+        linux
+            .sysctls
+            .insert("kernel.shm_rmid_forced".into(), "1".into());
+        linux
+            .sysctls
+            .insert("net.ipv4.ping_group_range".into(), "0 1000".into());
+        pc
+    };
+    let native_pc = pod("diff-native");
+    let runc_pc = pod("diff-runc");
     let native_pod = env.run_pod(&native_pc).await;
     let runc_pod = env
         .d
@@ -287,6 +330,12 @@ async fn native_executor_and_runc_give_containers_the_same_view() {
             observe(&env, &runc_pod, &runc_pc, &case, "runc", host.path()).await;
         if std::env::var_os("BERTH_DIFF_DUMP").is_some() {
             eprintln!("{}: native {native:#?}\nrunc {runc:#?}", case.name);
+        }
+        // A config that starts under neither would compare equal: every case must start.
+        for (which, seen) in [("native", &native), ("runc", &runc)] {
+            if seen.contains(&("start".to_string(), "fails".to_string())) {
+                report.push(format!("{}: does not start under {which}", case.name));
+            }
         }
         if native_code != runc_code {
             report.push(format!(
@@ -310,6 +359,7 @@ async fn native_executor_and_runc_give_containers_the_same_view() {
     }
     env.d.remove_pod(&native_pod).await;
     env.d.remove_pod(&runc_pod).await;
+    drop(shared);
     assert!(
         report.is_empty(),
         "undocumented differences between the native executor and runc:\n{}",
