@@ -4,6 +4,10 @@
 # and fails on any failed spec or fewer than $CRITEST_MIN_PASSED (127) passed. berthd serves NRI
 # on a private socket that critest gets with -nri-socket, so its 13 NRI specs run too. Prints `critest: N passed, M failed, K skipped`; the JUnit and
 # JSON reports stay in target/critest/.
+# Then it runs critest again with --runtime-handler=runc against a berthd with runc configured
+# as the `runc` handler (docs/runtime-handlers.md), failing on any failed spec or fewer than
+# $CRITEST_RUNC_MIN_PASSED (121: the six UserNamespaces specs are skipped for a handler
+# without user namespaces) passed; its reports stay in target/critest-runc/.
 #
 # critest comes from $CRITEST, the first argument, or the workplace's pinned build beside the
 # checkout (../shared/tools/cri-tools/critest.xz, checked against its SHA256SUMS); the image
@@ -60,3 +64,14 @@ target/debug/berth-critest \
     --min-passed "${CRITEST_MIN_PASSED:-127}" \
     --nri \
     -- "$@"
+
+[[ -x /usr/bin/runc ]] || missing "no /usr/bin/runc for the runc handler pass (scripts/install-deps.sh installs it)"
+target/debug/berth-critest \
+    --critest "$critest" \
+    --images-script "$images_script" \
+    --work-dir /var/tmp/berth-cri-test-images \
+    --report-dir target/critest-runc \
+    --min-passed "${CRITEST_RUNC_MIN_PASSED:-121}" \
+    --config-extra $'[runtimes.runc]\npath = "/usr/bin/runc"\n' \
+    --nri \
+    -- --runtime-handler=runc "$@"

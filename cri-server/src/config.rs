@@ -39,6 +39,8 @@ pub struct Config {
     pub cni: CniConfig,
     pub network: NetworkConfig,
     pub nri: NriConfig,
+    /// RuntimeClass handlers served by an OCI runtime, by handler name.
+    pub runtimes: BTreeMap<String, RuntimeHandlerConfig>,
 }
 
 impl Default for Config {
@@ -57,6 +59,7 @@ impl Default for Config {
             cni: CniConfig::default(),
             network: NetworkConfig::default(),
             nri: NriConfig::default(),
+            runtimes: BTreeMap::new(),
         }
     }
 }
@@ -316,6 +319,27 @@ impl Default for NriConfig {
             disable_connections: false,
         }
     }
+}
+
+/// A RuntimeClass handler run by an OCI-CLI runtime (runc, crun); see
+/// docs/runtime-handlers.md.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeHandlerConfig {
+    /// The runtime binary: an absolute path, or a name looked up in `PATH`.
+    pub path: PathBuf,
+    /// The runtime's state directory (`--root`); empty: `<state_dir>/oci/<handler>`.
+    pub root: PathBuf,
+    pub options: RuntimeHandlerOptions,
+}
+
+/// Options passed to an OCI runtime.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeHandlerOptions {
+    /// Let the runtime manage cgroups through systemd (`--systemd-cgroup`); needs the
+    /// systemd cgroup driver.
+    pub systemd_cgroup: bool,
 }
 
 /// A duration written like containerd's: `"5s"`, `"500ms"`, `"2m"`, `"1m30s"`.
@@ -601,6 +625,12 @@ impl Config {
                 );
             }
         }
+        for (name, handler) in &self.runtimes {
+            check_handler_config(name, handler).map_err(|reason| ConfigError::InvalidValue {
+                key: "runtimes",
+                reason,
+            })?;
+        }
         for (host, c) in &self.registry.credentials {
             let cred = images::Credential::from_fields(
                 &c.username,
@@ -740,6 +770,12 @@ plugin_registration_timeout = "{nri_reg}"
 plugin_request_timeout = "{nri_req}"
 # Do not accept external plugins on socket_path.
 disable_connections = {nri_noconn}
+
+[runtimes]
+# RuntimeClass handlers run by an OCI runtime, by handler name (docs/runtime-handlers.md).
+# The default handler ("" or "berth") is always berth's native executor. For example:
+# runc = {{ path = "/usr/bin/runc" }}
+# crun = {{ path = "/usr/bin/crun", root = "/run/berth/oci/crun" }}
 "#,
         socket = q(&d.socket),
         root = q(&d.root_dir),
@@ -771,6 +807,42 @@ disable_connections = {nri_noconn}
 
 fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
+}
+
+/// The native executor's handler names: the default (`""`) and its explicit name.
+pub const NATIVE_HANDLERS: [&str; 2] = ["", "berth"];
+
+/// Checks one `[runtimes.<name>]` entry.
+fn check_handler_config(name: &str, h: &RuntimeHandlerConfig) -> Result<(), String> {
+    if NATIVE_HANDLERS.contains(&name) {
+        return Err(format!(
+            "`{name}` names the native executor and cannot be an OCI runtime"
+        ));
+    }
+    let name_ok = name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !name_ok {
+        return Err(format!(
+            "handler name `{name}` must be 1 to 63 letters, digits, `-`, `_` or `.`"
+        ));
+    }
+    if h.path.as_os_str().is_empty() {
+        return Err(format!("`{name}`: path (the runtime binary) is required"));
+    }
+    if !h.root.as_os_str().is_empty() && !h.root.is_absolute() {
+        return Err(format!(
+            "`{name}`: root `{}` must be an absolute path",
+            h.root.display()
+        ));
+    }
+    if h.options.systemd_cgroup {
+        return Err(format!(
+            "`{name}`: options.systemd_cgroup needs the systemd cgroup driver, which berth does not support yet"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -959,5 +1031,22 @@ insecure = ["127.0.0.1:5000"]
             .expect_err("required")
             .to_string();
         assert!(err.contains("/nonexistent/berth.toml"), "{err}");
+    }
+
+    #[test]
+    fn handler_config_is_checked() {
+        let ok = RuntimeHandlerConfig {
+            path: "runc".into(),
+            ..Default::default()
+        };
+        assert!(check_handler_config("runc", &ok).is_ok());
+        assert!(check_handler_config("berth", &ok).is_err());
+        assert!(check_handler_config("bad name", &ok).is_err());
+        assert!(check_handler_config("runc", &RuntimeHandlerConfig::default()).is_err());
+        let relative_root = RuntimeHandlerConfig {
+            root: "run/runc".into(),
+            ..ok.clone()
+        };
+        assert!(check_handler_config("runc", &relative_root).is_err());
     }
 }

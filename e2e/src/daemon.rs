@@ -314,13 +314,22 @@ impl Berthd {
         &self,
         config: proto::cri::PodSandboxConfig,
     ) -> Result<String, tonic::Status> {
+        self.run_pod_with_handler(config, "").await
+    }
+
+    /// RunPodSandbox with a RuntimeClass handler.
+    pub async fn run_pod_with_handler(
+        &self,
+        config: proto::cri::PodSandboxConfig,
+        handler: &str,
+    ) -> Result<String, tonic::Status> {
         let mut rt = self
             .runtime()
             .await
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         rt.run_pod_sandbox(proto::cri::RunPodSandboxRequest {
             config: Some(config),
-            runtime_handler: String::new(),
+            runtime_handler: handler.to_string(),
         })
         .await
         .map(|r| r.into_inner().pod_sandbox_id)

@@ -104,6 +104,9 @@ pub struct PodSpec {
     pub port_mappings: Vec<PortMapping>,
     /// The pod's own user namespace (kubelet's `hostUsers: false`); `None`: the host's.
     pub userns: Option<runtime_core::userns::IdMap>,
+    /// The OCI runtime (RuntimeClass handler) the shim starts containers with; `None`: the
+    /// native executor.
+    pub oci_runtime: Option<proto::shim::OciRuntime>,
 }
 
 /// What a started pod holds on the host, persisted by cri-server.
@@ -293,6 +296,7 @@ impl PodRuntime {
                 .as_ref()
                 .map(|m| IdMap::to_proto(&m.gids))
                 .unwrap_or_default(),
+            oci_runtime: spec.oci_runtime.clone(),
         };
         done.shim_socket = Some(socket.clone());
         let (bin, spec_path) = (self.cfg.shim_bin.clone(), files_dir.join("shim.spec"));

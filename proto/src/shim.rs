@@ -100,6 +100,30 @@ pub struct ShimSpec {
     /// GID mappings of the pod's user namespace.
     #[prost(message, repeated, tag = "13")]
     pub userns_gids: Vec<IdMapping>,
+    /// The OCI runtime (RuntimeClass handler) that starts this pod's containers; absent: the
+    /// native executor.
+    #[prost(message, optional, tag = "14")]
+    pub oci_runtime: Option<OciRuntime>,
+}
+
+/// An OCI-CLI runtime (runc, crun) the shim drives for every container of its pod.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OciRuntime {
+    /// The handler's name (the RuntimeClass `handler`).
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// The runtime binary.
+    #[prost(string, tag = "2")]
+    pub path: String,
+    /// The runtime's state directory (`--root`).
+    #[prost(string, tag = "3")]
+    pub root: String,
+    /// Pass `--systemd-cgroup`.
+    #[prost(bool, tag = "4")]
+    pub systemd_cgroup: bool,
+    /// Where the shim writes each container's bundle (`<bundle_dir>/<container-id>`).
+    #[prost(string, tag = "5")]
+    pub bundle_dir: String,
 }
 
 /// One range of a user namespace's (or an idmapped mount's) ID mappings.
@@ -292,6 +316,14 @@ pub struct StartContainer {
     /// holds CRIU's images) instead of executing `args`; empty: a fresh start.
     #[prost(string, tag = "40")]
     pub restore_dir: String,
+    /// The container cgroup relative to the hierarchy roots (`/berth/<pod>/<ctr>`): an OCI
+    /// runtime's `cgroupsPath`.
+    #[prost(string, tag = "41")]
+    pub cgroup_path: String,
+    /// The device cgroup rules berthd set (`c 1:3 rwm`, `a`): an OCI runtime's
+    /// `linux.resources.devices`, which it writes to the cgroup again.
+    #[prost(string, repeated, tag = "42")]
+    pub device_rules: Vec<String>,
 }
 
 /// One mount of a container.

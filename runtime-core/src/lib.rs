@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod executor;
 pub mod logs;
 pub mod mount_api;
+pub mod oci;
 pub mod seccomp;
 pub mod shim;
 pub mod userns;

@@ -2,6 +2,7 @@
 //! process spec, mounts, user namespace, stop signal and exec processes.
 
 pub mod exec_process;
+pub mod handler;
 pub mod mounts;
 pub mod remove;
 pub mod restore;

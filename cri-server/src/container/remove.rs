@@ -13,6 +13,25 @@ use crate::state::DaemonState;
 use crate::store::containers::ContainerRecord;
 
 /// Removes a container (caller holds its lock).
+/// For a container of an OCI runtime handler pod, deletes the runtime's record and the bundle
+/// if its shim could not (it died): a no-op when the shim already did.
+async fn forget_in_oci_runtime(state: &DaemonState, rec: &ContainerRecord) {
+    let Some(pod) = state.pods.get(&rec.pod_id) else {
+        return;
+    };
+    let Ok(Some(runtime)) =
+        crate::container::handler::oci_runtime(&state.config, &pod.runtime_handler)
+    else {
+        return;
+    };
+    let cli = runtime_core::oci::Cli::new(runtime);
+    let (id, rootfs) = (rec.id.clone(), rec.rootfs.clone());
+    let done = tokio::task::spawn_blocking(move || runtime_core::oci::cleanup(&cli, &id, &rootfs));
+    if let Ok(Err(e)) = done.await {
+        tracing::warn!(container_id = %rec.id, error = %e, "OCI runtime cleanup");
+    }
+}
+
 pub async fn remove(state: &DaemonState, rec: ContainerRecord) -> Result<(), Status> {
     let rec = stop::stop(state, rec, Duration::ZERO).await?;
     if let Some(pod) = state.pods.get(&rec.pod_id) {
@@ -31,6 +50,7 @@ pub async fn remove(state: &DaemonState, rec: ContainerRecord) -> Result<(), Sta
         }
     }
     // The shim unmounts the root; if the shim is gone, do it here.
+    forget_in_oci_runtime(state, &rec).await;
     let _ = runtime_core::executor::cleanup_rootfs(&rec.rootfs);
     let _ = std::fs::remove_dir(&rec.rootfs);
     state.pod_runtime.remove_container_cgroup(&rec.cgroup);

@@ -10,8 +10,8 @@ use proto::cri::{CreateContainerRequest, ImageSpec, KeyValue};
 use runtime_core::checkpoint::archive;
 use tonic::Status;
 
-use crate::store::containers::ContainerRecord;
 use crate::state::DaemonState;
+use crate::store::containers::ContainerRecord;
 
 /// A CreateContainer being served from an archive.
 pub struct Restoring {

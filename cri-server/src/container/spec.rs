@@ -43,7 +43,7 @@ pub fn process_spec(
             "config.command: no command given and the image defines no entrypoint or cmd",
         ));
     }
-    let env = merge_env(img.env.as_deref().unwrap_or_default(), config)?;
+    let mut env = merge_env(img.env.as_deref().unwrap_or_default(), config)?;
     let cwd = match (config.working_dir.as_str(), img.working_dir.as_deref()) {
         ("", Some(w)) if !w.is_empty() => w.to_string(),
         ("", _) => "/".to_string(),
@@ -56,6 +56,10 @@ pub fn process_spec(
     }
     let (uid, gid, additional_gids) =
         resolve_user(config, img.user.as_deref().unwrap_or(""), lower_dirs)?;
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        let passwd = read_etc(lower_dirs, "etc/passwd");
+        env.push(format!("HOME={}", home_of(&passwd, uid)));
+    }
     Ok(ProcessSpec {
         args,
         env,
@@ -229,6 +233,18 @@ fn passwd_fields(passwd: &str) -> impl Iterator<Item = (String, u32, u32)> + '_ 
     })
 }
 
+/// The user's home directory in the image's `/etc/passwd`, `/` without one: the `HOME` runc
+/// (and so containerd) gives a container whose environment has none.
+fn home_of(passwd: &str, uid: u32) -> String {
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 6 && f[2].parse() == Ok(uid))
+        .map(|f| f[5].to_string())
+        .filter(|home| !home.is_empty())
+        .unwrap_or_else(|| "/".to_string())
+}
+
 fn passwd_by_uid(passwd: &str, uid: u32) -> Option<(String, u32, u32)> {
     passwd_fields(passwd).find(|e| e.1 == uid)
 }
@@ -334,7 +350,8 @@ mod tests {
             ..Default::default()
         };
         let s = process_spec(&c, &img, &[]).expect("spec");
-        assert_eq!(s.env, vec!["PATH=/bin", "A=cri", "B=2"]);
+        // No /etc/passwd in the image: HOME is `/`, as runc sets it.
+        assert_eq!(s.env, vec!["PATH=/bin", "A=cri", "B=2", "HOME=/"]);
         assert_eq!(s.cwd, "/work");
     }
 
@@ -412,6 +429,16 @@ mod tests {
             err.message().contains("supplemental_groups_policy"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn home_comes_from_the_image_passwd_unless_the_env_sets_it() {
+        let passwd =
+            "root:x:0:0:root:/root:/bin/sh\nweb:x:33:33::/var/www:/bin/sh\nnohome:x:7:7:::\n";
+        assert_eq!(home_of(passwd, 0), "/root");
+        assert_eq!(home_of(passwd, 33), "/var/www");
+        assert_eq!(home_of(passwd, 7), "/");
+        assert_eq!(home_of(passwd, 1234), "/");
     }
 
     #[test]

@@ -78,6 +78,9 @@ pub async fn start(state: &DaemonState, id: &str) -> Result<(), Status> {
         msg.pid_ns_path = path;
     }
     msg.mounts.extend(devices.iter().map(|d| d.mount.clone()));
+    // For an OCI runtime handler, which joins and configures the cgroup itself.
+    msg.cgroup_path = rec.cgroup.clone();
+    msg.device_rules = limits.device_rules.clone().unwrap_or_default();
     let socket = pod.host.shim_socket.clone();
     let request = ShimRequest {
         kind: Some(Kind::StartContainer(msg)),
@@ -522,6 +525,8 @@ pub(crate) fn start_message(
         stdin_once: rec.config.stdin_once,
         userns_uids,
         userns_gids,
+        cgroup_path: String::new(),
+        device_rules: Vec::new(),
     })
 }
 

@@ -81,6 +81,7 @@ pub fn pod_spec(id: &str, c: &PodSandboxConfig) -> Result<PodSpec, Status> {
         resources: pod_resources(linux.resources.as_ref(), linux.overhead.as_ref()),
         port_mappings: port_mappings(&c.port_mappings)?,
         userns: crate::container::userns::pod_user_namespace(c)?,
+        oci_runtime: None,
     })
 }
 

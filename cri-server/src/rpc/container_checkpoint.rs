@@ -12,9 +12,9 @@ use tonic::Status;
 use tracing::info;
 
 use crate::lifecycle::{record, refresh};
+use crate::state::DaemonState;
 use crate::store::containers::{ContainerPhase, ContainerRecord};
 use crate::store::pods::PodRecord;
-use crate::state::DaemonState;
 
 /// When the request sets no timeout.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);

@@ -1,23 +1,34 @@
 //! The runtime handlers berth serves and what each supports, as `Status` reports them: kubelet
 //! checks them before it sends user namespaces, recursive read-only mounts or a strict
-//! supplemental groups policy.
+//! supplemental groups policy. Besides the native executor, each `[runtimes.<name>]` of the
+//! config is a handler run by an OCI runtime (docs/runtime-handlers.md).
 
 use proto::cri::{RuntimeFeatures, RuntimeHandler, RuntimeHandlerFeatures};
 use runtime_core::mount_api;
 
-/// Handler names `RunPodSandbox` accepts: the default (`""`) and its explicit name. Both are
-/// the native executor.
-pub const HANDLERS: [&str; 2] = ["", "berth"];
+#[cfg(test)]
+use crate::config::RuntimeHandlerConfig;
+use crate::config::{Config, NATIVE_HANDLERS};
 
-/// Every configured handler with the features the running kernel gives it.
-pub fn runtime_handlers() -> Vec<RuntimeHandler> {
-    HANDLERS
-        .iter()
-        .map(|name| RuntimeHandler {
-            name: name.to_string(),
-            features: Some(handler_features()),
-        })
-        .collect()
+/// Every configured handler: the native ones with the features the running kernel gives
+/// them, then each OCI runtime with the features it reports (`<runtime> features`).
+pub fn runtime_handlers(config: &Config) -> Vec<RuntimeHandler> {
+    let native = NATIVE_HANDLERS.iter().map(|name| RuntimeHandler {
+        name: name.to_string(),
+        features: Some(handler_features()),
+    });
+    let oci = config.runtimes.iter().map(|(name, handler)| {
+        let reported = runtime_core::oci::features::query(&handler.path.to_string_lossy());
+        RuntimeHandler {
+            name: name.clone(),
+            features: Some(RuntimeHandlerFeatures {
+                recursive_read_only_mounts: reported.recursive_read_only_mounts
+                    && mount_api::mount_setattr_supported(),
+                user_namespaces: reported.user_namespaces,
+            }),
+        }
+    });
+    native.chain(oci).collect()
 }
 
 /// The native executor's features: recursive read-only mounts need `mount_setattr`, user
@@ -45,10 +56,23 @@ mod tests {
 
     #[test]
     fn every_accepted_handler_is_listed_once_with_features() {
-        let handlers = runtime_handlers();
+        let mut config = Config::default();
+        config.runtimes.insert(
+            "runc".into(),
+            RuntimeHandlerConfig {
+                path: "/nonexistent/runc".into(),
+                ..Default::default()
+            },
+        );
+        let handlers = runtime_handlers(&config);
         let names: Vec<&str> = handlers.iter().map(|h| h.name.as_str()).collect();
-        assert_eq!(names, HANDLERS);
+        assert_eq!(names, ["", "berth", "runc"]);
         assert!(handlers.iter().all(|h| h.features.is_some()));
+        // A runtime that cannot say what it supports gets no optional feature.
+        assert_eq!(
+            handlers[2].features,
+            Some(RuntimeHandlerFeatures::default())
+        );
         assert!(runtime_features().supplemental_groups_policy);
     }
 }

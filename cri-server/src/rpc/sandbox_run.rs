@@ -19,9 +19,10 @@ pub async fn run_pod_sandbox(
         .config
         .as_ref()
         .ok_or_else(|| Status::invalid_argument("config is required"))?;
-    check_handler(&req.runtime_handler)?;
+    let oci_runtime = crate::container::handler::oci_runtime(&state.config, &req.runtime_handler)?;
     let id = new_id();
-    let spec = pod_spec(&id, config)?;
+    let mut spec = pod_spec(&id, config)?;
+    spec.oci_runtime = oci_runtime;
     state
         .pod_runtime
         .validate(&spec)
@@ -87,13 +88,4 @@ pub async fn run_pod_sandbox(
         crate::lifecycle::events::emit(state, &id, &id, kind);
     }
     Ok(RunPodSandboxResponse { pod_sandbox_id: id })
-}
-
-fn check_handler(handler: &str) -> Result<(), Status> {
-    if crate::rpc::runtime_features::HANDLERS.contains(&handler) {
-        return Ok(());
-    }
-    Err(Status::invalid_argument(format!(
-        "runtime_handler `{handler}` is not configured (berth serves the default handler only)"
-    )))
 }

@@ -46,7 +46,7 @@ pub fn status(state: &DaemonState, req: &StatusRequest) -> StatusResponse {
             conditions: vec![runtime_condition(state), network_condition(state)],
         }),
         info,
-        runtime_handlers: crate::rpc::runtime_features::runtime_handlers(),
+        runtime_handlers: crate::rpc::runtime_features::runtime_handlers(&state.config),
         features: Some(crate::rpc::runtime_features::runtime_features()),
     }
 }

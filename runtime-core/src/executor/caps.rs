@@ -81,6 +81,15 @@ impl CapPlan {
     }
 }
 
+/// The names of capabilities `0..=last_cap` that berth knows by name.
+pub(super) fn names_up_to(last_cap: u32) -> Vec<String> {
+    NAMES
+        .iter()
+        .take(last_cap as usize + 1)
+        .map(|n| n.to_string())
+        .collect()
+}
+
 /// Reads the highest capability number the running kernel knows.
 pub(super) fn last_cap() -> Result<u32, Failure> {
     let text =

@@ -35,7 +35,7 @@ const LINKS: [(&str, &str); 5] = [
 ];
 
 /// Host `/dev` entries a privileged container does not copy: its own instances replace them.
-const SKIP: [&str; 9] = [
+pub(crate) const SKIP: [&str; 9] = [
     "pts",
     "shm",
     "fd",
@@ -46,7 +46,7 @@ const SKIP: [&str; 9] = [
     ".lxd-mounts",
     ".udev",
 ];
-const MAX_DEPTH: usize = 4;
+pub(crate) const MAX_DEPTH: usize = 4;
 
 /// Builds the container's `/dev`.
 pub(super) fn mount_dev(root: &OwnedFd, privileged: bool) -> Result<(), Failure> {

@@ -27,7 +27,7 @@
 
 mod caps;
 mod child;
-mod devices;
+pub(crate) mod devices;
 mod error;
 mod exec;
 mod exec_in;
@@ -53,7 +53,8 @@ pub use proc_targets::is_proc_destination;
 pub use spawn::spawn;
 
 /// Mounts a container's root on the host side as [`spawn`] does, for a process tree that is
-/// restored instead of started (`crate::checkpoint::restore`); [`cleanup_rootfs`] undoes it.
+/// restored instead of started (`crate::checkpoint::restore`) or for an OCI runtime handler,
+/// which takes it as the bundle's `root.path`; [`cleanup_rootfs`] undoes it.
 pub fn mount_rootfs(rootfs: &Rootfs) -> Result<(), ExecError> {
     overlay::mount(rootfs, None).map_err(error::Failure::host)
 }
@@ -283,6 +284,29 @@ pub struct Stdio {
     pub stdout: OwnedFd,
     /// Standard error.
     pub stderr: OwnedFd,
+}
+
+/// Runs `f` (which starts processes) with the calling thread's children born in its own PID
+/// namespace: a pod shim's `pid_for_children` is the pod's shared PID namespace, where a
+/// helper like an OCI runtime must not run (it reads `/proc` by its own PIDs).
+pub fn in_own_pid_namespace<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    let switch = pidns::ChildPidNamespace::enter(&PidNamespace::Host).map_err(|f| f.message)?;
+    let out = f();
+    switch.restore().map_err(|f| f.message)?;
+    Ok(out)
+}
+
+/// Every capability the running kernel knows that the caller holds (what "all
+/// capabilities" gives a container, as for the native executor).
+pub fn all_capability_names() -> Result<Vec<String>, String> {
+    let last = caps::last_cap().map_err(|f| f.message)?;
+    let held = caps::permitted().map_err(|f| f.message)?;
+    Ok(caps::names_up_to(last)
+        .into_iter()
+        .enumerate()
+        .filter(|(bit, _)| held & (1u64 << bit) != 0)
+        .map(|(_, name)| name)
+        .collect())
 }
 
 /// The highest capability number the kernel knows (read from `/proc`).

@@ -164,8 +164,12 @@ pub(super) fn mask(root: &OwnedFd, path: &str) -> Result<(), Failure> {
             NONE,
         )
     } else {
+        // The container's own /dev/null (made before the masks), as runc binds, not the
+        // host's devtmpfs node.
+        let null = open_in_root(root, "/dev/null").context(|| "open the container's /dev/null")?;
+        let null = fd_path(&null);
         mount(
-            Some("/dev/null"),
+            Some(null.as_str()),
             target.as_str(),
             NONE,
             MsFlags::MS_BIND,
@@ -187,6 +191,28 @@ pub(super) fn make_readonly(root: &OwnedFd, path: &str) -> Result<(), Failure> {
         .context(|| format!("bind {path} onto itself"))?;
     let mounted = open_in_root(root, path).context(|| format!("open {path} in the rootfs"))?;
     remount_readonly(&mounted).context(|| format!("remount {path} read-only"))
+}
+
+/// Remounts the bind mounted at `path` nosuid, nodev and noexec (and read-only if asked),
+/// keeping its other flags: what runc gives the container's cgroup hierarchies.
+pub(super) fn restrict_bind(root: &OwnedFd, path: &str, readonly: bool) -> Result<(), Failure> {
+    let mounted = open_in_root(root, path).context(|| format!("open {path} in the rootfs"))?;
+    let kept = kept_flags(
+        fstatvfs(&mounted)
+            .context(|| format!("statvfs {path}"))?
+            .flags(),
+    );
+    let mut flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC
+        | kept;
+    if readonly {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    mount(NONE, fd_path(&mounted).as_str(), NONE, flags, NONE)
+        .context(|| format!("remount {path} nosuid,nodev,noexec"))
 }
 
 /// Remounts the mount whose root `mounted` refers to read-only, keeping its nosuid, nodev,

@@ -128,7 +128,8 @@ fn mount_cgroups(root: &OwnedFd, spec: &ContainerProcess) -> Result<(), Failure>
                 idmap: None,
             },
         };
-        mounts::mount_cri(root, &m, &Idmaps::default())
+        mounts::mount_cri(root, &m, &Idmaps::default())?;
+        mounts::restrict_bind(root, &m.destination, !spec.privileged)
     };
     let unified = nix::sys::statfs::statfs(BASE)
         .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);

@@ -22,6 +22,7 @@
 mod arch;
 mod compile;
 mod default;
+mod oci_export;
 mod profile;
 mod syscall_table;
 
@@ -29,6 +30,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use arch::Arch;
+pub use oci_export::to_oci_json;
 
 use compile::Instruction;
 

@@ -24,6 +24,7 @@ use crate::executor::{
     UserNamespace,
 };
 use crate::logs::{LogWriter, Stream};
+use crate::oci;
 use crate::seccomp::{self, SeccompFilter, SeccompProfile};
 use crate::userns::IdMap;
 
@@ -45,6 +46,8 @@ pub struct Container {
     /// The PTY's primary side, for resizes.
     pty: Option<OwnedFd>,
     attachers: Vec<Attacher>,
+    /// The OCI runtime that created it; `None`: the native executor.
+    oci: Option<oci::Cli>,
 }
 
 /// A container's stdio as the shim keeps it.
@@ -91,8 +94,14 @@ fn open_log(path: &str, dir: &str) -> Result<LogWriter, String> {
 }
 
 impl Containers {
-    /// Starts a container; fails if one with the id is still running.
-    pub fn start(&mut self, req: &StartContainer, ns_dir: &Path) -> Result<ContainerInfo, String> {
+    /// Starts a container (through `runtime` when the pod has an OCI runtime handler); fails
+    /// if one with the id is still running.
+    pub fn start(
+        &mut self,
+        req: &StartContainer,
+        ns_dir: &Path,
+        runtime: Option<&proto::shim::OciRuntime>,
+    ) -> Result<ContainerInfo, String> {
         if let Some(existing) = self.by_id.get(&req.id)
             && !existing.info.exited
         {
@@ -102,37 +111,18 @@ impl Containers {
             "" => None,
             path => Some(open_log(path, &req.log_directory)?),
         };
-        let seccomp = seccomp_filter(req)?;
-        let io = if req.tty {
-            tty_stdio(req.stdin)?
-        } else {
-            pipe_stdio(req.stdin)?
-        };
-        let ContainerIo {
-            out_r,
-            err_r,
-            stdin_w,
-            pty,
-            stdio,
-        } = io;
-        let mut process = to_process(req, ns_dir, stdio);
-        process.seccomp = seccomp;
-        process.apparmor = apparmor_profile(req);
-        let started = if req.restore_dir.is_empty() {
-            let spawned = executor::spawn(&process).map_err(|e| e.to_string());
-            drop(process); // closes the shim's copies of the container's ends
-            spawned
-        } else {
-            restore(req, process)
-        };
-        let pid = match started {
-            Ok(pid) => pid,
-            Err(e) => {
-                // A failed start leaves no root mounted (a later start mounts it again).
-                let _ = executor::cleanup_rootfs(Path::new(&req.rootfs));
-                return Err(e);
+        let (pid, io, cli) = match runtime {
+            Some(runtime) => {
+                let cli = oci::Cli::new(runtime.clone());
+                let (pid, io) = start_oci(&cli, req, ns_dir)?;
+                (pid, io, Some(cli))
+            }
+            None => {
+                let (pid, io) = start_native(req, ns_dir)?;
+                (pid, io, None)
             }
         };
+        let (out_r, err_r, stdin_w, pty) = io;
         for fd in std::iter::once(&out_r)
             .chain(err_r.as_ref())
             .chain(stdin_w.as_ref())
@@ -141,7 +131,7 @@ impl Containers {
         }
         let info = ContainerInfo {
             id: req.id.clone(),
-            pid: pid.as_raw() as u32,
+            pid: pid as u32,
             started_at: now_ns(),
             ..Default::default()
         };
@@ -160,6 +150,7 @@ impl Containers {
                 close_stdin_when_flushed: false,
                 pty,
                 attachers: Vec::new(),
+                oci: cli,
             },
         );
         Ok(info)
@@ -214,6 +205,13 @@ impl Containers {
             return Ok(());
         }
         let sig = Signal::try_from(signal).map_err(|_| format!("bad signal {signal}"))?;
+        // The runtime refuses a container that stopped but is not reaped yet: the shim, its
+        // parent, signals it directly then (harmless to a zombie).
+        if let Some(cli) = &c.oci
+            && cli.kill(id, signal, false).is_ok()
+        {
+            return Ok(());
+        }
         match kill(Pid::from_raw(c.info.pid as i32), sig) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
             Err(e) => Err(format!("signal container {id}: {e}")),
@@ -228,6 +226,11 @@ impl Containers {
             return Err(format!("container {id} is still running"));
         }
         if let Some(c) = self.by_id.remove(id) {
+            if let Some(cli) = &c.oci
+                && let Err(e) = oci::cleanup(cli, id, &c.rootfs)
+            {
+                eprintln!("berth-shim: {e}");
+            }
             executor::cleanup_rootfs(&c.rootfs).map_err(|e| e.to_string())?;
         }
         Ok(())
@@ -381,6 +384,11 @@ impl Containers {
             self.drain(&id, Stream::Stdout);
             self.drain(&id, Stream::Stderr);
             if let Some(c) = self.by_id.remove(&id) {
+                if let Some(cli) = &c.oci
+                    && let Err(e) = oci::cleanup(cli, &id, &c.rootfs)
+                {
+                    eprintln!("berth-shim: {e}");
+                }
                 let _ = executor::cleanup_rootfs(&c.rootfs);
             }
         }
@@ -505,6 +513,87 @@ fn resize(pty: &OwnedFd, width: u16, height: u16) {
             &size,
         )
     };
+}
+
+/// The shim's ends of a started container's stdio: output, stderr, stdin, PTY.
+type ShimEnds = (OwnedFd, Option<OwnedFd>, Option<OwnedFd>, Option<OwnedFd>);
+
+/// Starts a container with the native executor.
+fn start_native(req: &StartContainer, ns_dir: &Path) -> Result<(i32, ShimEnds), String> {
+    let seccomp = seccomp_filter(req)?;
+    let io = if req.tty {
+        tty_stdio(req.stdin)?
+    } else {
+        pipe_stdio(req.stdin)?
+    };
+    let ContainerIo {
+        out_r,
+        err_r,
+        stdin_w,
+        pty,
+        stdio,
+    } = io;
+    let mut process = to_process(req, ns_dir, stdio);
+    process.seccomp = seccomp;
+    process.apparmor = apparmor_profile(req);
+    let started = if req.restore_dir.is_empty() {
+        let spawned = executor::spawn(&process).map_err(|e| e.to_string());
+        drop(process); // closes the shim's copies of the container's ends
+        spawned
+    } else {
+        restore(req, process)
+    };
+    let pid = match started {
+        Ok(pid) => pid,
+        Err(e) => {
+            // A failed start leaves no root mounted (a later start mounts it again).
+            let _ = executor::cleanup_rootfs(Path::new(&req.rootfs));
+            return Err(e);
+        }
+    };
+    Ok((pid.as_raw(), (out_r, err_r, stdin_w, pty)))
+}
+
+/// Starts a container through an OCI runtime: pipes, or a PTY the runtime makes.
+fn start_oci(
+    cli: &oci::Cli,
+    req: &StartContainer,
+    ns_dir: &Path,
+) -> Result<(i32, ShimEnds), String> {
+    if !req.restore_dir.is_empty() {
+        return Err(format!(
+            "restoring a checkpoint is supported for the native executor only, not {}",
+            cli.name()
+        ));
+    }
+    if req.tty {
+        let started = oci::start(cli, req, ns_dir, oci::CreateIo::Tty)?;
+        let Some(primary) = started.pty else {
+            return Err(format!("{} gave no console for {}", cli.name(), req.id));
+        };
+        let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| format!("dup pty: {e}"));
+        let stdin_w = if req.stdin {
+            Some(dup(&primary)?)
+        } else {
+            None
+        };
+        let pty = Some(dup(&primary)?);
+        return Ok((started.pid, (primary, None, stdin_w, pty)));
+    }
+    let ContainerIo {
+        out_r,
+        err_r,
+        stdin_w,
+        stdio,
+        ..
+    } = pipe_stdio(req.stdin)?;
+    let io = oci::CreateIo::Pipes {
+        stdin: stdio.stdin,
+        stdout: stdio.stdout,
+        stderr: stdio.stderr,
+    };
+    let started = oci::start(cli, req, ns_dir, io)?;
+    Ok((started.pid, (out_r, err_r, stdin_w, None)))
 }
 
 /// The container's AppArmor profile, if it has one.

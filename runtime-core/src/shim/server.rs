@@ -406,7 +406,10 @@ impl Pod {
     fn on_container_request(&mut self, kind: Kind) -> ShimResponse {
         let ns_dir = PathBuf::from(&self.spec.ns_dir);
         let result = match kind {
-            Kind::StartContainer(req) => self.containers.start(&req, &ns_dir).map(Some),
+            Kind::StartContainer(req) => self
+                .containers
+                .start(&req, &ns_dir, self.spec.oci_runtime.as_ref())
+                .map(Some),
             Kind::SignalContainer(req) => {
                 self.containers.signal(&req.id, req.signal).map(|()| None)
             }

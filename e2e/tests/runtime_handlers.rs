@@ -1,0 +1,412 @@
+//! RuntimeClass handlers run by an OCI runtime (runc), with a real berthd and real runc: the
+//! pod's shim drives `runc create/start/kill/delete` and stays the container's parent, keeps
+//! its logs and records its exit; and runc as the reference for the native executor: the same
+//! CRI container runs under both and what each process observes is compared.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use e2e::containers::{Env, env_with};
+use proto::cri;
+
+const RUNC: &str = "/usr/bin/runc";
+
+/// berthd's config with runc as the `runc` handler.
+fn runc_config() -> String {
+    format!("[runtimes.runc]\npath = \"{RUNC}\"\n")
+}
+
+/// The environment with runc configured, or None where runc is absent (never under CI).
+async fn runc_env() -> Option<Env> {
+    if !Path::new(RUNC).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI installs runc (scripts/install-deps.sh): {RUNC} is missing"
+        );
+        eprintln!("skipped: {RUNC} is not installed (apt-get install runc)");
+        return None;
+    }
+    env_with(&runc_config()).await
+}
+
+fn runc_root(env: &Env) -> PathBuf {
+    env.d.state_dir.join("oci/runc")
+}
+
+/// `runc state <id>` as JSON, or None once runc no longer knows the container.
+fn runc_state(env: &Env, id: &str) -> Option<serde_json::Value> {
+    let out = Command::new(RUNC)
+        .arg("--root")
+        .arg(runc_root(env))
+        .args(["state", id])
+        .output()
+        .expect("run runc state");
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).expect("runc state JSON"))
+}
+
+fn parent_of(pid: i64) -> i64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("PPid")
+}
+
+async fn shim_pid(env: &Env, pod: &str) -> i64 {
+    let st = env
+        .d
+        .runtime()
+        .await
+        .expect("client")
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.into(),
+            verbose: true,
+        })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner();
+    let info: serde_json::Value =
+        serde_json::from_str(st.info.get("info").expect("verbose info")).expect("info JSON");
+    info["pid"].as_i64().expect("shim pid")
+}
+
+#[tokio::test]
+async fn status_lists_runc_with_the_features_runc_reports() {
+    let Some(env) = runc_env().await else { return };
+    let status = env
+        .d
+        .runtime()
+        .await
+        .expect("client")
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .expect("Status")
+        .into_inner();
+    let names: Vec<&str> = status
+        .runtime_handlers
+        .iter()
+        .map(|h| h.name.as_str())
+        .collect();
+    assert_eq!(names, ["", "berth", "runc"]);
+    let runc = &status.runtime_handlers[2];
+    let features = runc.features.expect("features");
+    // Debian's runc 1.1 lists `rro` among its mount options and has no idmapped mounts.
+    let reported = Command::new(RUNC)
+        .arg("features")
+        .output()
+        .expect("runc features");
+    let has_rro = String::from_utf8_lossy(&reported.stdout).contains("\"rro\"");
+    // ... and only where the kernel has mount_setattr, as for the native handler.
+    let kernel = status.runtime_handlers[0]
+        .features
+        .expect("native features")
+        .recursive_read_only_mounts;
+    assert_eq!(features.recursive_read_only_mounts, has_rro && kernel);
+    assert!(!features.user_namespaces);
+}
+
+#[tokio::test]
+async fn an_unknown_handler_is_refused_naming_the_configured_ones() {
+    let Some(env) = runc_env().await else { return };
+    let err = env
+        .d
+        .run_pod_with_handler(env.pod("nohandler"), "kata")
+        .await
+        .expect_err("kata is not configured");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("`kata`"), "{}", err.message());
+    assert!(err.message().contains("`runc`"), "{}", err.message());
+    assert!(env.d.pod_ids().await.is_empty(), "no pod left behind");
+}
+
+#[tokio::test]
+async fn runc_runs_a_container_with_logs_and_its_exit_code() {
+    let Some(env) = runc_env().await else { return };
+    let pc = env.pod("runc-exit");
+    let pod = env
+        .d
+        .run_pod_with_handler(pc.clone(), "runc")
+        .await
+        .expect("RunPodSandbox runc");
+    let c = env.container("exits", &["sh", "-c", "echo out; echo err >&2; exit 3"]);
+    let (st, log) = env.run_to_end(&pod, &pc, c).await;
+    assert_eq!(st.exit_code, 3, "{st:?}");
+    assert_eq!(st.reason, "Error");
+    assert!(log.contains(&"out".to_string()), "{log:?}");
+    assert!(log.contains(&"err".to_string()), "{log:?}");
+    env.d.remove_pod(&pod).await;
+}
+
+#[tokio::test]
+async fn a_runc_container_is_the_shims_child_and_leaves_nothing_when_removed() {
+    let Some(env) = runc_env().await else { return };
+    let pc = env.pod("runc-life");
+    let pod = env
+        .d
+        .run_pod_with_handler(pc.clone(), "runc")
+        .await
+        .expect("RunPodSandbox runc");
+    let id = env
+        .run(&pod, &pc, env.container("sleeper", &["sleep", "300"]))
+        .await;
+    let state = runc_state(&env, &id).expect("runc knows the container");
+    assert_eq!(state["status"], "running", "{state}");
+    let pid = state["pid"].as_i64().expect("pid");
+    assert_eq!(
+        parent_of(pid),
+        shim_pid(&env, &pod).await,
+        "the pod's shim is the container's parent"
+    );
+    let bundle = env.d.state_dir.join("oci/bundles").join(&id);
+    assert!(bundle.join("config.json").exists());
+
+    // Exec works by joining the container, as for native containers.
+    let out = env
+        .exec_sync(&id, &["cat", "/proc/1/cmdline"], 10)
+        .await
+        .expect("ExecSync");
+    assert_eq!(out.exit_code, 0);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "sleep\x00300\x00");
+
+    env.stop(&id).await;
+    let st = env.wait_exited(&id).await;
+    assert_eq!(st.exit_code, 137, "SIGKILL after no grace period: {st:?}");
+    env.remove(&id).await;
+    assert!(runc_state(&env, &id).is_none(), "runc forgot the container");
+    assert!(!bundle.exists(), "bundle removed");
+    let rootfs = env.d.state_dir.join("rootfs").join(&id);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(&rootfs.display().to_string()),
+        "rootfs unmounted"
+    );
+    env.d.remove_pod(&pod).await;
+}
+
+#[tokio::test]
+async fn a_container_runc_cannot_start_fails_its_start_and_leaves_nothing() {
+    let Some(env) = runc_env().await else { return };
+    let pc = env.pod("runc-fail");
+    let pod = env
+        .d
+        .run_pod_with_handler(pc.clone(), "runc")
+        .await
+        .expect("RunPodSandbox runc");
+    let c = env.container("missing", &["/no/such/program"]);
+    let id = env.create(&pod, &pc, c).await.expect("CreateContainer");
+    let err = env.start(&id).await.expect_err("nothing to exec");
+    assert!(err.message().contains("runc"), "{}", err.message());
+    assert!(runc_state(&env, &id).is_none(), "runc holds nothing");
+    assert!(!env.d.state_dir.join("oci/bundles").join(&id).exists());
+    env.remove(&id).await;
+    env.d.remove_pod(&pod).await;
+}
+
+#[tokio::test]
+async fn runc_containers_get_a_tty_live_updates_stats_and_oom_reasons() {
+    let Some(env) = runc_env().await else { return };
+    let pc = env.pod("runc-more");
+    let pod = env
+        .d
+        .run_pod_with_handler(pc.clone(), "runc")
+        .await
+        .expect("RunPodSandbox runc");
+
+    // TTY: runc makes the terminal and sends it over --console-socket.
+    let mut c = env.container(
+        "tty",
+        &[
+            "sh",
+            "-c",
+            "test -t 1 && echo on-a-tty; readlink /proc/self/fd/0",
+        ],
+    );
+    c.tty = true;
+    let (st, lines) = env.run_to_end(&pod, &pc, c).await;
+    let out = lines.join("\n");
+    assert_eq!(st.exit_code, 0, "{out}");
+    assert!(out.contains("on-a-tty"), "{out}");
+    assert!(out.contains("/dev/pts/"), "{out}");
+
+    // OOM: berthd reads the reason from the cgroup runc joined.
+    let mut c = env.container("hog", &["sh", "-c", "head -c 200000000 /dev/zero | tail"]);
+    c.linux.get_or_insert_with(Default::default).resources = Some(cri::LinuxContainerResources {
+        memory_limit_in_bytes: 16 << 20,
+        ..Default::default()
+    });
+    let (st, _) = env.run_to_end(&pod, &pc, c).await;
+    assert_eq!(
+        st.reason, "OOMKilled",
+        "exit {} {}",
+        st.exit_code, st.message
+    );
+
+    // UpdateContainerResources and ContainerStats act on the same cgroup.
+    let mut c = env.container("sleeper", &["sleep", "300"]);
+    c.linux.get_or_insert_with(Default::default).resources = Some(cri::LinuxContainerResources {
+        memory_limit_in_bytes: 64 << 20,
+        ..Default::default()
+    });
+    let id = env.run(&pod, &pc, c).await;
+    let mut rt = env.d.runtime().await.expect("client");
+    rt.update_container_resources(cri::UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 32 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("UpdateContainerResources");
+    let read = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max";
+    let out = env
+        .exec_sync(&id, &["sh", "-c", read], 10)
+        .await
+        .expect("ExecSync");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "33554432");
+    let stats = rt
+        .container_stats(cri::ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("ContainerStats")
+        .into_inner()
+        .stats
+        .expect("stats");
+    let memory = stats.memory.expect("memory stats");
+    assert!(
+        memory.working_set_bytes.map_or(0, |v| v.value) > 0,
+        "{memory:?}"
+    );
+    env.stop(&id).await;
+    env.remove(&id).await;
+    env.d.remove_pod(&pod).await;
+}
+
+#[tokio::test]
+async fn runc_containers_outlive_a_berthd_restart_and_are_cleaned_up_after_it() {
+    let Some(mut env) = runc_env().await else {
+        return;
+    };
+    let pc = env.pod("runc-restart");
+    let pod = env
+        .d
+        .run_pod_with_handler(pc.clone(), "runc")
+        .await
+        .expect("RunPodSandbox runc");
+    let id = env
+        .run(&pod, &pc, env.container("sleeper", &["sleep", "300"]))
+        .await;
+    let pid = runc_state(&env, &id).expect("state")["pid"]
+        .as_i64()
+        .expect("pid");
+    let opts = e2e::daemon::BerthdOptions {
+        config_toml: Some(env.config.clone()),
+        ..Default::default()
+    };
+    env.d.respawn(&opts).await.expect("berthd restarts");
+    let st = env.status(&id).await;
+    assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32);
+    assert_eq!(
+        runc_state(&env, &id).expect("state")["pid"].as_i64(),
+        Some(pid)
+    );
+    env.stop(&id).await;
+    assert_eq!(env.wait_exited(&id).await.exit_code, 137);
+    env.remove(&id).await;
+    assert!(runc_state(&env, &id).is_none(), "runc forgot the container");
+    env.d.remove_pod(&pod).await;
+}
+
+#[tokio::test]
+async fn a_runc_pod_whose_shim_died_is_cleaned_up_in_runc_too() {
+    let Some(env) = runc_env().await else { return };
+    let pc = env.pod("runc-doomed");
+    let pod = env
+        .d
+        .run_pod_with_handler(pc.clone(), "runc")
+        .await
+        .expect("RunPodSandbox runc");
+    let id = env
+        .run(&pod, &pc, env.container("sleeper", &["sleep", "300"]))
+        .await;
+    let pid = runc_state(&env, &id).expect("state")["pid"]
+        .as_i64()
+        .expect("pid");
+    let shim = shim_pid(&env, &pod).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 the shim this test's berthd started");
+    let st = env.wait_exited(&id).await;
+    assert_eq!(st.reason, "ShimDied");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the orphaned container process is killed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    env.remove(&id).await;
+    assert!(runc_state(&env, &id).is_none(), "runc forgot the container");
+    assert!(!env.d.state_dir.join("oci/bundles").join(&id).exists());
+    env.d.remove_pod(&pod).await;
+}
+
+/// Whether crun 1.8 will refuse this host: a cgroup2 mount holding controllers beside v1
+/// hierarchies (hugetlb at `/sys/fs/cgroup/unified` on the development machines).
+fn hybrid_with_v2_controllers() -> bool {
+    std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers")
+        .is_ok_and(|c| !c.trim().is_empty())
+}
+
+#[tokio::test]
+async fn crun_runs_containers_or_says_why_it_cannot_on_a_hybrid_host() {
+    const CRUN: &str = "/usr/bin/crun";
+    if !Path::new(CRUN).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI installs crun (scripts/install-deps.sh): {CRUN} is missing"
+        );
+        eprintln!("skipped: {CRUN} is not installed (apt-get install crun)");
+        return;
+    }
+    let config = format!("[runtimes.crun]\npath = \"{CRUN}\"\n");
+    let Some(env) = env_with(&config).await else {
+        return;
+    };
+    let pc = env.pod("crun");
+    let pod = env
+        .d
+        .run_pod_with_handler(pc.clone(), "crun")
+        .await
+        .expect("RunPodSandbox crun");
+    let c = env.container("hello", &["sh", "-c", "echo from-crun; exit 4"]);
+    if hybrid_with_v2_controllers() {
+        // This test does not move the host's controllers (other work shares the machine).
+        let id = env.create(&pod, &pc, c).await.expect("CreateContainer");
+        let err = env
+            .start(&id)
+            .await
+            .expect_err("crun refuses a hybrid host");
+        assert!(err.message().contains("hybrid mode"), "{}", err.message());
+        assert!(
+            err.message().contains("mount -t cgroup -o hugetlb"),
+            "the error says what to do: {}",
+            err.message()
+        );
+        assert!(!env.d.state_dir.join("oci/bundles").join(&id).exists());
+        env.remove(&id).await;
+    } else {
+        let (st, log) = env.run_to_end(&pod, &pc, c).await;
+        assert_eq!(st.exit_code, 4, "{st:?}");
+        assert!(log.contains(&"from-crun".to_string()), "{log:?}");
+    }
+    env.d.remove_pod(&pod).await;
+}
