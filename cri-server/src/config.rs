@@ -546,14 +546,6 @@ impl Config {
                 ),
             );
         }
-        if self.cgroup_driver == CgroupDriver::Systemd {
-            return bad(
-                "cgroup_driver",
-                "the systemd cgroup driver is not supported yet: use \"cgroupfs\" here and \
-                 kubelet --cgroup-driver=cgroupfs"
-                    .into(),
-            );
-        }
         if self.network.bridge.is_empty() || self.network.bridge.len() > 15 {
             return bad(
                 "network.bridge",
@@ -664,7 +656,8 @@ socket = {socket}
 root_dir = {root}
 # Volatile state (normally tmpfs): shim sockets, pinned namespaces, rootfs mounts.
 state_dir = {state}
-# Cgroup naming: "cgroupfs" ("systemd" is not supported yet). Must match kubelet's --cgroup-driver.
+# Cgroup driver: "cgroupfs" (berth writes cgroupfs paths) or "systemd" (pods are transient
+# scope units in kubelet's slices, made over D-Bus). Must match kubelet's --cgroup-driver.
 cgroup_driver = "{driver}"
 # The berth-shim binary; empty means berth-shim beside the berthd binary.
 shim_path = ""
