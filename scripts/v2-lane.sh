@@ -5,6 +5,7 @@
 #
 #   scripts/v2-lane.sh            build what is missing, boot the VM, run the tests
 #   scripts/v2-lane.sh --image    only build (or check) the cached VM image
+#   scripts/v2-lane.sh --boot plain|systemd   only the tests of one of the two boots
 #
 # The VM (scripts/v2lane/vm.sh, from ../shared/tools/v2lane.sh) boots Debian's stock kernel with
 # cgroup_no_v1=all under QEMU (TCG where there is no real VT-x/AMD-V: every fork+exec costs
@@ -56,8 +57,14 @@ image() {
     log "VM image built in $((SECONDS - t))s"
 }
 
+only=""
+case ${1:-} in
+    --image) image; exit 0 ;;
+    --boot) only=${2:?--boot plain or systemd} ;;
+    "") ;;
+    *) echo "usage: $0 [--image | --boot plain|systemd]" >&2; exit 2 ;;
+esac
 image
-[[ ${1:-} == --image ]] && exit 0
 
 # The test executables of this tree's debug build (a no-op when test.sh built them already):
 # cargo reports each as a compiler artifact with its package, target and path.
@@ -90,6 +97,7 @@ for plan in target/v2lane/plan target/v2lane/plan-systemd; do
     t=$SECONDS
     systemd=0
     [[ $plan == *-systemd ]] && systemd=1
+    if [[ -n $only && $only != "$([[ $systemd == 1 ]] && echo systemd || echo plain)" ]]; then continue; fi
     log "$(wc -l <"$plan") entries in $plan, booting with $([[ $systemd == 1 ]] && echo systemd || echo the plain init) as PID 1"
     V2LANE_SYSTEMD=$systemd "$vm" run scripts/v2lane/guest.sh "$tree" "$plan" || rc=$?
     log "boot for $plan done in $((SECONDS - t))s"

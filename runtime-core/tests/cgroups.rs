@@ -511,7 +511,10 @@ fn metrics_see_limits_throttling_and_the_processes_of_the_subtree() {
         Duration::from_secs(20),
         || {
             m = cg.metrics().expect("metrics");
-            m.cfs_throttled_periods > 0 && m.cpu_user_ns + m.cpu_system_ns > 0
+            // Throttled time is added when a throttled period ends: wait for it too.
+            m.cfs_throttled_periods > 0
+                && m.cfs_throttled_ns > 0
+                && m.cpu_user_ns + m.cpu_system_ns > 0
         },
     );
     eprintln!("metrics: {m:?}");

@@ -16,9 +16,12 @@ fi
 cd "$tree" || exit 2
 logs=target/v2lane/logs/$(basename "$plan")
 rm -rf "$logs" && mkdir -p "$logs"
+# Test state (berthd's root and state dirs, registries) on the VM's ext4 root, as on a node:
+# the VM's /tmp is a nodev tmpfs, and Debian 12's kernel (6.1) cannot idmap tmpfs mounts (6.3+),
+# which user-namespaced pods need for their image layers. Writes go to QEMU's throwaway overlay.
+# Bound over /tmp so paths stay as short as the host's (unix socket paths have 108 bytes).
+mkdir -p /var/tmp/v2lane-tests && mount --bind /var/tmp/v2lane-tests /tmp
 export CI=true RUST_BACKTRACE=1 TMPDIR=/tmp
-# The VM's /tmp is a nodev tmpfs: tests make device nodes there.
-mount -o remount,dev /tmp
 declare -A excluded
 while IFS=$'\t' read -r exe pattern; do
     [[ $pattern == -* ]] && excluded["$exe|${pattern#-}"]=1
