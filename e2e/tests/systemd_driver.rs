@@ -208,3 +208,80 @@ async fn systemd_driver_makes_pods_scopes_in_kubelet_slices_and_leaves_no_unit()
     );
     assert!(e.d.pod_ids().await.is_empty());
 }
+
+/// The cgroup directories of berth scopes directly in the slice at `slice_dir`.
+fn berth_scopes_in(slice_dir: &Path) -> Vec<String> {
+    std::fs::read_dir(slice_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("berth-") && n.ends_with(".scope"))
+        .collect()
+}
+
+#[tokio::test]
+async fn systemd_driver_removes_the_scope_of_a_pod_whose_start_a_crash_cut_short() {
+    if !systemd_runs() {
+        eprintln!(
+            "skipped: systemd is not PID 1 here (scripts/v2-lane.sh runs this test in a VM with systemd)"
+        );
+        return;
+    }
+    let Some(e) = env_started("", systemd_options()).await else {
+        return;
+    };
+    let mut e = e.expect("berthd with the systemd driver");
+    let opts = |config: &str, failpoint: Option<&str>| BerthdOptions {
+        config_toml: Some(config.to_string()),
+        env: failpoint
+            .map(|f| vec![(failpoint::ENV.to_string(), f.to_string())])
+            .unwrap_or_default(),
+        ..systemd_options()
+    };
+    let config = e.config.clone();
+    e.d.respawn(&opts(&config, Some("run_pod.after_shim")))
+        .await
+        .expect("armed berthd");
+
+    let tag = format!("berthcrash{}", std::process::id());
+    let slice = format!("{tag}-pod{}.slice", std::process::id());
+    let slice_dir = Path::new("/sys/fs/cgroup")
+        .join(format!("{tag}.slice"))
+        .join(&slice);
+    let mut pc = e.pod("sd-crash");
+    if let Some(l) = pc.linux.as_mut() {
+        l.cgroup_parent = slice.clone();
+    }
+    let _ =
+        e.d.run_pod(pc)
+            .await
+            .expect_err("berthd dies in RunPodSandbox");
+    let status = e.d.wait_exit(Duration::from_secs(30)).await.expect("crash");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "berthd should have died at the failpoint: {}",
+        e.d.stderr()
+    );
+    let scopes = berth_scopes_in(&slice_dir);
+    assert_eq!(scopes.len(), 1, "the pod's scope was made before the crash");
+    let unit = scopes[0].clone();
+    assert_eq!(show(&unit, "ActiveState"), "active");
+
+    // The next berthd undoes the interrupted start: the shim stops, the scope goes.
+    e.d.respawn(&opts(&config, None))
+        .await
+        .expect("restarted berthd");
+    wait_until(&format!("{unit} to be gone"), || {
+        show(&unit, "LoadState") == "not-found" && berth_scopes_in(&slice_dir).is_empty()
+    });
+    for id in e.d.pod_ids().await {
+        e.d.remove_pod(&id).await;
+    }
+    let left = e2e::inventory::leftovers(&e.d, &e.net.bridge);
+    assert!(left.is_empty(), "left on the host:\n{}", left.join("\n"));
+    let _ = Command::new("systemctl")
+        .args(["stop", &format!("{tag}.slice")])
+        .status();
+}

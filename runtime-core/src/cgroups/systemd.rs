@@ -141,7 +141,9 @@ fn resource_properties(r: &CgroupResources) -> Vec<Property<'static>> {
 }
 
 /// Starts the transient scope `unit` in `slice` holding `pid`, with `Delegate=yes` and the
-/// resource properties of `r`; waits until its cgroup `exists`.
+/// resource properties of `r`; waits until its cgroup `exists` and systemd has moved `pid`
+/// into it (systemd makes the directory first and attaches the process after: moving the process
+/// on before that would see it put back).
 pub(crate) fn start_scope(
     slice: &str,
     unit: &str,
@@ -160,12 +162,16 @@ pub(crate) fn start_scope(
         .start()
         .map_err(|e| dbus_err(unit, "start transient unit")(e.to_string()))?;
     let deadline = Instant::now() + START_TIMEOUT;
-    while !exists() {
+    let attached = || {
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .is_ok_and(|c| c.lines().any(|l| l.ends_with(&format!("/{unit}"))))
+    };
+    while !(exists() && attached()) {
         if Instant::now() > deadline {
             let _ = client.stop();
             return Err(CgroupError::Timeout {
                 cgroup: unit.to_string(),
-                what: "systemd creating the scope's cgroup".into(),
+                what: format!("systemd creating the scope's cgroup with process {pid} in it"),
                 waited: START_TIMEOUT,
             });
         }
