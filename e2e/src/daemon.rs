@@ -19,6 +19,15 @@ use tonic::transport::{Channel, Endpoint, Uri};
 /// How long a test waits for berthd to answer on its socket.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// [`READY_TIMEOUT`], or `BERTH_E2E_READY_TIMEOUT_SECS` where the tests run slowly (the cgroup
+/// v2 lane's emulated VM on a loaded machine).
+pub fn ready_timeout() -> Duration {
+    std::env::var("BERTH_E2E_READY_TIMEOUT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(READY_TIMEOUT, Duration::from_secs)
+}
+
 /// Path of the `berthd` binary under test: `$BERTHD_BIN`, or `berthd` in the cargo target
 /// directory this test binary was built into.
 pub fn berthd_binary() -> io::Result<PathBuf> {
@@ -122,7 +131,7 @@ impl Berthd {
         let path = dir.path().to_path_buf();
         let mut d = Berthd::spawn_at(&path, &opts)?;
         d._tempdir = Some(dir);
-        d.wait_ready(READY_TIMEOUT).await?;
+        d.wait_ready(ready_timeout()).await?;
         Ok(d)
     }
 
@@ -240,7 +249,7 @@ impl Berthd {
         let mut fresh = Berthd::spawn_at(&self.dir, opts)?;
         self.child = fresh.child.take();
         self.stderr_path = fresh.stderr_path.clone();
-        self.wait_ready(READY_TIMEOUT).await
+        self.wait_ready(ready_timeout()).await
     }
 
     /// Waits up to `timeout` for the berthd process to exit by itself (e.g. at a failpoint).

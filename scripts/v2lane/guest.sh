@@ -22,6 +22,9 @@ rm -rf "$logs" && mkdir -p "$logs"
 # Bound over /tmp so paths stay as short as the host's (unix socket paths have 108 bytes).
 mkdir -p /var/tmp/v2lane-tests && mount --bind /var/tmp/v2lane-tests /tmp
 export CI=true RUST_BACKTRACE=1 TMPDIR=/tmp
+# Starting a debug berthd from the 9p share under emulation can pass the harness's native 20 s
+# when the host is busy.
+export BERTH_E2E_READY_TIMEOUT_SECS=${BERTH_E2E_READY_TIMEOUT_SECS:-180}
 declare -A excluded
 while IFS=$'\t' read -r exe pattern; do
     [[ $pattern == -* ]] && excluded["$exe|${pattern#-}"]=1
