@@ -10,6 +10,7 @@
 #           skopeo + jq + xz-utils (critest's offline images and the critest binary),
 #           criu (CheckpointContainer; where `criu check` fails, berth's error is tested)
 #           runc + crun (OCI runtime handlers, and runc as the reference for the native executor)
+#           qemu-system-x86 + debootstrap + e2fsprogs (the VMs of scripts/v2-lane.sh and scripts/criu-lane.sh)
 #   ops (part of test): the packaging and chart tests (scripts/test-packaging.sh, test-chart.sh):
 #           systemd (systemd-analyze verify), binutils (objdump: the package's libc dependency),
 #           python3-venv (kubernetes-validate), npm when absent (helm and kubectl), and, under
@@ -20,7 +21,7 @@ set -euo pipefail
 packages=(protobuf-compiler gcc libc6-dev ca-certificates)
 if [[ ${1:-test} == test ]]; then
     packages+=(docker-registry apache2-utils busybox nftables iproute2 containernetworking-plugins openssl
-        skopeo jq xz-utils criu runc crun)
+        skopeo jq xz-utils criu runc crun qemu-system-x86 debootstrap e2fsprogs)
     packages+=(systemd binutils python3-venv)
     # nodesource's nodejs carries its own npm; Debian's nodejs needs the npm package.
     command -v npm >/dev/null || packages+=(npm)

@@ -570,14 +570,6 @@ impl Config {
                 ),
             );
         }
-        if self.cgroup_driver == CgroupDriver::Systemd {
-            return bad(
-                "cgroup_driver",
-                "the systemd cgroup driver is not supported yet: use \"cgroupfs\" here and \
-                 kubelet --cgroup-driver=cgroupfs"
-                    .into(),
-            );
-        }
         if self.network.bridge.is_empty() || self.network.bridge.len() > 15 {
             return bad(
                 "network.bridge",
@@ -694,7 +686,8 @@ socket = {socket}
 root_dir = {root}
 # Volatile state (normally tmpfs): shim sockets, pinned namespaces, rootfs mounts.
 state_dir = {state}
-# Cgroup naming: "cgroupfs" ("systemd" is not supported yet). Must match kubelet's --cgroup-driver.
+# Cgroup driver: "cgroupfs" (berth writes cgroupfs paths) or "systemd" (pods are transient
+# scope units in kubelet's slices, made over D-Bus). Must match kubelet's --cgroup-driver.
 cgroup_driver = "{driver}"
 # The berth-shim binary; empty means berth-shim beside the berthd binary.
 shim_path = ""
@@ -839,7 +832,7 @@ fn check_handler_config(name: &str, h: &RuntimeHandlerConfig) -> Result<(), Stri
     }
     if h.options.systemd_cgroup {
         return Err(format!(
-            "`{name}`: options.systemd_cgroup needs the systemd cgroup driver, which berth does not support yet"
+            "`{name}`: options.systemd_cgroup is not supported yet: an OCI runtime gets a cgroupfs path inside the pod's cgroup (or scope) made by berth"
         ));
     }
     Ok(())

@@ -128,7 +128,13 @@ fn pod_runtime(config: &Config, shim: &ShimBinary) -> Result<PodRuntime, StateEr
     let networking = networking(config)?;
     // Fail closed: without cgroups a container would have no device filter, and CAP_MKNOD
     // (in the default set) would let it open the host's disks.
-    let cgroups = Cgroups::detect().map_err(|e| StateError::Cgroups(e.to_string()))?;
+    let cgroups = Cgroups::detect()
+        .map_err(|e| StateError::Cgroups(e.to_string()))?
+        .with_driver(config.cgroup_driver);
+    if config.cgroup_driver == runtime_core::cgroups::CgroupDriver::Systemd {
+        runtime_core::cgroups::systemd::check_available()
+            .map_err(|e| StateError::Cgroups(format!("cgroup_driver = \"systemd\": {e}")))?;
+    }
     let cfg = PodRuntimeConfig {
         state_dir: config.state_dir.clone(),
         shim_bin: shim.clone(),

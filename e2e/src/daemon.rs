@@ -31,6 +31,15 @@ pub fn slow(t: Duration) -> Duration {
     t * scale
 }
 
+/// [`READY_TIMEOUT`] scaled by [`slow`], or `BERTH_E2E_READY_TIMEOUT_SECS` where the tests run
+/// slowly (the cgroup v2 lane's emulated VM on a loaded machine).
+pub fn ready_timeout() -> Duration {
+    std::env::var("BERTH_E2E_READY_TIMEOUT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or_else(|| slow(READY_TIMEOUT), Duration::from_secs)
+}
+
 /// Path of the `berthd` binary under test: `$BERTHD_BIN`, or `berthd` in the cargo target
 /// directory this test binary was built into.
 pub fn berthd_binary() -> io::Result<PathBuf> {
@@ -120,7 +129,7 @@ impl Berthd {
         let path = dir.path().to_path_buf();
         let mut d = Berthd::spawn_at(&path, &opts)?;
         d._tempdir = Some(dir);
-        d.wait_ready(slow(READY_TIMEOUT)).await?;
+        d.wait_ready(ready_timeout()).await?;
         Ok(d)
     }
 
@@ -238,7 +247,7 @@ impl Berthd {
         let mut fresh = Berthd::spawn_at(&self.dir, opts)?;
         self.child = fresh.child.take();
         self.stderr_path = fresh.stderr_path.clone();
-        self.wait_ready(slow(READY_TIMEOUT)).await
+        self.wait_ready(ready_timeout()).await
     }
 
     /// Waits up to `timeout` for the berthd process to exit by itself (e.g. at a failpoint).

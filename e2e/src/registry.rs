@@ -140,7 +140,8 @@ impl Registry {
     }
 
     fn wait_ready(&mut self, ready_status: &[u8; 3]) -> io::Result<()> {
-        let deadline = Instant::now() + crate::daemon::slow(READY_TIMEOUT);
+        let deadline =
+            Instant::now() + crate::daemon::ready_timeout().max(crate::daemon::slow(READY_TIMEOUT));
         loop {
             if let Some(status) = self.child.try_wait()? {
                 let stderr = self.stderr();

@@ -2,14 +2,17 @@
 //! runs pods and containers with the native executor, and the containers print what they see.
 //! Needs root (CI runs as root).
 
-use std::path::PathBuf;
+mod obs_env;
+
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use e2e::containers::{env, read_log, security};
 use e2e::pods::mounts_under;
+use obs_env::{cgroup_file, unified_cgroups};
 use proto::cri::{
-    self, ContainerMetadata, ContainerState, ContainerStatusRequest, ImageSpec, Int64Value,
-    KeyValue, LinuxContainerResources, ListContainersRequest, RemoveContainerRequest,
+    self, ContainerMetadata, ContainerState, ContainerStatusRequest, HugepageLimit, ImageSpec,
+    Int64Value, KeyValue, LinuxContainerResources, ListContainersRequest, RemoveContainerRequest,
     RemovePodSandboxRequest, StopContainerRequest, StopPodSandboxRequest,
 };
 use tonic::Code;
@@ -681,10 +684,16 @@ async fn container_reads_its_own_cgroup_limits() {
     let Some(e) = env().await else { return };
     let pc = e.pod("limits");
     let pod = e.run_pod(&pc).await;
-    let mut c = e.container(
-        "limits",
-        &["/bin/sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; cat /sys/fs/cgroup/cpu/cpu.shares; echo 1 > /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || echo cgroup-ro"],
-    );
+    // v1: the controllers' files under /sys/fs/cgroup/<controller>; v2: the container's own
+    // cgroup is /sys/fs/cgroup (cgroup namespace), where cpu.shares 256 is cpu.weight 10.
+    let script = if unified_cgroups() {
+        "cat /sys/fs/cgroup/memory.max; cat /sys/fs/cgroup/cpu.weight; \
+         echo 1 > /sys/fs/cgroup/memory.max 2>/dev/null || echo cgroup-ro"
+    } else {
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; cat /sys/fs/cgroup/cpu/cpu.shares; \
+         echo 1 > /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || echo cgroup-ro"
+    };
+    let mut c = e.container("limits", &["/bin/sh", "-c", script]);
     c.linux.get_or_insert_with(Default::default).resources = Some(LinuxContainerResources {
         memory_limit_in_bytes: 48 << 20,
         cpu_shares: 256,
@@ -697,11 +706,119 @@ async fn container_reads_its_own_cgroup_limits() {
         lines.contains(&(48u64 << 20).to_string()),
         "memory limit visible: {out}"
     );
+    let weight = if unified_cgroups() { "10" } else { "256" };
     assert!(
-        lines.contains(&"256".to_string()),
-        "cpu shares visible: {out}"
+        lines.contains(&weight.to_string()),
+        "cpu weight visible: {out}"
     );
     assert!(out.contains("cgroup-ro"), "cgroups are read-only: {out}");
+}
+
+/// Whether the host enforces hugepage limits: a v1 `hugetlb` hierarchy, or hugetlb in v2.
+fn hugetlb_enforced() -> bool {
+    if unified_cgroups() {
+        std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+            .is_ok_and(|c| c.split_whitespace().any(|c| c == "hugetlb"))
+    } else {
+        Path::new("/sys/fs/cgroup/hugetlb/tasks").exists()
+    }
+}
+
+#[tokio::test]
+async fn container_cgroup_carries_every_kind_of_limit() {
+    let Some(e) = env().await else { return };
+    let pc = e.pod("all-limits");
+    let pod = e.run_pod(&pc).await;
+    let v2 = unified_cgroups();
+    let mut c = e.container("all-limits", &["/bin/sh", "-c", "sleep 600"]);
+    let unified = if v2 {
+        // Keys CRI has no field for: pids, io weight, memory.high.
+        [
+            ("pids.max", "64"),
+            ("io.weight", "default 200"),
+            ("memory.high", "50331648"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into()
+    } else {
+        Default::default()
+    };
+    c.linux.get_or_insert_with(Default::default).resources = Some(LinuxContainerResources {
+        cpu_period: 100_000,
+        cpu_quota: 50_000,
+        cpu_shares: 512,
+        memory_limit_in_bytes: 64 << 20,
+        cpuset_cpus: "0".into(),
+        cpuset_mems: "0".into(),
+        hugepage_limits: vec![HugepageLimit {
+            page_size: "2MB".into(),
+            limit: 4 << 20,
+        }],
+        unified,
+        ..Default::default()
+    });
+    let id = e.run(&pod, &pc, c).await;
+    let cg = e.cgroup_path(&id).await;
+    let host = |controller: &str, file: &str| cgroup_file(controller, &cg, file);
+    // What the container sees of its own cgroup (v2: its cgroup namespace root).
+    let inside = async |file: &str| {
+        let r = e
+            .exec_sync(&id, &["cat", &format!("/sys/fs/cgroup/{file}")], 60)
+            .await
+            .expect("ExecSync");
+        assert_eq!(
+            r.exit_code,
+            0,
+            "cat {file}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        String::from_utf8_lossy(&r.stdout).trim().to_string()
+    };
+    if v2 {
+        let want = [
+            ("cpu.max", "50000 100000"),
+            ("cpu.weight", "20"),
+            ("memory.max", "67108864"),
+            ("memory.high", "50331648"),
+            ("cpuset.cpus", "0"),
+            ("cpuset.mems", "0"),
+            ("pids.max", "64"),
+            ("io.weight", "default 200"),
+        ];
+        for (file, value) in want {
+            assert_eq!(host("", file), value, "host {cg}/{file}");
+            assert_eq!(inside(file).await, value, "container's {file}");
+        }
+        if hugetlb_enforced() {
+            assert_eq!(host("", "hugetlb.2MB.max"), (4u64 << 20).to_string());
+            assert_eq!(inside("hugetlb.2MB.max").await, (4u64 << 20).to_string());
+        }
+    } else {
+        assert_eq!(host("cpu", "cpu.cfs_quota_us"), "50000");
+        assert_eq!(host("cpu", "cpu.cfs_period_us"), "100000");
+        assert_eq!(host("cpu", "cpu.shares"), "512");
+        assert_eq!(host("memory", "memory.limit_in_bytes"), "67108864");
+        assert_eq!(host("cpuset", "cpuset.cpus"), "0");
+        assert_eq!(host("cpuset", "cpuset.mems"), "0");
+        if hugetlb_enforced() {
+            assert_eq!(
+                host("hugetlb", "hugetlb.2MB.limit_in_bytes"),
+                (4u64 << 20).to_string()
+            );
+        }
+    }
+    e.stop(&id).await;
+    e.remove(&id).await;
+    let gone = if v2 {
+        Path::new("/sys/fs/cgroup").join(&cg)
+    } else {
+        Path::new("/sys/fs/cgroup/memory").join(&cg)
+    };
+    assert!(
+        !gone.exists(),
+        "container cgroup {} removed",
+        gone.display()
+    );
 }
 
 /// Waits until the container's process catches SIGTERM (a namespace's PID 1 ignores signals

@@ -77,21 +77,6 @@ async fn verbose_status_returns_effective_config_as_json_like_crictl_info_needs(
 }
 
 #[tokio::test]
-async fn systemd_cgroup_driver_is_refused_at_start_until_supported() {
-    let out = run_berthd(
-        &["--config", "/dev/null", "--cgroup-driver", "systemd"],
-        EXIT_TIMEOUT,
-    )
-    .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("cgroup_driver") && stderr.contains("not supported"),
-        "{stderr}"
-    );
-}
-
-#[tokio::test]
 async fn runtime_config_reports_the_cgroup_driver_in_use() {
     let d = Berthd::start().await.expect("start berthd");
     let resp = d

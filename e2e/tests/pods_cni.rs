@@ -261,20 +261,29 @@ async fn pod_cgroup_carries_resources_and_overhead_and_is_removed() {
     let (_, v) = info(&d, &id).await;
     let cgroup = v["cgroup"].as_str().expect("cgroup").to_string();
     assert!(cgroup.starts_with(&parent), "{cgroup}");
-    let mem = Path::new("/sys/fs/cgroup/memory").join(&cgroup);
-    let limit = std::fs::read_to_string(mem.join("memory.limit_in_bytes")).expect("memory limit");
+    // v1: memory and cpu hierarchies; v2: one directory, cpu.shares 612 as cpu.weight 24.
+    let v2 = nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+    let (mem, cpu, limit_file, cpu_file, weight) = if v2 {
+        let dir = Path::new("/sys/fs/cgroup").join(&cgroup);
+        (dir.clone(), dir, "memory.max", "cpu.weight", "24")
+    } else {
+        (
+            Path::new("/sys/fs/cgroup/memory").join(&cgroup),
+            Path::new("/sys/fs/cgroup/cpu").join(&cgroup),
+            "memory.limit_in_bytes",
+            "cpu.shares",
+            "612",
+        )
+    };
+    let limit = std::fs::read_to_string(mem.join(limit_file)).expect("memory limit");
     assert_eq!(
         limit.trim(),
         (80u64 << 20).to_string(),
         "resources + overhead"
     );
-    let shares = std::fs::read_to_string(
-        Path::new("/sys/fs/cgroup/cpu")
-            .join(&cgroup)
-            .join("cpu.shares"),
-    )
-    .expect("cpu.shares");
-    assert_eq!(shares.trim(), "612");
+    let shares = std::fs::read_to_string(cpu.join(cpu_file)).expect("cpu weight");
+    assert_eq!(shares.trim(), weight);
     d.remove_pod(&id).await;
     assert!(!mem.exists(), "pod cgroup removed");
     e2e::pods::remove_empty_cgroup(&parent);

@@ -284,9 +284,15 @@ async fn memory_hog_working_set_matches_its_allocation() {
     );
     assert!(v(&memory.rss_bytes) >= 64 * MIB);
     assert!(v(&memory.usage_bytes) >= working_set);
+    // One fault per page touched: 4 KiB pages, or 2 MiB ones where transparent huge pages are
+    // always on (Debian's kernel in the cgroup v2 VM).
+    let thp_always = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .is_ok_and(|s| s.contains("[always]"));
+    let page = if thp_always { 2 * MIB } else { 4096 };
     assert!(
-        v(&memory.page_faults) >= (64 * MIB / 4096) / 2,
-        "touching pages faults them in"
+        v(&memory.page_faults) >= (64 * MIB / page) / 2,
+        "touching pages faults them in: {}",
+        v(&memory.page_faults)
     );
     assert_eq!(v(&memory.available_bytes), limit - working_set);
     assert!(memory.timestamp > 0);
@@ -659,7 +665,9 @@ async fn metric_descriptors_and_pod_metrics_carry_cadvisor_names_and_sane_values
     assert_eq!(labels[5], "metrics", "pod label");
     let cpu = get("container_cpu_usage_seconds_total");
     assert_eq!(cpu.metric_type, cri::MetricType::Counter as i32);
-    assert!(v(&get("container_fs_usage_bytes").value) > 0);
+    // Present; its value is checked where the container writes files (an empty writable layer
+    // is 0 bytes where the root dir is a tmpfs, as in the cgroup v2 VM).
+    get("container_fs_usage_bytes");
 
     let rx = mine
         .metrics
@@ -785,12 +793,17 @@ async fn pod_metrics_report_limits_throttling_processes_and_the_writable_layer()
             .expect("container metrics")
             .metrics
             .clone();
-        let throttled = container
-            .iter()
-            .find(|m| m.name == "container_cpu_cfs_throttled_periods_total")
-            .map(|m| v(&m.value))
-            .unwrap_or(0);
-        if throttled > 0 || Instant::now() > deadline {
+        let value = |name: &str| {
+            container
+                .iter()
+                .find(|m| m.name == name)
+                .map(|m| v(&m.value))
+                .unwrap_or(0)
+        };
+        // httpd may open its socket after `ready` (slowly, under emulation): wait for it too.
+        let throttled = value("container_cpu_cfs_throttled_periods_total");
+        let listening = value("container_sockets");
+        if (throttled > 0 && listening > 0) || Instant::now() > deadline {
             break (mine.metrics, container);
         }
         tokio::time::sleep(Duration::from_millis(300)).await;

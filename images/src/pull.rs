@@ -108,7 +108,7 @@ impl Puller {
         endpoint: &Endpoint,
         cred: Option<&Credential>,
     ) -> Result<PullOutcome, ImageError> {
-        let mut session = self.registry.session(endpoint, cred);
+        let mut session = self.registry.session(endpoint, cred)?;
         session.authenticate().await?;
         let resolved = self.resolve(image_ref, &session).await?;
         let diff_ids = parse_diff_ids(image_ref, &resolved)?;

@@ -144,7 +144,7 @@ impl RegistryClient {
             }
         }
         let protocol = ClientProtocol::HttpsExcept(http_hosts.clone());
-        let anonymous = new_client(&protocol);
+        let anonymous = new_client(&protocol)?;
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
@@ -189,7 +189,11 @@ impl RegistryClient {
 
     /// A session on `endpoint`: the request's credential for the registry itself, else the
     /// configured one for that host, else anonymous.
-    pub fn session(&self, endpoint: &Endpoint, request: Option<&Credential>) -> Session {
+    pub fn session(
+        &self,
+        endpoint: &Endpoint,
+        request: Option<&Credential>,
+    ) -> Result<Session, ImageError> {
         let configured = self.options.credentials.get(&endpoint.host);
         let cred = if endpoint.mirror {
             configured
@@ -199,7 +203,7 @@ impl RegistryClient {
         let (client, auth) = match cred {
             // oci-client remembers the first credential per registry, so credentialed pulls get
             // their own client; anonymous ones share one (and its token cache).
-            Some(c) => (new_client(&self.protocol), c.to_auth()),
+            Some(c) => (new_client(&self.protocol)?, c.to_auth()),
             None => (self.anonymous.clone(), RegistryAuth::Anonymous),
         };
         let registry = endpoint.reference.resolve_registry();
@@ -208,7 +212,7 @@ impl RegistryClient {
         } else {
             "https"
         };
-        Session {
+        Ok(Session {
             client,
             auth,
             reference: endpoint.reference.clone(),
@@ -216,20 +220,30 @@ impl RegistryClient {
             http: self.http.clone(),
             scheme,
             authorization: None,
-        }
+        })
     }
 }
 
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
-fn new_client(protocol: &ClientProtocol) -> Client {
-    Client::new(ClientConfig {
+/// An oci-client client. Built with `try_from`: `Client::new` falls back to a default client
+/// whose construction panics where TLS cannot be set up (a host without CA certificates).
+fn new_client(protocol: &ClientProtocol) -> Result<Client, ImageError> {
+    Client::try_from(ClientConfig {
         protocol: protocol.clone(),
         connect_timeout: Some(CONNECT_TIMEOUT),
         read_timeout: Some(READ_TIMEOUT),
         ..Default::default()
     })
+    .map_err(|e| client_error(&e))
+}
+
+fn client_error(e: &dyn std::error::Error) -> ImageError {
+    ImageError::io(
+        "set up the registry client (TLS needs the system's CA certificates: is ca-certificates installed?)",
+        std::io::Error::other(e.to_string()),
+    )
 }
 
 /// An authenticated conversation with one endpoint about one repository.

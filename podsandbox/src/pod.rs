@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use proto::shim::ShimSpec;
-use runtime_core::cgroups::{CgroupError, CgroupResources, Cgroups};
+use runtime_core::cgroups::{CgroupDriver, CgroupError, CgroupResources, Cgroups};
 use runtime_core::shim::{self, client};
 use runtime_core::userns::IdMap;
 use tracing::{info, warn};
@@ -191,10 +191,12 @@ impl PodRuntime {
                 .map_err(|e| PodError::Invalid(format!("config.hostname: {e}")))?;
         }
         dns::resolv_conf(&spec.dns, "").map_err(|e| PodError::Invalid(e.to_string()))?;
-        if !spec.cgroup_parent.is_empty() {
-            Cgroups::validate_path(&spec.cgroup_parent)
-                .map_err(|e| PodError::Invalid(format!("linux.cgroup_parent: {e}")))?;
-        }
+        let parent = match &self.cgroups {
+            Some(cg) => cg.validate_parent(&spec.cgroup_parent),
+            None if spec.cgroup_parent.is_empty() => Ok(()),
+            None => Cgroups::validate_path(&spec.cgroup_parent),
+        };
+        parent.map_err(|e| PodError::Invalid(format!("linux.cgroup_parent: {e}")))?;
         if spec.namespaces.host_network && !spec.port_mappings.is_empty() {
             warn!(pod = %spec.id, "port mappings ignored for a hostNetwork pod");
         }
@@ -218,11 +220,11 @@ impl PodRuntime {
         self.cfg.state_dir.join("shims").join(format!("{id}.sock"))
     }
 
-    /// The pod cgroup path for a spec.
-    pub fn cgroup_path(spec: &PodSpec) -> String {
-        let parent = spec.cgroup_parent.trim_matches('/');
-        let parent = if parent.is_empty() { "berth" } else { parent };
-        format!("{parent}/berth-{}", &spec.id[..spec.id.len().min(12)])
+    /// The pod cgroup path for a spec (per the cgroup driver); `None` without cgroups or for a
+    /// `cgroup_parent` the driver refuses.
+    pub fn cgroup_path(&self, spec: &PodSpec) -> Option<String> {
+        let cg = self.cgroups.as_ref()?;
+        cg.pod_path(&spec.cgroup_parent, &spec.id).ok()
     }
 
     /// Creates files, cgroup, shim (namespaces) and network; on failure undoes what it did.
@@ -257,16 +259,25 @@ impl PodRuntime {
         done.files = Some(files_dir.clone());
         self.write_files(spec, &files_dir, None)?;
 
+        // The systemd driver's scope is started holding the shim, so it is made after it.
+        let systemd = self
+            .cgroups
+            .as_ref()
+            .is_some_and(|cg| cg.driver() == CgroupDriver::Systemd);
         let cgroup = match &self.cgroups {
             Some(cg) => {
-                let path = Self::cgroup_path(spec);
+                let path = cg
+                    .pod_path(&spec.cgroup_parent, id)
+                    .map_err(|e| PodError::Invalid(format!("linux.cgroup_parent: {e}")))?;
                 // Named beside the pod's files first, so the start-up sweep can find the
                 // cgroup of a pod whose record is lost (its parent is kubelet's choice).
                 std::fs::write(files_dir.join(POD_CGROUP_FILE), &path)
                     .map_err(|e| step_io(id, "record pod cgroup", POD_CGROUP_FILE, &e))?;
-                cg.create(&path, &spec.resources)
-                    .map_err(|e| step_err(id, "create pod cgroup")(e.to_string()))?;
-                done.cgroup = Some(path.clone());
+                if !systemd {
+                    cg.create_pod(&path, &spec.resources, 0)
+                        .map_err(|e| step_err(id, "create pod cgroup")(e.to_string()))?;
+                    done.cgroup = Some(path.clone());
+                }
                 path
             }
             None => String::new(),
@@ -307,6 +318,16 @@ impl PodRuntime {
         .map_err(|e| step_err(id, "start shim")(e.to_string()))?
         .map_err(|e| step_err(id, "start shim")(e.to_string()))?;
         done.shim_pid = shim_pid;
+        if let (Some(cg), true) = (&self.cgroups, systemd) {
+            done.cgroup = Some(cgroup.clone());
+            let (cg, path, resources) = (cg.clone(), cgroup.clone(), spec.resources.clone());
+            tokio::task::spawn_blocking(move || {
+                cg.create_pod(&path, &resources, shim_pid).map(drop)
+            })
+            .await
+            .map_err(|e| step_err(id, "create pod scope")(e.to_string()))?
+            .map_err(|e| step_err(id, "create pod scope")(e.to_string()))?;
+        }
         failpoint::hit("run_pod.after_shim");
         let t_shim = t0.elapsed();
         self.join_reaper_to_cgroup(id, &socket, &cgroup).await;
@@ -471,7 +492,7 @@ impl PodRuntime {
             if let (Some(cg), Ok(path)) = (
                 &self.cgroups,
                 std::fs::read_to_string(dir.join(POD_CGROUP_FILE)),
-            ) && Cgroups::validate_path(path.trim()).is_ok()
+            ) && Cgroups::check_path(path.trim()).is_ok()
             {
                 remove_cgroup(cg, &id, path.trim());
                 removed.push(format!("cgroup of {id}"));
@@ -506,7 +527,7 @@ impl PodRuntime {
             .map_or(0, |p| p.shim_pid);
         let done = Started {
             files: Some(self.files_dir(&spec.id)),
-            cgroup: self.cgroups.as_ref().map(|_| Self::cgroup_path(spec)),
+            cgroup: self.cgroup_path(spec),
             shim_socket: Some(socket),
             shim_pid,
             network: !spec.namespaces.host_network,
@@ -537,8 +558,7 @@ impl PodRuntime {
     /// namespaces. Idempotent: every step tolerates what is already gone.
     pub async fn stop(&self, spec: &PodSpec, state: &PodHostState) -> Result<(), PodError> {
         if let (Some(cg), false) = (&self.cgroups, state.cgroup.is_empty())
-            && let Ok(Some(c)) = cg.open(&state.cgroup)
-            && let Err(e) = c.kill_all()
+            && let Err(e) = cg.kill_pod(&state.cgroup)
         {
             warn!(pod = %spec.id, error = %e, "kill pod processes");
         }
@@ -661,11 +681,8 @@ impl PodRuntime {
 }
 
 fn remove_cgroup(cg: &Cgroups, pod: &str, path: &str) {
-    if let Ok(Some(c)) = cg.open(path) {
-        let _ = c.kill_all();
-        if let Err(e) = c.delete() {
-            warn!(pod, cgroup = path, error = %e, "remove pod cgroup");
-        }
+    if let Err(e) = cg.remove_pod(path) {
+        warn!(pod, cgroup = path, error = %e, "remove pod cgroup");
     }
 }
 

@@ -16,10 +16,16 @@ pub enum CgroupError {
     #[error("invalid cgroup path {path:?}: {reason}")]
     InvalidPath { path: String, reason: String },
     #[error(
-        "cgroup path {path:?} names a systemd slice, but the systemd cgroup driver is not \
-         implemented: run kubelet and berth with the cgroupfs driver"
+        "cgroup path {path:?} names a systemd slice, but berth runs the cgroupfs driver: set \
+         cgroup_driver = \"systemd\" (with kubelet --cgroup-driver=systemd) or give a cgroupfs path"
     )]
     SystemdPath { path: String },
+    #[error("systemd unit {unit}: {action}: {reason}")]
+    Systemd {
+        unit: String,
+        action: String,
+        reason: String,
+    },
     #[error("cgroup {cgroup}: invalid resources: {reason}")]
     InvalidResources { cgroup: String, reason: String },
     #[error("cgroup {cgroup}: controller {controller} is not available (needed for {needed_for})")]

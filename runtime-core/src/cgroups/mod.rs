@@ -2,8 +2,9 @@
 //! backends: cgroup v1 (a directory per hierarchy, including the "hybrid" layout where a cgroup2
 //! mount sits at `/sys/fs/cgroup/unified` beside the v1 hierarchies) and cgroup v2 (unified).
 //!
-//! Paths are cgroupfs-driver paths relative to the hierarchy roots, such as
-//! `kubepods/besteffort/pod123`. On a hybrid host berth, like runc, uses only the v1
+//! Paths are relative to the hierarchy roots, such as `kubepods/besteffort/pod123` (cgroupfs
+//! driver) or `kubepods.slice/kubepods-besteffort.slice/…/berth-<id>.scope` (systemd driver,
+//! [`systemd`]: the pod's cgroup is a transient scope unit made over D-Bus). On a hybrid host berth, like runc, uses only the v1
 //! hierarchies: if `hugetlb` is bound to the v2 mount, hugepage limits are not enforced until it
 //! is mounted as a v1 hierarchy (`mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb`).
 //!
@@ -26,6 +27,7 @@ mod error;
 mod metrics;
 mod resources;
 mod stats;
+pub mod systemd;
 mod v1;
 mod v2;
 mod v2_devices;
@@ -150,6 +152,7 @@ pub trait Cgroup: Send + Sync + fmt::Debug {
 pub struct Cgroups {
     layout: CgroupLayout,
     backend: Backend,
+    driver: CgroupDriver,
 }
 
 #[derive(Debug, Clone)]
@@ -177,7 +180,11 @@ impl Cgroups {
                 Backend::V1(Arc::new(v1))
             }
         };
-        Ok(Cgroups { layout, backend })
+        Ok(Cgroups {
+            layout,
+            backend,
+            driver: CgroupDriver::Cgroupfs,
+        })
     }
 
     /// A unified (v2) tree rooted at `root`, taken as is; tests pass a temporary directory.
@@ -186,6 +193,7 @@ impl Cgroups {
         Cgroups {
             layout: CgroupLayout::Unified,
             backend,
+            driver: CgroupDriver::Cgroupfs,
         }
     }
 
@@ -195,12 +203,140 @@ impl Cgroups {
         Cgroups {
             layout: CgroupLayout::Legacy,
             backend,
+            driver: CgroupDriver::Cgroupfs,
         }
     }
 
     /// The layout these cgroups live in.
     pub fn layout(&self) -> CgroupLayout {
         self.layout
+    }
+
+    /// These cgroups, with pod cgroups made by `driver` (cgroupfs by default).
+    pub fn with_driver(mut self, driver: CgroupDriver) -> Cgroups {
+        self.driver = driver;
+        self
+    }
+
+    /// The driver pod cgroups are made with.
+    pub fn driver(&self) -> CgroupDriver {
+        self.driver
+    }
+
+    /// Checks a pod's `cgroup_parent` for the driver: a cgroupfs path, or a systemd slice.
+    pub fn validate_parent(&self, parent: &str) -> Result<(), CgroupError> {
+        match self.driver {
+            CgroupDriver::Cgroupfs => Cgroups::validate_path(parent),
+            CgroupDriver::Systemd => systemd::parent_slice(parent).map(drop),
+        }
+    }
+
+    /// The cgroup path of a pod under `parent`: `<parent or berth>/berth-<id[..12]>`
+    /// (cgroupfs), or the scope `berth-<id>.scope` in the parent slice (systemd).
+    pub fn pod_path(&self, parent: &str, pod_id: &str) -> Result<String, CgroupError> {
+        match self.driver {
+            CgroupDriver::Cgroupfs => {
+                let parent = parent.trim_matches('/');
+                let parent = if parent.is_empty() { "berth" } else { parent };
+                Ok(format!(
+                    "{parent}/berth-{}",
+                    &pod_id[..pod_id.len().min(12)]
+                ))
+            }
+            CgroupDriver::Systemd => systemd::pod_path(parent, pod_id),
+        }
+    }
+
+    /// Creates a pod's cgroup `path` (from [`pod_path`](Cgroups::pod_path)) with `r`. The
+    /// systemd driver starts the scope unit with `holder` (the pod's shim) in it and moves
+    /// `holder` into the leaf [`systemd::SHIM_LEAF`]; cgroupfs ignores `holder`. On failure
+    /// nothing of it is left.
+    pub fn create_pod(
+        &self,
+        path: &str,
+        r: &CgroupResources,
+        holder: u32,
+    ) -> Result<Box<dyn Cgroup>, CgroupError> {
+        if self.driver == CgroupDriver::Cgroupfs {
+            return self.create(path, r);
+        }
+        let normalized = normalize_path(path)?;
+        let (slice, unit) =
+            systemd::scope_of(&normalized).ok_or_else(|| CgroupError::InvalidPath {
+                path: path.to_string(),
+                reason: "not a systemd scope".into(),
+            })?;
+        let exists = || self.open(&normalized).ok().flatten().is_some();
+        systemd::start_scope(&slice, &unit, holder, r, exists)?;
+        let made = self
+            .move_to_leaf(&normalized, holder)
+            .and_then(|()| self.create(&normalized, r));
+        if made.is_err()
+            && let Err(e) = self.remove_pod(&normalized)
+        {
+            warn!(cgroup = %normalized, error = %e, "remove pod scope after failed create");
+        }
+        made
+    }
+
+    /// Moves `pid` from a scope's own cgroup into its leaf [`systemd::SHIM_LEAF`]: on v2 a
+    /// cgroup with controllers enabled for its children may hold no process itself.
+    fn move_to_leaf(&self, scope: &str, pid: u32) -> Result<(), CgroupError> {
+        let leaf = format!("{scope}/{}", systemd::SHIM_LEAF);
+        match &self.backend {
+            Backend::V1(_) => self
+                .create(&leaf, &CgroupResources::default())?
+                .add_process(pid),
+            Backend::V2(root) => {
+                // Not V2Cgroup::make_dirs: that enables controllers in the scope first, which
+                // the kernel refuses while the process is still in it.
+                let dir = root.dir().join(&leaf);
+                cgroupfs::make_dir(&leaf, &dir)?;
+                cgroupfs::write(&leaf, &dir.join("cgroup.procs"), &pid.to_string())
+            }
+        }
+    }
+
+    /// SIGKILLs the processes of a pod's cgroup: all of them (cgroupfs), or all but the shim's
+    /// leaf (systemd, where the shim lives in the pod's scope and is stopped by its own call).
+    pub fn kill_pod(&self, path: &str) -> Result<(), CgroupError> {
+        let Some(pod) = self.open(path)? else {
+            return Ok(());
+        };
+        if self.driver == CgroupDriver::Cgroupfs {
+            return pod.kill_all();
+        }
+        let mut children = std::collections::BTreeSet::new();
+        for procs in pod.procs_files() {
+            if let Some(dir) = procs.parent() {
+                for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                    if e.path().is_dir() {
+                        children.insert(e.file_name().to_string_lossy().into_owned());
+                    }
+                }
+            }
+        }
+        for child in children.iter().filter(|c| *c != systemd::SHIM_LEAF) {
+            if let Some(c) = self.open(&format!("{}/{child}", pod.path()))? {
+                c.kill_all()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills what is left in a pod's cgroup and removes it; with the systemd driver its scope
+    /// unit is stopped too. A cgroup or unit that does not exist is fine.
+    pub fn remove_pod(&self, path: &str) -> Result<(), CgroupError> {
+        if let Some(c) = self.open(path)? {
+            c.kill_all()?;
+            c.delete()?;
+        }
+        if self.driver == CgroupDriver::Systemd
+            && let Some((_, unit)) = systemd::scope_of(path)
+        {
+            systemd::stop_unit(&unit)?;
+        }
+        Ok(())
     }
 
     /// Creates the cgroup `path` (and missing parents) in every v1 hierarchy or in the unified
@@ -243,9 +379,25 @@ impl Cgroups {
         Ok(Some(cgroup))
     }
 
-    /// Checks a cgroupfs path: relative once a leading `/` is trimmed, no empty, `.` or `..`
-    /// components. Systemd slice names are refused: the systemd driver is not implemented.
+    /// Checks a cgroupfs-driver `cgroup_parent`: a path as [`check_path`](Cgroups::check_path)
+    /// takes, naming no systemd slice (those need `cgroup_driver = "systemd"`).
     pub fn validate_path(path: &str) -> Result<(), CgroupError> {
+        normalize_path(path)?;
+        let relative = path.strip_prefix('/').unwrap_or(path);
+        if relative
+            .split('/')
+            .any(|c| c.ends_with(".slice") || c.contains(".slice:"))
+        {
+            return Err(CgroupError::SystemdPath {
+                path: path.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks a cgroup path: relative once a leading `/` is trimmed, no empty, `.` or `..`
+    /// components.
+    pub fn check_path(path: &str) -> Result<(), CgroupError> {
         normalize_path(path).map(drop)
     }
 }
@@ -282,11 +434,6 @@ fn normalize_path(path: &str) -> Result<String, CgroupError> {
         return Err(invalid("the root cgroup is not managed by berth"));
     }
     for component in relative.split('/') {
-        if component.ends_with(".slice") || component.contains(".slice:") {
-            return Err(CgroupError::SystemdPath {
-                path: path.to_string(),
-            });
-        }
         match component {
             "" => return Err(invalid("empty path component")),
             "." | ".." => return Err(invalid("'.' and '..' components are not allowed")),
@@ -357,8 +504,7 @@ mod tests {
                 "{slice}: {err}"
             );
             assert!(
-                err.to_string()
-                    .contains("systemd cgroup driver is not implemented"),
+                err.to_string().contains("cgroup_driver = \"systemd\""),
                 "{err}"
             );
         }

@@ -39,6 +39,11 @@ impl V2Root {
     pub(crate) fn new(root: PathBuf) -> V2Root {
         V2Root { root }
     }
+
+    /// The tree's root directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.root
+    }
 }
 
 /// A cgroup in the unified tree.

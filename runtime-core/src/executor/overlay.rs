@@ -87,7 +87,9 @@ fn idmapped_lowers(
         .map(|dir| {
             mount_api::idmapped_tree(dir, false, ns).context(|| {
                 format!(
-                    "idmap layer {} (idmapped overlayfs layers need Linux 5.19+)",
+                    "idmap layer {} (idmapped overlayfs layers need Linux 5.19+ and a root_dir \
+                     filesystem that supports idmapped mounts: ext4, xfs, btrfs; tmpfs only from \
+                     Linux 6.3)",
                     dir.display()
                 )
             })
