@@ -550,3 +550,18 @@ fn metrics_see_limits_throttling_and_the_processes_of_the_subtree() {
         assert!(m.pressure.is_some(), "PSI on a v2 kernel");
     }
 }
+
+#[test]
+fn an_empty_cgroup_parent_means_the_drivers_default() {
+    // kubelet and critest leave cgroup_parent empty for pods outside kubepods.
+    let Some(cgroups) = host("an_empty_cgroup_parent_means_the_drivers_default") else {
+        return;
+    };
+    cgroups.validate_parent("").expect("empty parent");
+    assert_eq!(
+        cgroups.pod_path("", "0123456789abcdef").expect("pod path"),
+        "berth/berth-0123456789ab"
+    );
+    assert!(cgroups.validate_parent("/").is_err(), "the root cgroup");
+    assert!(cgroups.validate_parent("a/../b").is_err());
+}

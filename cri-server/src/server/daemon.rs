@@ -200,40 +200,43 @@ fn private_dirs(config: &Config) -> [PathBuf; 3] {
 
 /// Creates `dir` with mode 0700, or sets 0700 on an existing one (made by an older berthd).
 fn prepare_private_dir(dir: &Path) -> Result<(), DaemonError> {
-    let err = |what, source| DaemonError::Dir {
-        what,
-        path: dir.into(),
-        source,
-    };
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| err("create directory", e))?;
+    create_dir(dir, 0o700)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        .map_err(|e| err("restrict directory to root", e))
+        .map_err(|e| dir_error(dir, "restrict directory to root", e))
 }
 
 /// Creates a state directory (mode 0711) if missing; an existing one is left as it is.
 fn prepare_dir(dir: &Path) -> Result<(), DaemonError> {
-    let err = |what, source| DaemonError::Dir {
-        what,
-        path: dir.into(),
-        source,
-    };
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o711)
-        .create(dir)
-        .map_err(|e| err("create directory", e))?;
-    let meta = fs::metadata(dir).map_err(|e| err("stat directory", e))?;
+    create_dir(dir, 0o711)?;
+    let meta = fs::metadata(dir).map_err(|e| dir_error(dir, "stat directory", e))?;
     if !meta.is_dir() {
-        return Err(err("use directory", io::Error::other("not a directory")));
+        return Err(dir_error(
+            dir,
+            "use directory",
+            io::Error::other("not a directory"),
+        ));
     }
     if meta.permissions().mode() & 0o002 != 0 {
         warn!(dir = %dir.display(), "state directory is world-writable");
     }
     Ok(())
+}
+
+/// Creates `dir` and its missing parents with `mode`.
+fn create_dir(dir: &Path, mode: u32) -> Result<(), DaemonError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .map_err(|e| dir_error(dir, "create directory", e))
+}
+
+fn dir_error(dir: &Path, what: &'static str, source: io::Error) -> DaemonError {
+    DaemonError::Dir {
+        what,
+        path: dir.into(),
+        source,
+    }
 }
 
 /// SIGTERM and SIGINT, installed before the socket is claimed so no signal is missed.

@@ -224,8 +224,10 @@ impl Cgroups {
     }
 
     /// Checks a pod's `cgroup_parent` for the driver: a cgroupfs path, or a systemd slice.
+    /// Empty means the driver's default (berth's own cgroup, or its default slice).
     pub fn validate_parent(&self, parent: &str) -> Result<(), CgroupError> {
         match self.driver {
+            CgroupDriver::Cgroupfs if parent.is_empty() => Ok(()),
             CgroupDriver::Cgroupfs => Cgroups::validate_path(parent),
             CgroupDriver::Systemd => systemd::parent_slice(parent).map(drop),
         }
