@@ -148,6 +148,11 @@ async fn run(args: Args) -> Result<bool, String> {
         started.elapsed()
     );
 
+    // critest's pods name no cgroup parent, so berthd makes its default `berth/`; remove it
+    // afterwards unless it was there before (an installed berth's).
+    let had_default_parent = ["memory/berth", "berth"]
+        .iter()
+        .any(|p| Path::new("/sys/fs/cgroup").join(p).exists());
     let net = TestNetwork::new();
     let cni = tempfile::tempdir().map_err(|e| format!("cni dir: {e}"))?;
     // NRI's socket lives beside the CNI config: private to this run, removed with it.
@@ -217,6 +222,9 @@ async fn run(args: Args) -> Result<bool, String> {
         }
     }
     drop(d);
+    if !had_default_parent {
+        e2e::pods::remove_empty_cgroup("berth");
+    }
     println!("critest: {passed} passed, {failed} failed, {skipped} skipped");
     if failed == 0 && !status.success() {
         eprintln!("berth-critest: critest exited {status} with no failed spec in its report");

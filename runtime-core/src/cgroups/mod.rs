@@ -173,7 +173,8 @@ impl Cgroups {
         let backend = match layout {
             CgroupLayout::Unified => Backend::V2(Arc::new(V2Root::new(root.to_path_buf()))),
             CgroupLayout::Hybrid | CgroupLayout::Legacy => {
-                let v1 = V1Root::from_mountinfo(root)?;
+                let unified = (layout == CgroupLayout::Hybrid).then(|| root.join("unified"));
+                let v1 = V1Root::from_mountinfo(root)?.with_unified(unified);
                 if !v1.has("hugetlb") {
                     warn!(root = %root.display(), %layout, "no cgroup v1 hugetlb hierarchy: hugepage limits will not be enforced");
                 }

@@ -66,11 +66,24 @@ const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(crate) struct V1Root {
     hierarchies: Vec<V1Hierarchy>,
+    /// The hybrid layout's cgroup2 mount (`<root>/unified`). berth sets nothing there, but an
+    /// OCI runtime (runc) makes its container's cgroup there too, with the pod's as parent.
+    unified: Option<PathBuf>,
 }
 
 impl V1Root {
     pub(crate) fn new(hierarchies: Vec<V1Hierarchy>) -> V1Root {
-        V1Root { hierarchies }
+        V1Root {
+            hierarchies,
+            unified: None,
+        }
+    }
+
+    /// The same, with the hybrid layout's cgroup2 mount, whose directories of a deleted
+    /// cgroup are removed with it.
+    pub(crate) fn with_unified(mut self, unified: Option<PathBuf>) -> V1Root {
+        self.unified = unified;
+        self
     }
 
     /// The v1 hierarchies mounted under `root`, read from `/proc/self/mountinfo`.
@@ -544,7 +557,9 @@ impl Cgroup for V1Cgroup {
     }
 
     fn delete(&self) -> Result<(), CgroupError> {
+        let unified = self.root.unified.as_ref().map(|u| u.join(&self.path));
         self.dirs()
+            .chain(unified)
             .try_for_each(|dir| cgroupfs::remove_tree(&self.path, &dir))
     }
 }
@@ -625,6 +640,26 @@ mod tests {
 
     fn read_file(path: PathBuf) -> String {
         fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+    }
+
+    #[test]
+    fn delete_removes_what_an_oci_runtime_made_in_the_hybrid_unified_mount() {
+        // Plain directories stand in for the cgroup2 mount (no interface files to keep rmdir
+        // from working); the v1 hierarchies are left out.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let unified = dir.path().join("unified");
+        fs::create_dir_all(unified.join("parent/pod1/ctr1")).expect("mkdir unified");
+        let root = V1Root::new(Vec::new()).with_unified(Some(unified.clone()));
+        let cg = V1Cgroup::new(Arc::new(root), "parent/pod1".into());
+        cg.delete().expect("delete");
+        assert!(
+            !unified.join("parent/pod1").exists(),
+            "pod cgroup left in unified"
+        );
+        assert!(
+            unified.join("parent").exists(),
+            "the parent is not the pod's"
+        );
     }
 
     #[test]
