@@ -35,13 +35,16 @@ pub enum ShimError {
 
 impl ShimError {
     /// True when no shim answers on the socket: it exited or was killed (nothing listens), or
-    /// it is exiting (it closed the listener with this connection still queued, or hung up
-    /// without answering). A slow shim (a timeout) is not gone.
+    /// it is exiting (it closed the listener with this connection still queued — the kernel
+    /// resets the queued connection, which the async connect reports as its own error — or hung
+    /// up without answering). A slow shim (a timeout) is not gone.
     pub fn is_gone(&self) -> bool {
         match self {
             ShimError::Connect { source, .. } => matches!(
                 source.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                io::ErrorKind::NotFound
+                    | io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::ConnectionReset
             ),
             ShimError::Protocol {
                 source: FrameError::Io(source),
@@ -265,6 +268,8 @@ mod tests {
     fn only_an_unreachable_or_hanging_up_shim_is_gone() {
         assert!(connect(io::ErrorKind::ConnectionRefused).is_gone());
         assert!(connect(io::ErrorKind::NotFound).is_gone());
+        // A connection queued on the listener when the shim closed it is reset by the kernel.
+        assert!(connect(io::ErrorKind::ConnectionReset).is_gone());
         assert!(protocol(FrameError::Io(io::ErrorKind::ConnectionReset.into())).is_gone());
         assert!(protocol(FrameError::Closed).is_gone());
         assert!(!connect(io::ErrorKind::PermissionDenied).is_gone());
