@@ -11,5 +11,6 @@ pub mod push;
 pub mod report;
 pub mod scenario;
 pub mod stats;
+pub mod steps;
 pub mod target;
 pub mod workload;

@@ -11,8 +11,8 @@ use proto::cri::runtime_service_client::RuntimeServiceClient;
 use proto::cri::{
     ContainerConfig, CreateContainerRequest, ImageSpec, ImageStatusRequest, ListPodSandboxRequest,
     PodSandboxConfig, PodSandboxFilter, PullImageRequest, RemoveImageRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
-    VersionRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StatusRequest,
+    StopPodSandboxRequest, VersionRequest,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -180,6 +180,21 @@ impl Target {
         {
             p.push(image.to_string());
         }
+    }
+
+    /// Where the runtime serves Prometheus metrics, if it says so in `Status`'s verbose info
+    /// (berthd's `metricsAddress`); None for runtimes that do not.
+    pub async fn metrics_address(&self) -> Option<String> {
+        let info = self
+            .rt
+            .clone()
+            .status(StatusRequest { verbose: true })
+            .await
+            .ok()?
+            .into_inner()
+            .info;
+        let addr: String = serde_json::from_str(info.get("metricsAddress")?).ok()?;
+        (!addr.is_empty()).then_some(addr)
     }
 
     /// RunPodSandbox; the pod's ID.

@@ -222,3 +222,82 @@ async fn taken_metrics_port_fails_start_naming_the_key() {
         "{stderr}"
     );
 }
+
+/// The `_count` and `_sum` (seconds) of one step of `operation`, from the raw text.
+fn step(text: &str, operation: &str, step: &str) -> Option<(u64, f64)> {
+    let series = format!("{{operation=\"{operation}\",step=\"{step}\"}} ");
+    let find = |suffix: &str| {
+        let prefix = format!("berth_operation_step_duration_seconds_{suffix}{series}");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .map(|v| v.trim().to_string())
+    };
+    Some((find("count")?.parse().ok()?, find("sum")?.parse().ok()?))
+}
+
+#[tokio::test]
+async fn each_step_of_a_pod_start_and_teardown_is_timed() {
+    let Some(e) = env().await else { return };
+    let pc = e.pod("steps");
+    let pod = e.run_pod(&pc).await;
+    e.run(&pod, &pc, e.container("sleeper", &["sleep", "300"]))
+        .await;
+    e.d.remove_pod(&pod).await;
+    let text = e.d.metrics_text().await.expect("GET /metrics");
+    let expect = [
+        (
+            "RunPodSandbox",
+            &[
+                "validate",
+                "files",
+                "cgroup",
+                "shim_spawn",
+                "network",
+                "record_ready",
+            ][..],
+        ),
+        (
+            "StartContainer",
+            &[
+                "find",
+                "cgroup",
+                "shim",
+                "record_running",
+                "shim/overlay",
+                "shim/fork",
+                "shim/child_prepare",
+                "shim/child_namespaces",
+                "shim/child_isolate",
+                "shim/child_system_mounts",
+                "shim/child_cri_mounts",
+                "shim/child_pivot_root",
+                "shim/child_credentials",
+                "shim/child_exec",
+            ][..],
+        ),
+        ("StopPodSandbox", &["kill", "network", "shim_shutdown"][..]),
+        ("RemovePodSandbox", &["cgroup_and_files", "record"][..]),
+    ];
+    for (operation, steps) in expect {
+        for name in steps {
+            let (count, _) = step(&text, operation, name)
+                .unwrap_or_else(|| panic!("no {operation} step {name} in:\n{text}"));
+            assert_eq!(count, 1, "{operation} {name}: one pod, one sample");
+        }
+    }
+    // The shim's steps happen inside berthd's round trip to it.
+    let (_, round_trip) = step(&text, "StartContainer", "shim").expect("shim step");
+    let inside: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with(
+                "berth_operation_step_duration_seconds_sum{operation=\"StartContainer\",step=\"shim/",
+            )
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        inside > 0.0 && inside <= round_trip,
+        "shim steps {inside} s within the round trip {round_trip} s"
+    );
+}

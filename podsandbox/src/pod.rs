@@ -10,6 +10,7 @@ use std::time::Duration;
 use proto::shim::ShimSpec;
 use runtime_core::cgroups::{CgroupDriver, CgroupError, CgroupResources, Cgroups};
 use runtime_core::shim::{self, client};
+use runtime_core::steps::StepClock;
 use runtime_core::userns::IdMap;
 use tracing::{info, warn};
 
@@ -228,8 +229,13 @@ impl PodRuntime {
     }
 
     /// Creates files, cgroup, shim (namespaces) and network; on failure undoes what it did.
-    pub async fn start(&self, spec: &PodSpec) -> Result<PodHostState, PodError> {
+    pub async fn start(
+        &self,
+        spec: &PodSpec,
+        clock: &mut StepClock,
+    ) -> Result<PodHostState, PodError> {
         let sysctls = self.validate(spec)?;
+        clock.mark("validate");
         let mut done = Started {
             files: None,
             cgroup: None,
@@ -237,7 +243,7 @@ impl PodRuntime {
             shim_pid: 0,
             network: false,
         };
-        match self.try_start(spec, sysctls, &mut done).await {
+        match self.try_start(spec, sysctls, &mut done, clock).await {
             Ok(state) => Ok(state),
             Err(e) => {
                 warn!(pod = %spec.id, error = %e, "pod start failed; rolling back");
@@ -252,12 +258,13 @@ impl PodRuntime {
         spec: &PodSpec,
         sysctls: BTreeMap<String, String>,
         done: &mut Started,
+        clock: &mut StepClock,
     ) -> Result<PodHostState, PodError> {
         let id = spec.id.as_str();
         let files_dir = self.files_dir(id);
-        let t0 = std::time::Instant::now();
         done.files = Some(files_dir.clone());
         self.write_files(spec, &files_dir, None)?;
+        clock.mark("files");
 
         // The systemd driver's scope is started holding the shim, so it is made after it.
         let systemd = self
@@ -282,6 +289,7 @@ impl PodRuntime {
             }
             None => String::new(),
         };
+        clock.mark("cgroup");
 
         let ns_dir = self.ns_dir(id);
         let socket = self.shim_socket(id);
@@ -318,6 +326,7 @@ impl PodRuntime {
         .map_err(|e| step_err(id, "start shim")(e.to_string()))?
         .map_err(|e| step_err(id, "start shim")(e.to_string()))?;
         done.shim_pid = shim_pid;
+        clock.mark("shim_spawn");
         if let (Some(cg), true) = (&self.cgroups, systemd) {
             done.cgroup = Some(cgroup.clone());
             let (cg, path, resources) = (cg.clone(), cgroup.clone(), spec.resources.clone());
@@ -327,10 +336,11 @@ impl PodRuntime {
             .await
             .map_err(|e| step_err(id, "create pod scope")(e.to_string()))?
             .map_err(|e| step_err(id, "create pod scope")(e.to_string()))?;
+            clock.mark("systemd_scope");
         }
         failpoint::hit("run_pod.after_shim");
-        let t_shim = t0.elapsed();
         self.join_reaper_to_cgroup(id, &socket, &cgroup).await;
+        clock.mark("shim_cgroup");
 
         let netns = (!spec.namespaces.host_network).then(|| ns_dir.join(shim::NS_NET));
         let ips = match &netns {
@@ -341,15 +351,11 @@ impl PodRuntime {
             None => Vec::new(),
         };
         failpoint::hit("run_pod.after_network");
+        clock.mark("network");
         if let Some(ip) = ips.first().and_then(|ip| ip.parse::<IpAddr>().ok()) {
             self.write_files(spec, &files_dir, Some(ip))?;
         }
-        tracing::debug!(
-            pod = %id,
-            until_shim_ready_us = t_shim.as_micros() as u64,
-            total_us = t0.elapsed().as_micros() as u64,
-            "pod start timing"
-        );
+        clock.mark("hosts_file");
         info!(pod = %id, shim_pid, ips = ?ips, "pod sandbox started");
         Ok(PodHostState {
             shim_pid,
@@ -557,18 +563,31 @@ impl PodRuntime {
     /// Stops a pod: kills its processes, detaches its network, stops its shim and unpins its
     /// namespaces. Idempotent: every step tolerates what is already gone.
     pub async fn stop(&self, spec: &PodSpec, state: &PodHostState) -> Result<(), PodError> {
+        self.stop_timed(spec, state, &mut StepClock::start()).await
+    }
+
+    /// [`stop`](Self::stop), marking each step on `clock`.
+    pub async fn stop_timed(
+        &self,
+        spec: &PodSpec,
+        state: &PodHostState,
+        clock: &mut StepClock,
+    ) -> Result<(), PodError> {
         if let (Some(cg), false) = (&self.cgroups, state.cgroup.is_empty())
             && let Err(e) = cg.kill_pod(&state.cgroup)
         {
             warn!(pod = %spec.id, error = %e, "kill pod processes");
         }
+        clock.mark("kill");
         failpoint::hit("stop_pod.after_kill");
         if !state.network.is_empty() {
             self.detach_network(spec, state.netns.as_deref()).await?;
         }
+        clock.mark("network");
         failpoint::hit("stop_pod.after_network");
         self.stop_shim(&spec.id, &state.shim_socket, state.shim_pid)
             .await;
+        clock.mark("shim_shutdown");
         Ok(())
     }
 

@@ -379,6 +379,18 @@ pub struct ContainerInfo {
     pub started_at: i64,
     #[prost(int64, tag = "7")]
     pub finished_at: i64,
+    /// How long each step of the start took (StartContainer's answer only).
+    #[prost(message, repeated, tag = "8")]
+    pub start_steps: Vec<StepTime>,
+}
+
+/// One step of an operation and how long it took.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StepTime {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(uint64, tag = "2")]
+    pub micros: u64,
 }
 
 /// Which of a container's streams an attacher wants.

@@ -2,7 +2,8 @@
 //! the native [`executor`] (namespaces, the rootfs and its mounts, capabilities, exec) with
 //! [`seccomp`] (profiles compiled to BPF), [`apparmor`], [`userns`] and [`mount_api`] (the new
 //! mount API), the CRI log writer ([`logs`]), and [`shim`]: the `berth-shim` process (one per
-//! pod, synchronous, no async runtime) and berthd's async client for it.
+//! pod, synchronous, no async runtime) and berthd's async client for it;
+//! [`steps`] times the parts of a start.
 
 pub mod apparmor;
 pub mod cgroups;
@@ -13,4 +14,5 @@ pub mod mount_api;
 pub mod oci;
 pub mod seccomp;
 pub mod shim;
+pub mod steps;
 pub mod userns;

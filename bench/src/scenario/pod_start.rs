@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::{Bench, progress};
 use crate::report::{TargetResult, Unit};
 use crate::stats::ms;
+use crate::steps;
 use crate::workload::{interleave, start_pod};
 
 /// Step names, as they appear in the table and in the JSON samples.
@@ -20,10 +21,74 @@ pub const STEPS: [&str; 6] = [
     "teardown",
 ];
 
+/// berthd's and berth-shim's step names in the order they happen, for the breakdown.
+const STEP_ORDER: &[&str] = &[
+    // RunPodSandbox
+    "validate",
+    "reserve",
+    "files",
+    "cgroup",
+    "shim_spawn",
+    "systemd_scope",
+    "shim_cgroup",
+    "network",
+    "hosts_file",
+    "nri",
+    "record_ready",
+    // StartContainer (berthd, then berth-shim's inside its `shim` round trip)
+    "find",
+    "record_created",
+    "message",
+    "shim",
+    "record_running",
+    "post_start",
+    "shim/open_log",
+    "shim/seccomp",
+    "shim/stdio",
+    "shim/plan",
+    "shim/idmaps",
+    "shim/overlay",
+    "shim/fork",
+    "shim/child_prepare",
+    "shim/child_namespaces",
+    "shim/child_isolate",
+    "shim/child_system_mounts",
+    "shim/child_cri_mounts",
+    "shim/child_pivot_root",
+    "shim/child_credentials",
+    "shim/child_exec",
+    "shim/record",
+    // StopPodSandbox, RemovePodSandbox
+    "record_notready",
+    "kill",
+    "shim_shutdown",
+    "containers",
+    "cgroup_and_files",
+    "record",
+];
+
+/// Each target's step totals from its metrics endpoint, None where it has none (containerd)
+/// or it could not be read.
+async fn scrape_steps(b: &Bench) -> Vec<Option<steps::StepTotals>> {
+    let mut out = Vec::new();
+    for t in &b.targets {
+        let totals = match t.metrics_address().await {
+            Some(addr) => tokio::task::spawn_blocking(move || steps::scrape(&addr))
+                .await
+                .ok()
+                .and_then(Result::ok),
+            None => None,
+        };
+        out.push(totals);
+    }
+    out
+}
+
 /// Runs the scenario with `pods` pods per runtime.
 pub async fn run(b: &Bench, pods: usize) -> Result<Vec<TargetResult>, String> {
     b.prepull(&[]).await?;
     let mut results = b.results();
+    let steps_before = scrape_steps(b).await;
     let bar = progress((pods * b.targets.len()) as u64, "pod-start");
     for i in 0..pods {
         for t in interleave(i, b.targets.len()) {
@@ -54,6 +119,15 @@ pub async fn run(b: &Bench, pods: usize) -> Result<Vec<TargetResult>, String> {
         }
     }
     bar.finish_and_clear();
+    let steps_after = scrape_steps(b).await;
+    for (r, (before, after)) in results
+        .iter_mut()
+        .zip(steps_before.iter().zip(&steps_after))
+    {
+        if let (Some(before), Some(after)) = (before, after) {
+            r.notes.extend(steps::breakdown(before, after, STEP_ORDER));
+        }
+    }
     for r in &mut results {
         for step in STEPS {
             r.latency(step);

@@ -10,6 +10,7 @@ use proto::shim::{MountSpec, ShimRequest, StartContainer, shim_request::Kind};
 use runtime_core::cgroups::CgroupResources;
 use runtime_core::executor;
 use runtime_core::shim::client;
+use runtime_core::steps::StepClock;
 use tonic::Status;
 use tracing::{info, warn};
 
@@ -26,6 +27,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Starts Created container `id`: its cgroup, then the shim starts the process. A failure
 /// leaves it Exited with reason `StartError` (or Created again if only recording it failed).
 pub async fn start(state: &DaemonState, id: &str) -> Result<(), Status> {
+    let mut clock = StepClock::start();
     let lock = state.containers.lock_for(id);
     let _guard = lock.lock().await;
     let mut rec = record::find(state, id)?;
@@ -43,7 +45,9 @@ pub async fn start(state: &DaemonState, id: &str) -> Result<(), Status> {
         )));
     }
     let target_pid_ns = target_pid_namespace(state, &rec)?;
+    clock.mark("find");
     crate::nri_hooks::start_container(state, &pod, &rec).await?; // NRI
+    clock.mark("nri");
     let devices = devices(&rec.config)?;
     let mut limits = resources(&rec.config);
     limits.device_rules = Some(device_rules(&rec.config, &devices));
@@ -66,12 +70,14 @@ pub async fn start(state: &DaemonState, id: &str) -> Result<(), Status> {
         }
     };
     rec.cgroup = cgroup_path;
+    clock.mark("cgroup");
     // Recorded before the shim starts anything, so that a crash from here on leaves a record
     // naming the cgroup that start-up recovery reconciles with the shim.
     if let Err(e) = persist(state, rec.clone()) {
         state.pod_runtime.remove_container_cgroup(&rec.cgroup);
         return Err(e);
     }
+    clock.mark("record_created");
     failpoint::hit("start_container.before_shim");
     let mut msg = start_message(&rec, &pod, procs)?;
     if let Some(path) = target_pid_ns {
@@ -85,7 +91,9 @@ pub async fn start(state: &DaemonState, id: &str) -> Result<(), Status> {
     let request = ShimRequest {
         kind: Some(Kind::StartContainer(msg)),
     };
+    clock.mark("message");
     let answer = client::request(&socket, request, START_TIMEOUT).await;
+    clock.mark("shim");
     failpoint::hit("start_container.after_shim");
     match answer.map(|r| r.container) {
         Ok(Some(info)) => {
@@ -101,6 +109,7 @@ pub async fn start(state: &DaemonState, id: &str) -> Result<(), Status> {
                     &e,
                 ));
             }
+            clock.mark("record_running");
             info!(container_id = %id, pid = info.pid, "StartContainer");
             crate::nri_hooks::post_start_container(state, &pod, &rec).await; // NRI
             events::emit(
@@ -112,6 +121,11 @@ pub async fn start(state: &DaemonState, id: &str) -> Result<(), Status> {
             // It may already have exited: watch, then look for a record written before.
             state.exits.watch(&rec);
             crate::lifecycle::exits::check(state, &rec.id);
+            clock.mark("post_start");
+            clock.extend("shim/", &info.start_steps);
+            state
+                .metrics
+                .record_steps("StartContainer", id, clock.steps());
             Ok(())
         }
         Ok(None) => Err(start_failed(state, rec, "shim answered without the container").await),

@@ -27,6 +27,11 @@ const PULL_BUCKETS: &[f64] = &[
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
 ];
 
+/// Upper bounds (seconds) of the operation step buckets: from a system call to a slow mount.
+const STEP_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
 /// Every CRI method berth serves; other paths are counted as `method="unknown"` so a client
 /// cannot create label values at will.
 const CRI_METHODS: &[&str] = &[
@@ -108,6 +113,7 @@ pub struct Metrics {
     image_pulls: IntCounterVec,
     image_pull_bytes: IntCounter,
     image_pull_duration: HistogramVec,
+    step_duration: HistogramVec,
     pods: IntGaugeVec,
     containers: IntGaugeVec,
     shims: IntGauge,
@@ -158,6 +164,7 @@ impl Metrics {
             image_pulls: counter("berth_image_pulls_total", "PullImage calls, by outcome (success or failure).", &["outcome"])?,
             image_pull_bytes: counter("berth_image_pull_bytes_total", "Bytes downloaded from registries by successful pulls (layers already present are not fetched).", &[])?.with_label_values::<&str>(&[]),
             image_pull_duration: histogram("berth_image_pull_duration_seconds", "Time PullImage took, by outcome.", &["outcome"], PULL_BUCKETS)?,
+            step_duration: histogram("berth_operation_step_duration_seconds", "Time each step of an operation took (StartContainer, RunPodSandbox, StopPodSandbox …), by operation and step; steps of berth-shim are named shim/<step> (docs/performance.md lists them).", &["operation", "step"], STEP_BUCKETS)?,
             pods: gauge("berth_pods", "Pod sandboxes, by CRI state (ready, notready).", &["state"])?,
             containers: gauge("berth_containers", "Containers, by CRI state (created, running, exited).", &["state"])?,
             shims: gauge("berth_shims", "Live berth-shim processes (one per ready pod).", &[])?.with_label_values::<&str>(&[]),
@@ -199,6 +206,23 @@ impl Metrics {
             .with_label_values(&[outcome])
             .observe(elapsed.as_secs_f64());
         self.image_pull_bytes.inc_by(bytes);
+    }
+
+    /// Records how long each step of a successful `operation` on `id` took, and logs them at
+    /// debug level as one line (`step=µs ...`).
+    pub fn record_steps(&self, operation: &str, id: &str, steps: &[proto::shim::StepTime]) {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let line: Vec<String> = steps
+                .iter()
+                .map(|s| format!("{}={}", s.name, s.micros))
+                .collect();
+            tracing::debug!(operation, id, steps_us = %line.join(" "), "step timings");
+        }
+        for step in steps {
+            self.step_duration
+                .with_label_values(&[operation, step.name.as_str()])
+                .observe(step.micros as f64 / 1e6);
+        }
     }
 
     /// The text exposition of every metric, the gauges computed now from the records and

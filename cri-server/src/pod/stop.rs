@@ -1,6 +1,7 @@
 //! Stopping a pod: its containers are stopped with it, its host side (network, shim,
 //! namespaces) is torn down by `podsandbox`, and it becomes NotReady.
 
+use runtime_core::steps::StepClock;
 use tonic::Status;
 use tracing::info;
 
@@ -12,6 +13,7 @@ use crate::store::pods::PodPhase;
 /// Stops the pod if it exists; a pod already stopped is stopped again (every step is
 /// idempotent), which also finishes a stop a crash interrupted.
 pub async fn stop(state: &DaemonState, id: &str) -> Result<(), Status> {
+    let mut clock = StepClock::start();
     let lock = state.pods.lock_for(id);
     let _guard = lock.lock().await;
     let Some(mut rec) = state.pods.get(id) else {
@@ -30,18 +32,21 @@ pub async fn stop(state: &DaemonState, id: &str) -> Result<(), Status> {
             recorded = false;
         }
     }
+    clock.mark("record_notready");
     state
         .pod_runtime
-        .stop(&spec, &rec.host)
+        .stop_timed(&spec, &rec.host, &mut clock)
         .await
         .map_err(errors::pod_status)?;
     // The pod's processes are dead and its shim recorded their exits: bring records in step.
     for c in crate::store::containers::of_pod(&state.containers, id) {
         crate::lifecycle::refresh::refresh(state, c).await;
     }
+    clock.mark("containers");
     if was_ready {
         // NRI: once per pod, its containers stopped, the pod still listed.
         crate::nri_hooks::stop_pod_sandbox(state, &rec).await;
+        clock.mark("nri");
     }
     if !recorded {
         state
@@ -57,6 +62,9 @@ pub async fn stop(state: &DaemonState, id: &str) -> Result<(), Status> {
             id,
             proto::cri::ContainerEventType::ContainerStoppedEvent,
         );
+        state
+            .metrics
+            .record_steps("StopPodSandbox", id, clock.steps());
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! Removing an unknown (already removed) pod succeeds.
 
 use proto::cri::{RemovePodSandboxRequest, RemovePodSandboxResponse};
+use runtime_core::steps::StepClock;
 use tonic::Status;
 use tracing::info;
 
@@ -19,6 +20,7 @@ pub async fn remove_pod_sandbox(
         return Err(Status::invalid_argument("pod_sandbox_id is required"));
     }
     stop::stop(state, id).await?;
+    let mut clock = StepClock::start();
     let lock = state.pods.lock_for(id);
     let _guard = lock.lock().await;
     let Some(rec) = state.pods.get(id) else {
@@ -32,6 +34,7 @@ pub async fn remove_pod_sandbox(
             crate::container::remove::remove(state, c).await?;
         }
     }
+    clock.mark("containers");
     failpoint::hit("remove_pod.after_containers");
     let spec = pod_spec(&rec.id, &rec.config)?;
     state
@@ -39,10 +42,12 @@ pub async fn remove_pod_sandbox(
         .remove(&spec, &rec.host)
         .await
         .map_err(errors::pod_status)?;
+    clock.mark("cgroup_and_files");
     state
         .pods
         .remove(id)
         .map_err(|e| Status::internal(format!("remove record of pod {id}: {e}")))?;
+    clock.mark("record");
     info!(pod_id = %id, "RemovePodSandbox");
     crate::nri_hooks::remove_pod_sandbox(state, &rec).await; // NRI
     crate::lifecycle::events::emit_with(
@@ -52,5 +57,8 @@ pub async fn remove_pod_sandbox(
         Some(crate::view::pod::to_status(&rec)),
         proto::cri::ContainerEventType::ContainerDeletedEvent,
     );
+    state
+        .metrics
+        .record_steps("RemovePodSandbox", id, clock.steps());
     Ok(RemovePodSandboxResponse {})
 }

@@ -1,6 +1,7 @@
 //! `RunPodSandbox`: validate the config, reserve the pod's name, create its host side.
 
 use proto::cri::{self, RunPodSandboxRequest, RunPodSandboxResponse};
+use runtime_core::steps::StepClock;
 use tonic::Status;
 use tracing::info;
 
@@ -15,6 +16,7 @@ pub async fn run_pod_sandbox(
     state: &DaemonState,
     req: &RunPodSandboxRequest,
 ) -> Result<RunPodSandboxResponse, Status> {
+    let mut clock = StepClock::start();
     let config = req
         .config
         .as_ref()
@@ -48,7 +50,8 @@ pub async fn run_pod_sandbox(
         }
         ReserveError::Io(e) => errors::io_status(&format!("record pod {id}"), &e),
     })?;
-    let host = match state.pod_runtime.start(&spec).await {
+    clock.mark("reserve");
+    let host = match state.pod_runtime.start(&spec, &mut clock).await {
         Ok(h) => h,
         Err(e) => {
             let _ = state.pods.remove(&id);
@@ -73,6 +76,7 @@ pub async fn run_pod_sandbox(
         return Err(status);
     }
     // --- end NRI ---
+    clock.mark("nri");
     if let Err(e) = state.pods.update(ready.clone()) {
         let _ = state.pod_runtime.stop(&spec, &ready.host).await;
         let _ = state.pod_runtime.remove(&spec, &ready.host).await;
@@ -87,5 +91,9 @@ pub async fn run_pod_sandbox(
     ] {
         crate::lifecycle::events::emit(state, &id, &id, kind);
     }
+    clock.mark("record_ready");
+    state
+        .metrics
+        .record_steps("RunPodSandbox", &id, clock.steps());
     Ok(RunPodSandboxResponse { pod_sandbox_id: id })
 }

@@ -17,12 +17,21 @@ use super::error::{Context, Failure};
 use super::idmap::Idmaps;
 use super::plan::{Plan, ResourceLimit};
 use super::{ContainerProcess, Stdio, caps, exec, rootfs, user};
+use crate::steps::{ChildMarks, ChildStep};
 
 /// Runs in the forked child: becomes the container and execs, or reports why not on `report`
 /// and exits 127.
-pub(super) fn run(spec: &ContainerProcess, plan: &Plan, idmaps: &Idmaps, report: OwnedFd) -> ! {
+pub(super) fn run(
+    spec: &ContainerProcess,
+    plan: &Plan,
+    idmaps: &Idmaps,
+    marks: &ChildMarks,
+    report: OwnedFd,
+) -> ! {
     let report = above_stdio(report);
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| become_container(spec, plan, idmaps)));
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+        become_container(spec, plan, idmaps, marks)
+    }));
     let failure = match outcome {
         Ok(Err(failure)) => failure,
         Ok(Ok(never)) => match never {},
@@ -39,6 +48,7 @@ fn become_container(
     spec: &ContainerProcess,
     plan: &Plan,
     idmaps: &Idmaps,
+    marks: &ChildMarks,
 ) -> Result<Infallible, Failure> {
     // First, while this process still sees only the host's mounts and namespaces.
     set_dumpable(false)?;
@@ -51,10 +61,12 @@ fn become_container(
     close_inherited_fds()?;
     setsid().context(|| "setsid")?;
     take_controlling_terminal()?;
+    marks.mark(ChildStep::Prepare);
     join_namespaces(spec)?;
     set_oom_score_adj(spec.oom_score_adj)?;
     set_rlimits(&plan.rlimits)?;
-    rootfs::enter(spec, plan, idmaps)?;
+    marks.mark(ChildStep::Namespaces);
+    rootfs::enter(spec, plan, idmaps, marks)?;
     // Last: the mounts above needed the shim's privileges, and every namespace the container
     // joined is owned by (or an ancestor-owned peer of) this user namespace.
     join_user_namespace(idmaps)?;
@@ -72,6 +84,7 @@ fn become_container(
         set_no_new_privs()?;
         install_seccomp(spec.seccomp.as_ref())?;
     }
+    marks.mark(ChildStep::Credentials);
     exec::exec(plan)
 }
 

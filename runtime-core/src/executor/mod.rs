@@ -50,7 +50,7 @@ pub use error::ExecError;
 pub use exec_in::exec_in_container;
 pub use overlay::cleanup_rootfs;
 pub use proc_targets::is_proc_destination;
-pub use spawn::spawn;
+pub use spawn::{spawn, spawn_timed};
 
 /// Mounts a container's root on the host side as [`spawn`] does, for a process tree that is
 /// restored instead of started (`crate::checkpoint::restore`) or for an OCI runtime handler,

@@ -16,16 +16,24 @@ use super::in_root::{NONE, open_in_root};
 use super::mounts::{self, kept_flags, mount_new};
 use super::plan::Plan;
 use super::{ContainerProcess, devices};
+use crate::steps::{ChildMarks, ChildStep};
 use crate::userns::IdMap;
 
 /// Gives the calling process its own mount namespace with the container's rootfs as `/`.
-pub(super) fn enter(spec: &ContainerProcess, plan: &Plan, idmaps: &Idmaps) -> Result<(), Failure> {
+pub(super) fn enter(
+    spec: &ContainerProcess,
+    plan: &Plan,
+    idmaps: &Idmaps,
+    marks: &ChildMarks,
+) -> Result<(), Failure> {
     let root = isolate_rootfs(spec, plan)?;
+    marks.mark(ChildStep::Isolate);
     mount_system(&root, spec.privileged)?;
     if let Some((map, _)) = idmaps.container() {
         give_dev_to_container_root(&root, map)?;
     }
     mount_cgroups(&root, spec)?;
+    marks.mark(ChildStep::SystemMounts);
     for m in &spec.mounts {
         super::proc_targets::check(&root, m)?;
         mounts::mount_cri(&root, m, idmaps)?;
@@ -38,10 +46,12 @@ pub(super) fn enter(spec: &ContainerProcess, plan: &Plan, idmaps: &Idmaps) -> Re
             mounts::make_readonly(&root, path)?;
         }
     }
+    marks.mark(ChildStep::CriMounts);
     pivot(&root)?;
     if spec.readonly_rootfs {
         remount_root_readonly()?;
     }
+    marks.mark(ChildStep::PivotRoot);
     Ok(())
 }
 

@@ -13,6 +13,7 @@ use super::idmap::Idmaps;
 use super::pidns::{self, ChildPidNamespace};
 use super::plan::Plan;
 use super::{ContainerProcess, child, overlay};
+use crate::steps::{ChildMarks, StepClock};
 
 /// Upper bound on an error report read from the child.
 const MAX_REPORT: usize = 4096;
@@ -25,14 +26,26 @@ const MAX_REPORT: usize = 4096;
 /// child is reaped and no other mount, fd or namespace change remains in the caller. The
 /// caller's copies of `spec.stdio` are untouched; it closes them.
 pub fn spawn(spec: &ContainerProcess) -> Result<Pid, ExecError> {
+    spawn_timed(spec, &mut StepClock::start())
+}
+
+/// [`spawn`], marking each step on `clock`: the shim's own (plan, idmaps, overlay, fork) and
+/// the child's ([`ChildStep`](crate::steps::ChildStep)s, then its `execve`).
+pub fn spawn_timed(spec: &ContainerProcess, clock: &mut StepClock) -> Result<Pid, ExecError> {
     let plan = Plan::new(spec)?;
+    clock.mark("plan");
     let idmaps = Idmaps::prepare(spec).map_err(Failure::host)?;
+    clock.mark("idmaps");
     overlay::mount(&spec.rootfs, idmaps.container()).map_err(Failure::host)?;
+    clock.mark("overlay");
     let (report_rx, report_tx) = pipe2(OFlag::O_CLOEXEC)
         .context(|| format!("create error pipe for container {}", spec.id))
         .map_err(Failure::host)?;
-    let pid = fork_container(spec, &plan, &idmaps, report_tx)?;
+    let marks = ChildMarks::shared();
+    let pid = fork_container(spec, &plan, &idmaps, &marks, report_tx)?;
+    clock.mark("fork");
     await_exec(pid, &report_rx)?;
+    marks.collect(clock);
     tracing::debug!(container_id = %spec.id, pid = pid.as_raw(), "container process started");
     Ok(pid)
 }
@@ -59,6 +72,7 @@ fn fork_container(
     spec: &ContainerProcess,
     plan: &Plan,
     idmaps: &Idmaps,
+    marks: &ChildMarks,
     report_tx: OwnedFd,
 ) -> Result<Pid, ExecError> {
     let pid_ns = ChildPidNamespace::enter(&spec.pid_ns).map_err(Failure::host)?;
@@ -67,7 +81,7 @@ fn fork_container(
     // system calls, touches no lock another thread could hold, and never returns: it execs or
     // `_exit`s.
     let pid = match unsafe { fork() } {
-        Ok(ForkResult::Child) => child::run(spec, plan, idmaps, report_tx),
+        Ok(ForkResult::Child) => child::run(spec, plan, idmaps, marks, report_tx),
         Ok(ForkResult::Parent { child }) => child,
         Err(errno) => {
             let op = format!(

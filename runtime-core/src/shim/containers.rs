@@ -26,6 +26,7 @@ use crate::executor::{
 use crate::logs::{LogWriter, Stream};
 use crate::oci;
 use crate::seccomp::{self, SeccompFilter, SeccompProfile};
+use crate::steps::StepClock;
 use crate::userns::IdMap;
 
 /// One container the shim started.
@@ -107,18 +108,21 @@ impl Containers {
         {
             return Err(format!("container {} is already running", req.id));
         }
+        let mut clock = StepClock::start();
         let log = match req.log_path.as_str() {
             "" => None,
             path => Some(open_log(path, &req.log_directory)?),
         };
+        clock.mark("open_log");
         let (pid, io, cli) = match runtime {
             Some(runtime) => {
                 let cli = oci::Cli::new(runtime.clone());
                 let (pid, io) = start_oci(&cli, req, ns_dir)?;
+                clock.mark("oci_runtime");
                 (pid, io, Some(cli))
             }
             None => {
-                let (pid, io) = start_native(req, ns_dir)?;
+                let (pid, io) = start_native(req, ns_dir, &mut clock)?;
                 (pid, io, None)
             }
         };
@@ -129,16 +133,19 @@ impl Containers {
         {
             set_nonblocking(fd.as_fd()).map_err(|e| format!("output fd: {e}"))?;
         }
-        let info = ContainerInfo {
+        let mut info = ContainerInfo {
             id: req.id.clone(),
             pid: pid as u32,
             started_at: now_ns(),
             ..Default::default()
         };
+        let stored = info.clone();
+        clock.mark("record");
+        info.start_steps = clock.into_steps();
         self.by_id.insert(
             req.id.clone(),
             Container {
-                info: info.clone(),
+                info: stored,
                 rootfs: PathBuf::from(&req.rootfs),
                 status_path: PathBuf::from(&req.status_path),
                 log,
@@ -519,8 +526,13 @@ fn resize(pty: &OwnedFd, width: u16, height: u16) {
 type ShimEnds = (OwnedFd, Option<OwnedFd>, Option<OwnedFd>, Option<OwnedFd>);
 
 /// Starts a container with the native executor.
-fn start_native(req: &StartContainer, ns_dir: &Path) -> Result<(i32, ShimEnds), String> {
+fn start_native(
+    req: &StartContainer,
+    ns_dir: &Path,
+    clock: &mut StepClock,
+) -> Result<(i32, ShimEnds), String> {
     let seccomp = seccomp_filter(req)?;
+    clock.mark("seccomp");
     let io = if req.tty {
         tty_stdio(req.stdin)?
     } else {
@@ -536,8 +548,9 @@ fn start_native(req: &StartContainer, ns_dir: &Path) -> Result<(i32, ShimEnds), 
     let mut process = to_process(req, ns_dir, stdio);
     process.seccomp = seccomp;
     process.apparmor = apparmor_profile(req);
+    clock.mark("stdio");
     let started = if req.restore_dir.is_empty() {
-        let spawned = executor::spawn(&process).map_err(|e| e.to_string());
+        let spawned = executor::spawn_timed(&process, clock).map_err(|e| e.to_string());
         drop(process); // closes the shim's copies of the container's ends
         spawned
     } else {
