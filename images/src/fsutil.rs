@@ -13,6 +13,33 @@ pub fn temp_name(name: &str) -> String {
 /// Writes `bytes` to `path` so readers see the old or the new file, never a torn one, even
 /// across a crash: write a temp file beside it, fsync, rename, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_replacing(path, bytes, true)
+}
+
+/// Like [`write_atomic`], without the fsyncs: readers (and a process that crashed and came
+/// back) see the old or the new file, but a machine crash may lose the write. The caller
+/// makes it durable later, if it matters, with [`sync_file_and_dir`].
+pub fn write_atomic_unsynced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_replacing(path, bytes, false)
+}
+
+/// fsyncs a file and its directory (a file already removed is not an error).
+pub fn sync_file_and_dir(path: &Path) -> io::Result<()> {
+    match File::open(path) {
+        Ok(f) => f.sync_data()?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    match path.parent() {
+        Some(dir) => match sync_dir(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        },
+        None => Ok(()),
+    }
+}
+
+fn write_replacing(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other(format!("{} has no parent", path.display())))?;
@@ -27,9 +54,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if sync {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)?;
-        sync_dir(dir)
+        if sync { sync_dir(dir) } else { Ok(()) }
     };
     write().inspect_err(|_| {
         let _ = fs::remove_file(&tmp);

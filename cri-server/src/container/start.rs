@@ -73,9 +73,13 @@ pub async fn start(state: &DaemonState, id: &str) -> Result<(), Status> {
     clock.mark("cgroup");
     // Recorded before the shim starts anything, so that a crash from here on leaves a record
     // naming the cgroup that start-up recovery reconciles with the shim.
-    if let Err(e) = persist(state, rec.clone()) {
+    // Live state: the cgroup does not outlive a machine crash (see `update_live`).
+    if let Err(e) = state.containers.update_live(rec.clone()) {
         state.pod_runtime.remove_container_cgroup(&rec.cgroup);
-        return Err(e);
+        return Err(crate::errors::io_status(
+            &format!("record container {id}"),
+            &e,
+        ));
     }
     clock.mark("record_created");
     failpoint::hit("start_container.before_shim");
@@ -101,7 +105,7 @@ pub async fn start(state: &DaemonState, id: &str) -> Result<(), Status> {
             rec.phase = ContainerPhase::Running;
             rec.pid = info.pid;
             rec.started_at = info.started_at;
-            if let Err(e) = state.containers.update(rec.clone()) {
+            if let Err(e) = state.containers.update_live(rec.clone()) {
                 // Running but not recorded (the disk is full, say): take the start back.
                 undo_start(state, &created, &pod.host.shim_socket).await;
                 return Err(crate::errors::io_status(

@@ -27,7 +27,7 @@ pub async fn stop(state: &DaemonState, id: &str) -> Result<(), Status> {
         // NotReady pod whose stop start-up recovery finishes. A failed write (full disk) does
         // not hold the stop up: it is tried again at the end.
         rec.phase = PodPhase::NotReady;
-        if let Err(e) = state.pods.update(rec.clone()) {
+        if let Err(e) = state.pods.update_live(rec.clone()) {
             tracing::warn!(pod_id = %id, error = %e, "record pod NotReady before stopping it");
             recorded = false;
         }

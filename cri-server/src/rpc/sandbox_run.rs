@@ -77,7 +77,8 @@ pub async fn run_pod_sandbox(
     }
     // --- end NRI ---
     clock.mark("nri");
-    if let Err(e) = state.pods.update(ready.clone()) {
+    // Ready is live state (the shim and namespaces end with the machine): see `update_live`.
+    if let Err(e) = state.pods.update_live(ready.clone()) {
         let _ = state.pod_runtime.stop(&spec, &ready.host).await;
         let _ = state.pod_runtime.remove(&spec, &ready.host).await;
         let _ = state.pods.remove(&id);

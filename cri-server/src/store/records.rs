@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -109,6 +110,22 @@ impl<T: Record> RecordStore<T> {
         Ok(())
     }
 
+    /// Saves a changed record whose change only describes live processes (a pod became Ready
+    /// or NotReady, a container got its cgroup or is Running): atomically as [`update`], so a
+    /// berthd that crashes and restarts sees it, but fsynced in the background after this
+    /// returns instead of before. A machine crash ends those processes anyway, and may at
+    /// worst bring back the record as it was before the change, which start-up recovery
+    /// then reconciles as it does any record whose processes are gone. Keeps two fsyncs off
+    /// the pod and container start paths (docs/performance.md).
+    ///
+    /// [`update`]: Self::update
+    pub fn update_live(&self, rec: T) -> std::io::Result<()> {
+        let path = self.write(&rec, false)?;
+        self.map().insert(rec.id().to_string(), rec);
+        background_sync(path);
+        Ok(())
+    }
+
     /// Changes the stored record `id` in place: `change` edits a copy of the current record and
     /// says whether it changed anything; a change is saved, then becomes visible, and the new
     /// record is returned. Two observers racing to make the same transition (say, Running to
@@ -136,10 +153,21 @@ impl<T: Record> RecordStore<T> {
     }
 
     fn persist(&self, rec: &T) -> std::io::Result<()> {
+        self.write(rec, true).map(drop)
+    }
+
+    /// Writes the record's file atomically, durably (fsynced) or not; returns its path.
+    fn write(&self, rec: &T, durable: bool) -> std::io::Result<PathBuf> {
         let dir = self.dir.join(rec.id());
         std::fs::create_dir_all(&dir)?;
         let bytes = serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?;
-        images::fsutil::write_atomic(&dir.join(self.file), &bytes)
+        let path = dir.join(self.file);
+        if durable {
+            images::fsutil::write_atomic(&path, &bytes)?;
+        } else {
+            images::fsutil::write_atomic_unsynced(&path, &bytes)?;
+        }
+        Ok(path)
     }
 
     /// Forgets a record and deletes its directory.
@@ -194,6 +222,39 @@ impl<T: Record> RecordStore<T> {
     }
 }
 
+/// Queues `path` for [`images::fsutil::sync_file_and_dir`] on berthd's record syncer: one
+/// thread that takes every path queued meanwhile and syncs each once. If the thread cannot be
+/// started, syncs here.
+fn background_sync(path: PathBuf) {
+    static SYNCER: OnceLock<Option<Sender<PathBuf>>> = OnceLock::new();
+    let syncer = SYNCER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
+        std::thread::Builder::new()
+            .name("record-sync".into())
+            .stack_size(64 << 10)
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = std::collections::BTreeSet::from([first]);
+                    batch.extend(rx.try_iter());
+                    for path in batch {
+                        if let Err(e) = images::fsutil::sync_file_and_dir(&path) {
+                            tracing::warn!(file = %path.display(), error = %e, "sync record");
+                        }
+                    }
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    });
+    let unsent = match syncer {
+        Some(tx) => tx.send(path).err().map(|e| e.0),
+        None => Some(path),
+    };
+    if let Some(path) = unsent {
+        let _ = images::fsutil::sync_file_and_dir(&path);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +302,32 @@ mod tests {
         reopened.remove("abc123").expect("remove");
         reopened.remove("abc123").expect("remove twice");
         assert!(!dir.path().join("abc123").exists());
+    }
+
+    #[test]
+    fn live_updates_are_seen_after_a_restart_and_syncing_a_removed_one_is_harmless() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: RecordStore<Thing> = RecordStore::open(dir.path(), "thing.json").expect("open");
+        store
+            .reserve(thing("a1", "created"), |_| false)
+            .expect("add");
+        store.update_live(thing("a1", "running")).expect("live");
+        assert_eq!(store.get("a1").map(|t| t.name), Some("running".into()));
+        let reopened: RecordStore<Thing> =
+            RecordStore::open(dir.path(), "thing.json").expect("reopen");
+        assert_eq!(reopened.get("a1").map(|t| t.name), Some("running".into()));
+        // No temp file is left beside it.
+        let names: Vec<String> = std::fs::read_dir(dir.path().join("a1"))
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["thing.json"]);
+        store.update_live(thing("a1", "stopped")).expect("live");
+        store.remove("a1").expect("remove");
+        // The syncer finds nothing to sync and says nothing.
+        images::fsutil::sync_file_and_dir(&dir.path().join("a1").join("thing.json"))
+            .expect("a removed file is not an error");
     }
 
     #[test]
