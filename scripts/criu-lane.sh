@@ -28,6 +28,22 @@ bin=$(cargo test --locked -p e2e --test checkpoint --no-run --message-format=jso
     jq -r 'select(.reason == "compiler-artifact" and .target.name == "checkpoint" and .executable != null) | .executable' |
     tail -n1)
 [[ -x $bin ]] || { echo "criu-lane: cannot find the checkpoint test binary" >&2; exit 2; }
+# crictl for `crictl checkpoint` (the test looks for target/cri-tools/crictl; the worktree is
+# shared with the guest): the workplace's pinned build, checked against its SHA256SUMS.
+shared_tools=$root/../shared/tools/cri-tools
+if [[ -f $shared_tools/crictl.xz ]]; then
+    want=$(awk '$2 == "crictl" {print $1}' "$shared_tools/SHA256SUMS")
+    crictl=target/cri-tools/crictl
+    if [[ ! -x $crictl ]] || [[ $(sha256sum "$crictl" | cut -d' ' -f1) != "$want" ]]; then
+        mkdir -p target/cri-tools
+        xz -dc "$shared_tools/crictl.xz" > "$crictl.tmp"
+        [[ $(sha256sum "$crictl.tmp" | cut -d' ' -f1) == "$want" ]] ||
+            { rm -f "$crictl.tmp"; echo "criu-lane: crictl.xz does not match SHA256SUMS" >&2; exit 2; }
+        chmod +x "$crictl.tmp" && mv "$crictl.tmp" "$crictl"
+    fi
+else
+    echo "criu-lane: no $shared_tools/crictl.xz: the crictl checkpoint test will skip in the VM" >&2
+fi
 echo "criu-lane: running $bin in the VM"
 t=$SECONDS
 rc=0

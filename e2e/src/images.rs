@@ -221,14 +221,7 @@ impl LayerBuilder {
 
     /// Builds the tar, compresses it and computes digest and diff_id.
     pub fn build(&self, compression: Compression) -> io::Result<Layer> {
-        let tar = self.tar()?;
-        let blob = compression.compress(&tar)?;
-        Ok(Layer {
-            digest: sha256_digest(&blob),
-            diff_id: sha256_digest(&tar),
-            blob: Bytes::from(blob),
-            compression,
-        })
+        Layer::from_tar(&self.tar()?, compression)
     }
 
     fn insert(&mut self, path: &str, kind: EntryKind, mode: u32) -> &mut Self {
@@ -343,6 +336,18 @@ pub struct Layer {
 }
 
 impl Layer {
+    /// A layer whose uncompressed tar is `tar` as it is (e.g. a checkpoint archive, whose files
+    /// `buildah add archive.tar /` puts at the layer's root).
+    pub fn from_tar(tar: &[u8], compression: Compression) -> io::Result<Layer> {
+        let blob = compression.compress(tar)?;
+        Ok(Layer {
+            digest: sha256_digest(&blob),
+            diff_id: sha256_digest(tar),
+            blob: Bytes::from(blob),
+            compression,
+        })
+    }
+
     /// Size of the blob in bytes.
     pub fn size(&self) -> u64 {
         self.blob.len() as u64
@@ -462,6 +467,7 @@ pub struct ImageBuilder {
     entrypoint: Option<Vec<String>>,
     working_dir: String,
     user: String,
+    annotations: BTreeMap<String, String>,
 }
 
 /// An image manifest pushed by digest, ready to be tagged or listed in an index.
@@ -488,7 +494,15 @@ impl ImageBuilder {
             entrypoint: None,
             working_dir: "/".to_string(),
             user: String::new(),
+            annotations: BTreeMap::new(),
         }
+    }
+
+    /// Adds a manifest annotation (OCI manifests only carry them; `buildah config
+    /// --annotation` sets these).
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.annotations.insert(key.to_string(), value.to_string());
+        self
     }
 
     /// Appends a layer (applied on top of the previous ones).
@@ -559,12 +573,16 @@ impl ImageBuilder {
             .iter()
             .map(|layer| layer_descriptor(layer, format).to_json())
             .collect();
-        json_bytes(&json!({
+        let mut manifest = json!({
             "schemaVersion": 2,
             "mediaType": format.manifest_media_type(),
             "config": config.to_json(),
             "layers": layers,
-        }))
+        });
+        if !self.annotations.is_empty() {
+            manifest["annotations"] = json!(self.annotations);
+        }
+        json_bytes(&manifest)
     }
 
     /// Pushes layers, config and the manifest (by digest) to `repository`.

@@ -1,4 +1,6 @@
-//! CheckpointContainer and restore (CreateContainer from a checkpoint archive) with CRIU.
+//! CheckpointContainer and restore (CreateContainer from a checkpoint archive, or from an OCI
+//! image built from one and pulled from a registry) with CRIU, over berth's socket and through
+//! the real `crictl`.
 //!
 //! Where `criu check` fails (this project's development hosts: "vdso: Unexpected rt vDSO area
 //! bounds" on Linux 6.18), berth must refuse with CRIU's own reason and leave nothing behind:
@@ -10,8 +12,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use e2e::containers::{Env, env, read_log};
+use e2e::images::{Compression, ImageBuilder, Layer, ManifestFormat, Platform, push_manifest};
 use proto::cri;
 use tonic::Code;
+
+/// CRI-O's checkpoint image annotation (Kubernetes' documented `buildah config` step).
+const CRIO_ANNOTATION: &str = "io.kubernetes.cri-o.annotations.checkpoint.name";
+/// checkpointctl's, which containerd 2.x reads.
+const CRIU_ANNOTATION: &str = "org.criu.checkpoint.container.name";
+const CHECKPOINT_REPOSITORY: &str = "berth-test/checkpoint";
 
 const COUNTER: &[&str] = &[
     "sh",
@@ -317,7 +326,7 @@ async fn restore_and_check(
     pc: &cri::PodSandboxConfig,
     pod: &str,
     name: &str,
-    archive: &Path,
+    image: &str,
     before: u64,
 ) {
     let mut c = e.container(name, &["ignored"]);
@@ -328,14 +337,14 @@ async fn restore_and_check(
     });
     c.log_path = format!("{name}/1.log");
     c.image = Some(cri::ImageSpec {
-        image: archive.display().to_string(),
+        image: image.into(),
         ..Default::default()
     });
     let log = e.log_path(pc, &c);
     let id = e
         .create(pod, pc, c)
         .await
-        .expect("CreateContainer from the archive");
+        .expect("CreateContainer from the checkpoint");
     e.start(&id).await.expect("StartContainer restores");
     let restored = wait_counts(&log, 3).await;
     assert!(
@@ -368,6 +377,7 @@ async fn checkpointed_counter_continues_after_restore_in_the_same_pod() {
     // The original goes first (same name, same pod), as kubelet replaces a container.
     e.stop(&id).await;
     e.remove(&id).await;
+    let archive = archive.display().to_string();
     restore_and_check(&e, &pc, &pod, "ckpt-same", &archive, before).await;
 }
 
@@ -380,6 +390,7 @@ async fn checkpointed_counter_continues_after_restore_in_a_new_pod() {
     let (_out, archive, _pc, _pod, _id, before) = checkpoint_counter(&e, "ckpt-src").await;
     let pc = e.pod("ckpt-dst");
     let pod = e.run_pod(&pc).await;
+    let archive = archive.display().to_string();
     restore_and_check(&e, &pc, &pod, "ckpt-dst", &archive, before).await;
 }
 
@@ -473,4 +484,377 @@ async fn a_restore_criu_cannot_do_fails_the_start_with_its_reason_and_leaves_not
         !e.d.root_dir.join("containers").join(&rid).exists(),
         "the container's directory (and its extracted checkpoint) remains"
     );
+}
+
+/// Pushes an OCI image made from `archive` as Kubernetes documents it (`buildah from scratch;
+/// buildah add $c archive.tar /; buildah config --annotation=<annotation>=<name> $c; buildah
+/// commit`): one layer holding the archive's files, the annotation on the manifest. Then pulls
+/// it; its reference.
+async fn push_checkpoint_image(
+    e: &Env,
+    archive: &Path,
+    tag: &str,
+    annotation: Option<(&str, &str)>,
+) -> String {
+    let tar = std::fs::read(archive).expect("read the archive");
+    let layer = Layer::from_tar(&tar, Compression::Gzip).expect("layer");
+    let mut image = ImageBuilder::new(Platform::linux_amd64()).layer(layer);
+    if let Some((key, name)) = annotation {
+        image = image.annotation(key, name);
+    }
+    let pushed = image
+        .push(&e.registry, CHECKPOINT_REPOSITORY, ManifestFormat::Oci)
+        .await
+        .expect("push the checkpoint image");
+    push_manifest(
+        &e.registry,
+        CHECKPOINT_REPOSITORY,
+        tag,
+        &pushed.manifest.media_type,
+        &pushed.manifest_bytes,
+    )
+    .await
+    .expect("tag the checkpoint image");
+    let reference = format!("{}/{CHECKPOINT_REPOSITORY}:{tag}", e.registry.host());
+    e.pull(&reference)
+        .await
+        .expect("PullImage of the checkpoint image");
+    reference
+}
+
+/// An archive in the checkpoint layout whose process is `COUNTER` on `base_image`, with a file
+/// in its writable-layer diff, but whose CRIU images are not CRIU's (on any host the restore
+/// reaches CRIU and CRIU refuses it).
+fn synthetic_archive(dir: &Path, base_image: &str) -> std::path::PathBuf {
+    fn add(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, path, data).expect("append");
+    }
+    let mut diff = tar::Builder::new(Vec::new());
+    add(&mut diff, "var/restored-marker", b"from the checkpoint");
+    let diff = diff.into_inner().expect("diff tar");
+    let config = serde_json::json!({
+        "id": "0123456789abcdef",
+        "name": "ckimg",
+        "rootfsImageName": base_image,
+        "runtime": "berth",
+        "createdTime": "2026-12-07T10:00:00Z",
+        "checkpointedTime": "2026-12-07T10:00:05Z",
+    });
+    let spec = serde_json::json!({
+        "process": {
+            "terminal": false,
+            "args": COUNTER,
+            "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+            "cwd": "/",
+        },
+    });
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(0);
+    h.set_mode(0o755);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Directory);
+    b.append_data(&mut h, "checkpoint/", &[][..]).expect("dir");
+    add(&mut b, "checkpoint/inventory.img", b"not a CRIU image");
+    add(&mut b, "config.dump", config.to_string().as_bytes());
+    add(&mut b, "spec.dump", spec.to_string().as_bytes());
+    add(&mut b, "rootfs-diff.tar", &diff);
+    add(&mut b, "deleted.files", b"[]");
+    let path = dir.join("synthetic.tar");
+    std::fs::write(&path, b.into_inner().expect("tar")).expect("write the archive");
+    path
+}
+
+/// Nothing of a container or of an extraction remains after a failed restore was removed.
+fn assert_restore_left_nothing(e: &Env, id: &str) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(id),
+        "the restored root stays mounted:\n{mounts}"
+    );
+    assert!(
+        !e.d.root_dir.join("containers").join(id).exists(),
+        "the container's directory (and its extracted checkpoint) remains"
+    );
+    let restore_dir = e.d.root_dir.join("checkpoint-restore");
+    let left = std::fs::read_dir(&restore_dir)
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "extractions left in {}", restore_dir.display());
+}
+
+#[tokio::test]
+async fn a_pulled_checkpoint_image_is_restored_and_a_failed_restore_leaves_nothing() {
+    let Some(e) = env().await else { return };
+    let dir = tempfile::tempdir().expect("dir");
+    let archive = synthetic_archive(dir.path(), &e.image);
+    let reference =
+        push_checkpoint_image(&e, &archive, "synthetic", Some((CRIO_ANNOTATION, "ckimg"))).await;
+    let pc = e.pod("ckimg");
+    let pod = e.run_pod(&pc).await;
+    let mut c = e.container("ckimg", &["ignored"]);
+    c.image = Some(cri::ImageSpec {
+        image: reference.clone(),
+        ..Default::default()
+    });
+    let id = e
+        .create(&pod, &pc, c)
+        .await
+        .expect("CreateContainer from the checkpoint image");
+    // Restored, not run as an image: the checkpointed base image, the checkpoint beside the
+    // container, the archive's diff in its writable layer.
+    let st = e.status(&id).await;
+    let shown = st
+        .image
+        .as_ref()
+        .map(|i| i.image.clone())
+        .unwrap_or_default();
+    assert!(
+        shown.contains("berth-test/busybox"),
+        "the restored container shows its base image, not {shown}"
+    );
+    let cdir = e.d.root_dir.join("containers").join(&id);
+    assert!(
+        cdir.join("restore/config.dump").is_file(),
+        "no checkpoint in {}",
+        cdir.display()
+    );
+    assert!(cdir.join("restore/checkpoint/inventory.img").is_file());
+    let marker = walk(&cdir)
+        .into_iter()
+        .find(|p| p.ends_with("var/restored-marker") && !p.starts_with(cdir.join("restore")));
+    let marker = marker.expect("the archive's rootfs diff in the writable layer");
+    assert_eq!(
+        std::fs::read_to_string(marker).expect("marker"),
+        "from the checkpoint"
+    );
+    // StartContainer reaches CRIU, which refuses: here for the kernel, where CRIU works for
+    // the images that are not CRIU's.
+    let err = e
+        .start(&id)
+        .await
+        .expect_err("no CRIU restore of these images");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    let msg = err.message();
+    match criu_works() {
+        _ if !which_criu() => assert!(msg.contains("CRIU is not installed"), "{msg}"),
+        Ok(()) => assert!(msg.contains("criu restore failed"), "{msg}"),
+        Err(why) => {
+            let first = why
+                .lines()
+                .find_map(|l| l.split_once("): ").map(|(_, m)| m.trim()))
+                .expect("criu check printed an error line");
+            assert!(msg.contains("criu restore failed"), "{msg}");
+            assert!(msg.contains(first), "{msg} lacks CRIU's reason `{first}`");
+        }
+    }
+    let st = e.status(&id).await;
+    assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(st.reason, "StartError");
+    e.remove(&id).await;
+    assert_restore_left_nothing(&e, &id);
+}
+
+#[tokio::test]
+async fn checkpoint_images_without_a_checkpoint_or_without_the_annotation_are_not_restored() {
+    let Some(e) = env().await else { return };
+    let pc = e.pod("ckimg-bad");
+    let pod = e.run_pod(&pc).await;
+    // The annotation on an image whose layer is not a checkpoint: refused, nothing left.
+    let dir = tempfile::tempdir().expect("dir");
+    let plain = dir.path().join("plain.tar");
+    {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        b.append_data(&mut h, "hello.txt", &b"hello"[..])
+            .expect("append");
+        std::fs::write(&plain, b.into_inner().expect("tar")).expect("write");
+    }
+    let reference =
+        push_checkpoint_image(&e, &plain, "not-a-checkpoint", Some((CRIU_ANNOTATION, "x"))).await;
+    let mut c = e.container("ckimg-bad", &["true"]);
+    c.image = Some(cri::ImageSpec {
+        image: reference,
+        ..Default::default()
+    });
+    let err = e.create(&pod, &pc, c).await.expect_err("refused");
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(
+        err.message().contains("config.image.image"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        err.message().contains("holds no checkpoint"),
+        "{}",
+        err.message()
+    );
+    let restore_dir = e.d.root_dir.join("checkpoint-restore");
+    assert_eq!(
+        std::fs::read_dir(&restore_dir)
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0,
+        "extractions left in {}",
+        restore_dir.display()
+    );
+    // The archive's files without the annotation: an ordinary image, run as one.
+    let archive = synthetic_archive(dir.path(), &e.image);
+    let reference = push_checkpoint_image(&e, &archive, "unannotated", None).await;
+    let mut c = e.container("ckimg-plain", &["/bin/true"]);
+    c.image = Some(cri::ImageSpec {
+        image: reference.clone(),
+        ..Default::default()
+    });
+    let id = e.create(&pod, &pc, c).await.expect("CreateContainer");
+    let st = e.status(&id).await;
+    assert_eq!(
+        st.image.as_ref().map(|i| i.image.as_str()),
+        Some(reference.as_str())
+    );
+    assert!(
+        !e.d.root_dir
+            .join("containers")
+            .join(&id)
+            .join("restore")
+            .exists(),
+        "an image without the annotation is not restored"
+    );
+    e.remove(&id).await;
+}
+
+#[tokio::test]
+async fn checkpointed_counter_continues_after_restore_from_a_pulled_checkpoint_image() {
+    if !need_criu() {
+        return;
+    }
+    let Some(e) = env().await else { return };
+    let (_out, archive, _pc, _pod, _id, before) = checkpoint_counter(&e, "ckpt-img-src").await;
+    let reference = push_checkpoint_image(
+        &e,
+        &archive,
+        "counter",
+        Some((CRIO_ANNOTATION, "ckpt-img-src")),
+    )
+    .await;
+    let pc = e.pod("ckpt-img-dst");
+    let pod = e.run_pod(&pc).await;
+    restore_and_check(&e, &pc, &pod, "ckpt-img-dst", &reference, before).await;
+}
+
+/// The `crictl` to test with: `$CRICTL`, the workspace's `target/cri-tools/crictl` (which
+/// scripts/criu-lane.sh unpacks from the workplace's pinned build), or one on the usual paths.
+fn crictl_binary() -> Option<std::path::PathBuf> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::env::var_os("CRICTL")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain([
+            workspace.join("target/cri-tools/crictl"),
+            "/usr/local/bin/crictl".into(),
+            "/usr/bin/crictl".into(),
+        ])
+        .find(|p| p.is_file())
+}
+
+#[tokio::test]
+async fn crictl_checkpoint_exports_the_archive_or_says_why_it_cannot() {
+    let Some(crictl) = crictl_binary() else {
+        eprintln!(
+            "skipped: no crictl (set CRICTL, or install it from ../shared/tools/cri-tools/crictl.xz)"
+        );
+        return;
+    };
+    let Some(e) = env().await else { return };
+    let (_pod, id) = e.run_container("ckpt-crictl", COUNTER, |_| {}).await;
+    let out = tempfile::tempdir().expect("out");
+    let location = out.path().join("crictl.tar");
+    // An empty config, so a stray /etc/crictl.yaml is never read.
+    let config = out.path().join("crictl.yaml");
+    std::fs::write(&config, "").expect("crictl config");
+    let endpoint = format!("unix://{}", e.d.socket.display());
+    let o = tokio::process::Command::new(&crictl)
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "--runtime-endpoint",
+            &endpoint,
+            "--image-endpoint",
+            &endpoint,
+        ])
+        .args(["--timeout", "300s", "checkpoint"])
+        .arg(format!("--export={}", location.display()))
+        .arg(&id)
+        .output()
+        .await
+        .expect("run crictl");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    match criu_works() {
+        Ok(()) => {
+            assert!(o.status.success(), "crictl checkpoint: {stdout}{stderr}");
+            assert!(
+                stdout.contains(&id),
+                "crictl prints the container: {stdout}"
+            );
+            let names: Vec<String> =
+                tar::Archive::new(std::fs::File::open(&location).expect("archive"))
+                    .entries()
+                    .expect("entries")
+                    .map(|en| {
+                        en.expect("entry")
+                            .path()
+                            .expect("path")
+                            .display()
+                            .to_string()
+                    })
+                    .collect();
+            for want in ["config.dump", "spec.dump", "checkpoint/inventory.img"] {
+                assert!(
+                    names.iter().any(|n| n == want),
+                    "{want} missing from {names:?}"
+                );
+            }
+        }
+        Err(why) => {
+            assert!(
+                !o.status.success(),
+                "crictl checkpoint succeeded without CRIU: {stdout}"
+            );
+            assert!(stderr.contains("FailedPrecondition"), "{stderr}");
+            if which_criu() {
+                let first = why
+                    .lines()
+                    .find_map(|l| l.split_once("): ").map(|(_, m)| m.trim()))
+                    .expect("criu check printed an error line");
+                assert!(stderr.contains("`criu check` failed"), "{stderr}");
+                assert!(
+                    stderr.contains(first),
+                    "{stderr} lacks CRIU's reason `{first}`"
+                );
+            } else {
+                assert!(stderr.contains("CRIU is not installed"), "{stderr}");
+            }
+            assert!(!location.exists(), "no archive on failure");
+            assert_eq!(
+                e.status(&id).await.state,
+                cri::ContainerState::ContainerRunning as i32,
+                "the container keeps running"
+            );
+        }
+    }
 }

@@ -119,6 +119,14 @@ impl Images {
         self.store.config(rec)
     }
 
+    /// The image's manifest annotations (over its index's).
+    pub fn annotations(
+        &self,
+        rec: &ImageRecord,
+    ) -> Result<std::collections::BTreeMap<String, String>, ImageError> {
+        self.store.annotations(rec)
+    }
+
     /// Removes an image and what only it used; `Ok(None)` if absent.
     pub async fn remove(&self, name: &str) -> Result<Option<ImageRecord>, ImageError> {
         let _guard = self.gc.write().await;

@@ -1,5 +1,7 @@
 //! Manifests, indexes and image configs, OCI and Docker v2 schema 2 alike; platform selection.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -76,12 +78,17 @@ pub fn host_platform() -> Platform {
 pub struct ImageManifest {
     pub config: Descriptor,
     pub layers: Vec<Descriptor>,
+    /// OCI manifest annotations (e.g. a checkpoint image's `org.criu.checkpoint.container.name`).
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// An index (OCI image index or Docker manifest list).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Index {
     pub manifests: Vec<Descriptor>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// A fetched manifest document.
@@ -208,6 +215,7 @@ mod tests {
 
     fn index(entries: &[(&str, &str, Option<&str>)]) -> Index {
         Index {
+            annotations: BTreeMap::new(),
             manifests: entries
                 .iter()
                 .enumerate()

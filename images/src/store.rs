@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 use crate::content::ContentStore;
 use crate::digest::Digest;
 use crate::error::ImageError;
-use crate::manifest::ImageConfig;
+use crate::manifest::{self, ImageConfig, Manifest};
 use crate::metadata::{ImageDb, ImageRecord};
 use crate::snapshot::SnapshotStore;
 
@@ -59,6 +59,32 @@ impl ImageStore {
             ImageError::io(format!("parse config {}", rec.id), std::io::Error::other(e))
         })?;
         Ok((config, bytes))
+    }
+
+    /// The annotations of the image's manifest, over those of the index it was pulled
+    /// through (if any): where checkpoint images (`buildah config --annotation`) say so.
+    pub fn annotations(
+        &self,
+        rec: &ImageRecord,
+    ) -> Result<std::collections::BTreeMap<String, String>, ImageError> {
+        let parse = |digest: &str| -> Result<Manifest, ImageError> {
+            let d = Digest::parse(digest)
+                .map_err(|e| ImageError::NotFound(format!("{}: {e}", rec.id)))?;
+            let bytes = self.content.read(&d)?;
+            manifest::parse(&bytes, None).map_err(|e| {
+                ImageError::io(format!("parse manifest {digest}"), std::io::Error::other(e))
+            })
+        };
+        let mut out = std::collections::BTreeMap::new();
+        if let Some(top) = rec.blobs.first().filter(|t| **t != rec.manifest_digest)
+            && let Manifest::Index(index) = parse(top)?
+        {
+            out.extend(index.annotations);
+        }
+        if let Manifest::Image(m) = parse(&rec.manifest_digest)? {
+            out.extend(m.annotations);
+        }
+        Ok(out)
     }
 
     /// Keeps `rec`'s snapshots while `holder` (a container) uses them.
@@ -198,5 +224,42 @@ mod tests {
             !store.snapshots.exists(&d),
             "the last holder's release removes it"
         );
+    }
+
+    #[test]
+    fn annotations_are_the_manifests_over_its_indexs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(dir.path()).expect("open");
+        let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+            "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:00","size":1},
+            "layers":[],"annotations":{"org.criu.checkpoint.container.name":"counter","a":"manifest"}}"#;
+        let index = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json",
+            "manifests":[],"annotations":{"a":"index","b":"index"}}"#;
+        let (md, id) = (Digest::of(manifest), Digest::of(index));
+        store.content.write(&md, manifest).expect("manifest");
+        store.content.write(&id, index).expect("index");
+        let mut rec = ImageRecord {
+            id: Digest::of(b"config").to_string(),
+            repo_tags: vec![],
+            repo_digests: vec![],
+            size: 1,
+            user: String::new(),
+            pinned: false,
+            manifest_digest: md.to_string(),
+            blobs: vec![md.to_string()],
+            chain_ids: vec![],
+            pulled_at: 0,
+        };
+        let a = store.annotations(&rec).expect("annotations");
+        assert_eq!(
+            a.get("org.criu.checkpoint.container.name")
+                .map(String::as_str),
+            Some("counter")
+        );
+        assert_eq!(a.get("b"), None);
+        rec.blobs = vec![id.to_string(), md.to_string()];
+        let a = store.annotations(&rec).expect("annotations");
+        assert_eq!(a.get("a").map(String::as_str), Some("manifest"));
+        assert_eq!(a.get("b").map(String::as_str), Some("index"));
     }
 }

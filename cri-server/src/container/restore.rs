@@ -1,5 +1,8 @@
-//! CreateContainer from a checkpoint archive (`config.image.image` is the archive's absolute
-//! path, as with CRI-O): the archive is extracted, the request's image and process are
+//! CreateContainer from a checkpoint, as CRI-O does: `config.image.image` is either a checkpoint
+//! archive's absolute path, or a pulled image built from an archive (Kubernetes' documented
+//! `buildah add … checkpoint.tar /` + `buildah config --annotation=<checkpoint annotation>`
+//! flow), recognised by its manifest's annotation ([`archive::IMAGE_ANNOTATIONS`]). The
+//! checkpoint is extracted (the image's layer copied), the request's image and process are
 //! replaced by the checkpointed ones, the archive's writable-layer diff becomes the new
 //! container's, and StartContainer has the shim restore the process tree with CRIU instead of
 //! executing the command. The archive format and CRIU handling are `runtime_core::checkpoint`.
@@ -38,7 +41,7 @@ pub fn restore_dir(rec: &ContainerRecord) -> String {
         .unwrap_or_default()
 }
 
-/// `Some` when the request's image is a checkpoint archive's path.
+/// `Some` when the request's image is a checkpoint archive's path or a pulled checkpoint image.
 pub async fn from_archive(
     state: &DaemonState,
     req: &CreateContainerRequest,
@@ -51,17 +54,10 @@ pub async fn from_archive(
         .as_ref()
         .map(|i| i.image.clone())
         .unwrap_or_default();
-    // Image references never start with `/`.
-    if !image.starts_with('/') {
+    if image.is_empty() {
         return Ok(None);
     }
     let field = format!("config.image.image `{image}`");
-    let path = PathBuf::from(&image);
-    if !path.is_file() {
-        return Err(Status::invalid_argument(format!(
-            "{field}: no checkpoint archive at this path"
-        )));
-    }
     let extracted = state
         .config
         .root_dir
@@ -71,19 +67,55 @@ pub async fn from_archive(
         request: req.clone(),
         extracted: extracted.clone(),
     };
-    let read = tokio::task::spawn_blocking(move || {
-        if !archive::is_archive(&path) {
+    // Image references never start with `/`.
+    let read = if image.starts_with('/') {
+        let path = PathBuf::from(&image);
+        if !path.is_file() {
             return Err(Status::invalid_argument(format!(
-                "{field}: not a checkpoint archive (no config.dump and checkpoint/ in it)"
+                "{field}: no checkpoint archive at this path"
             )));
         }
-        archive::extract(&path, &extracted)
-            .map_err(|e| Status::invalid_argument(format!("{field}: extract: {e}")))?;
-        archive::read_dumps(&extracted)
-            .map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
-    })
-    .await
-    .map_err(|e| Status::internal(format!("restore task: {e}")))?;
+        tokio::task::spawn_blocking(move || {
+            if !archive::is_archive(&path) {
+                return Err(Status::invalid_argument(format!(
+                    "{field}: not a checkpoint archive (no config.dump and checkpoint/ in it)"
+                )));
+            }
+            archive::extract(&path, &extracted)
+                .map_err(|e| Status::invalid_argument(format!("{field}: extract: {e}")))?;
+            archive::read_dumps(&extracted)
+                .map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("restore task: {e}")))?
+    } else {
+        let Some(layer) = checkpoint_image_layer(state, &image, &field)? else {
+            return Ok(None);
+        };
+        // The layer stays while it is copied, even if the image is removed meanwhile.
+        let holder = format!("checkpoint-restore:{}", crate::store::ids::new_id());
+        state.images.hold(&holder, &layer.1);
+        let copied = tokio::task::spawn_blocking(move || {
+            let src = layer.0;
+            if !archive::is_extracted(&src) {
+                return Err(Status::invalid_argument(format!(
+                    "{field}: the image has a checkpoint annotation but its layer holds no \
+                     checkpoint (no config.dump and checkpoint/ at its root)"
+                )));
+            }
+            archive::copy_tree(&src, &extracted).map_err(|e| {
+                crate::errors::io_status(&format!("{field}: copy the checkpoint"), &e)
+            })?;
+            archive::read_dumps(&extracted)
+                .map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("restore task: {e}")));
+        if let Err(e) = state.images.release(&holder).await {
+            tracing::warn!(error = %e, "release the checkpoint image's layer");
+        }
+        copied?
+    };
     let (dump, spec) = read?;
     if spec.process.terminal {
         return Err(Status::failed_precondition(format!(
@@ -134,6 +166,38 @@ pub async fn from_archive(
     Ok(Some(restoring))
 }
 
+/// The unpacked layer (and record) of `image` when it is a pulled checkpoint image; `None` for
+/// any other image, pulled or not (CreateContainer then goes on as usual).
+fn checkpoint_image_layer(
+    state: &DaemonState,
+    image: &str,
+    field: &str,
+) -> Result<Option<(PathBuf, images::ImageRecord)>, Status> {
+    let Some(rec) = state.images.resolve(image) else {
+        return Ok(None);
+    };
+    // A manifest berth cannot read back is no reason to refuse an ordinary image.
+    let annotations = match state.images.annotations(&rec) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(image, error = %e, "read the image's manifest annotations");
+            return Ok(None);
+        }
+    };
+    let Some(name) = archive::checkpoint_image_name(&annotations) else {
+        return Ok(None);
+    };
+    tracing::info!(image, container = name, "restoring from a checkpoint image");
+    match state.images.lower_dirs(&rec).as_slice() {
+        [layer] => Ok(Some((layer.clone(), rec))),
+        layers => Err(Status::invalid_argument(format!(
+            "{field}: a checkpoint image has one layer (the archive's files, as `buildah add` \
+             makes it); this one has {}",
+            layers.len()
+        ))),
+    }
+}
+
 impl Restoring {
     /// Moves the extracted archive into the new container's directory and applies its
     /// writable-layer diff to the container's (empty) upper dir.
@@ -143,8 +207,12 @@ impl Restoring {
             crate::errors::io_status(&format!("move the checkpoint into {}", dir.display()), &e)
         })?;
         archive::apply_rootfs_diff(&dir, &rec.upper).map_err(|e| {
+            // The tar crate says where in its message and why in the source.
+            let why = std::error::Error::source(&e)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default();
             Status::invalid_argument(format!(
-                "config.image.image: apply the checkpoint's rootfs-diff.tar: {e}"
+                "config.image.image: apply the checkpoint's rootfs-diff.tar: {e}{why}"
             ))
         })
     }

@@ -235,6 +235,68 @@ pub fn is_archive(path: &Path) -> bool {
     false
 }
 
+/// The annotations that mark an OCI image as built from a checkpoint archive (its layer holds
+/// the archive's files), each naming the checkpointed container: CRI-O's (Kubernetes'
+/// documented `buildah config --annotation=…` step) and checkpointctl's, which containerd 2.x
+/// and newer CRI-O read.
+pub const IMAGE_ANNOTATIONS: &[&str] = &[
+    "io.kubernetes.cri-o.annotations.checkpoint.name",
+    "org.criu.checkpoint.container.name",
+];
+
+/// The checkpointed container's name if `annotations` (an image manifest's) mark a checkpoint
+/// image.
+pub fn checkpoint_image_name(annotations: &BTreeMap<String, String>) -> Option<&str> {
+    IMAGE_ANNOTATIONS
+        .iter()
+        .find_map(|k| annotations.get(*k))
+        .map(String::as_str)
+}
+
+/// Whether `dir` holds an extracted checkpoint (`config.dump` and `checkpoint/`).
+pub fn is_extracted(dir: &Path) -> bool {
+    dir.join(CONFIG_DUMP).is_file() && dir.join(CHECKPOINT_DIR).is_dir()
+}
+
+/// Copies the tree `src` (an unpacked image layer holding a checkpoint) to `dst`, keeping
+/// modes, owners and symlinks (never followed). Files are copied, not linked: the restore
+/// writes beside them and the image's layer must stay as pulled. Special files have no place
+/// in a checkpoint and are refused.
+pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(src)?;
+    fs::create_dir_all(dst)?;
+    copy_entry_meta(&meta, dst)?;
+    let mut entries: Vec<_> = fs::read_dir(src)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let from = e.path();
+        let to = dst.join(e.file_name());
+        let meta = fs::symlink_metadata(&from)?;
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            copy_tree(&from, &to)?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
+            std::os::unix::fs::lchown(&to, Some(meta.uid()), Some(meta.gid()))?;
+        } else if ft.is_file() {
+            fs::copy(&from, &to)?;
+            copy_entry_meta(&meta, &to)?;
+        } else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: a special file in a checkpoint", from.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn copy_entry_meta(meta: &fs::Metadata, to: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::os::unix::fs::chown(to, Some(meta.uid()), Some(meta.gid()))?;
+    fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))
+}
+
 /// Extracts the archive at `path` beneath `dir`.
 pub fn extract(path: &Path, dir: &Path) -> io::Result<()> {
     fs::create_dir_all(dir)?;
@@ -367,11 +429,85 @@ mod tests {
     }
 
     #[test]
+    fn a_diff_without_directory_entries_applies() {
+        let out = tempfile::tempdir().expect("out");
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, "var/marker", &b"hi"[..])
+            .expect("append");
+        std::fs::write(out.path().join(ROOTFS_DIFF), b.into_inner().expect("tar")).expect("w");
+        let upper = tempfile::tempdir().expect("upper");
+        if let Err(e) = apply_rootfs_diff(out.path(), upper.path()) {
+            panic!("{e}: {:?}", std::error::Error::source(&e));
+        }
+        assert_eq!(
+            std::fs::read_to_string(upper.path().join("var/marker")).expect("read"),
+            "hi"
+        );
+    }
+
+    #[test]
     fn deleted_files_cannot_climb_out_of_the_layer() {
         assert!(safe_relative("/../etc/passwd").is_none());
         assert!(safe_relative("/a/../../b").is_none());
         assert!(safe_relative("/").is_none());
         assert_eq!(safe_relative("/a/b"), Some(PathBuf::from("a/b")));
+    }
+
+    #[test]
+    fn checkpoint_images_are_known_by_either_annotation() {
+        let mut a = BTreeMap::new();
+        a.insert("org.opencontainers.image.created".to_string(), "x".into());
+        assert_eq!(checkpoint_image_name(&a), None);
+        a.insert(
+            "org.criu.checkpoint.container.name".to_string(),
+            "counter".into(),
+        );
+        assert_eq!(checkpoint_image_name(&a), Some("counter"));
+        let mut b = BTreeMap::new();
+        b.insert(
+            "io.kubernetes.cri-o.annotations.checkpoint.name".to_string(),
+            "web".into(),
+        );
+        assert_eq!(checkpoint_image_name(&b), Some("web"));
+    }
+
+    #[test]
+    fn copy_tree_keeps_files_modes_and_links_and_refuses_special_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let src = tempfile::tempdir().expect("src");
+        std::fs::create_dir(src.path().join(CHECKPOINT_DIR)).expect("mkdir");
+        std::fs::write(src.path().join(CHECKPOINT_DIR).join("pages-1.img"), "p").expect("img");
+        std::fs::write(src.path().join(CONFIG_DUMP), "{}").expect("config");
+        std::fs::set_permissions(
+            src.path().join(CONFIG_DUMP),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod");
+        std::os::unix::fs::symlink("/etc/passwd", src.path().join("link")).expect("link");
+        let dst = tempfile::tempdir().expect("dst");
+        let to = dst.path().join("copy");
+        copy_tree(src.path(), &to).expect("copy");
+        assert!(is_extracted(&to));
+        assert!(!is_extracted(src.path().join(CHECKPOINT_DIR).as_path()));
+        let mode = std::fs::metadata(to.join(CONFIG_DUMP))
+            .expect("meta")
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read_link(to.join("link")).expect("link"),
+            Path::new("/etc/passwd"),
+            "a symlink is copied as a link, not followed"
+        );
+        nix::unistd::mkfifo(&src.path().join("fifo"), nix::sys::stat::Mode::S_IRWXU).expect("fifo");
+        let err = copy_tree(src.path(), &dst.path().join("again")).expect_err("fifo");
+        assert!(err.to_string().contains("special file"), "{err}");
     }
 
     #[test]
