@@ -26,11 +26,12 @@ pub(super) fn run(
     plan: &Plan,
     idmaps: &Idmaps,
     marks: &ChildMarks,
+    born_in: Option<usize>,
     report: OwnedFd,
 ) -> ! {
     let report = above_stdio(report);
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-        become_container(spec, plan, idmaps, marks)
+        become_container(spec, plan, idmaps, marks, born_in)
     }));
     let failure = match outcome {
         Ok(Err(failure)) => failure,
@@ -49,11 +50,12 @@ fn become_container(
     plan: &Plan,
     idmaps: &Idmaps,
     marks: &ChildMarks,
+    born_in: Option<usize>,
 ) -> Result<Infallible, Failure> {
     // First, while this process still sees only the host's mounts and namespaces.
     set_dumpable(false)?;
     apply_apparmor(plan)?;
-    join_cgroups(&spec.cgroup_procs)?;
+    join_cgroups(&spec.cgroup_procs, born_in)?;
     reset_signals()?;
     // Modes of created directories and device nodes are exact; the container gets 022.
     umask(Mode::empty());
@@ -147,8 +149,15 @@ pub(super) fn above_stdio(fd: OwnedFd) -> OwnedFd {
     }
 }
 
-pub(super) fn join_cgroups(cgroup_procs: &[PathBuf]) -> Result<(), Failure> {
-    for procs in cgroup_procs {
+/// Joins each cgroup of `cgroup_procs` but the one this process was born in (`born_in`).
+pub(super) fn join_cgroups(
+    cgroup_procs: &[PathBuf],
+    born_in: Option<usize>,
+) -> Result<(), Failure> {
+    for (i, procs) in cgroup_procs.iter().enumerate() {
+        if Some(i) == born_in {
+            continue;
+        }
         fs::write(procs, "0").context(|| format!("join cgroup {}", procs.display()))?;
     }
     Ok(())

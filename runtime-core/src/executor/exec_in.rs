@@ -16,8 +16,9 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
 use nix::sched::{CloneFlags, setns};
 use nix::sys::stat::{Mode, umask};
-use nix::unistd::{ForkResult, Pid, fork, pipe2, setsid};
+use nix::unistd::{ForkResult, Pid, pipe2, setsid};
 
+use super::clone_into::{self, Forked};
 use super::error::{Context, ExecError, Failure};
 use super::plan::Plan;
 use super::spawn::{await_exec, kill_and_reap};
@@ -43,11 +44,17 @@ pub fn exec_in_container(spec: &ExecProcess) -> Result<Pid, ExecError> {
         .map_err(|e| gone_or(spec, e, "join the container's pid namespace for children"))?;
     // SAFETY: as in `spawn`: the child only makes system calls and fork-safe allocations and
     // never returns (it execs or `_exit`s).
-    let forked = unsafe { fork() };
+    let forked = unsafe { clone_into::fork_into(&spec.cgroup_procs) };
     let restored = setns(saved, CloneFlags::CLONE_NEWPID);
     let pid = match forked {
-        Ok(ForkResult::Child) => run(spec, &plan, &target, report_tx),
-        Ok(ForkResult::Parent { child }) => child,
+        Ok(Forked {
+            result: ForkResult::Child,
+            born_in,
+        }) => run(spec, &plan, &target, born_in, report_tx),
+        Ok(Forked {
+            result: ForkResult::Parent { child },
+            ..
+        }) => child,
         Err(errno) => return Err(Failure::new("fork exec process", errno).host()),
     };
     drop(report_tx);
@@ -120,9 +127,17 @@ fn gone_or(spec: &ExecProcess, errno: Errno, op: &str) -> ExecError {
 }
 
 /// Runs in the forked child: becomes the exec'd process or reports why not and exits 127.
-fn run(spec: &ExecProcess, plan: &Plan, target: &OwnedFd, report: OwnedFd) -> ! {
+fn run(
+    spec: &ExecProcess,
+    plan: &Plan,
+    target: &OwnedFd,
+    born_in: Option<usize>,
+    report: OwnedFd,
+) -> ! {
     let report = child::above_stdio(report);
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| become_exec(spec, plan, target)));
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+        become_exec(spec, plan, target, born_in)
+    }));
     let failure = match outcome {
         Ok(Err(failure)) => failure,
         Ok(Ok(never)) => match never {},
@@ -133,11 +148,16 @@ fn run(spec: &ExecProcess, plan: &Plan, target: &OwnedFd, report: OwnedFd) -> ! 
     unsafe { libc::_exit(127) }
 }
 
-fn become_exec(spec: &ExecProcess, plan: &Plan, target: &OwnedFd) -> Result<Infallible, Failure> {
+fn become_exec(
+    spec: &ExecProcess,
+    plan: &Plan,
+    target: &OwnedFd,
+    born_in: Option<usize>,
+) -> Result<Infallible, Failure> {
     // First, while this process still sees only the host's mounts and namespaces.
     child::set_dumpable(false)?;
     child::apply_apparmor(plan)?;
-    child::join_cgroups(&spec.cgroup_procs)?;
+    child::join_cgroups(&spec.cgroup_procs, born_in)?;
     child::reset_signals()?;
     umask(Mode::empty());
     child::attach_stdio(&spec.stdio)?;

@@ -27,6 +27,7 @@
 
 mod caps;
 mod child;
+mod clone_into;
 pub(crate) mod devices;
 mod error;
 mod exec;

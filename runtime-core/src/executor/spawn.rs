@@ -6,8 +6,9 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
-use nix::unistd::{ForkResult, Pid, fork, pipe2};
+use nix::unistd::{ForkResult, Pid, pipe2};
 
+use super::clone_into::{self, Forked};
 use super::error::{Context, ExecError, Failure};
 use super::idmap::Idmaps;
 use super::pidns::{self, ChildPidNamespace};
@@ -80,9 +81,15 @@ fn fork_container(
     // the caller is multi-threaded (tests), the child only uses glibc's fork-safe allocator and
     // system calls, touches no lock another thread could hold, and never returns: it execs or
     // `_exit`s.
-    let pid = match unsafe { fork() } {
-        Ok(ForkResult::Child) => child::run(spec, plan, idmaps, marks, report_tx),
-        Ok(ForkResult::Parent { child }) => child,
+    let pid = match unsafe { clone_into::fork_into(&spec.cgroup_procs) } {
+        Ok(Forked {
+            result: ForkResult::Child,
+            born_in,
+        }) => child::run(spec, plan, idmaps, marks, born_in, report_tx),
+        Ok(Forked {
+            result: ForkResult::Parent { child },
+            ..
+        }) => child,
         Err(errno) => {
             let op = format!(
                 "fork container {} into {}",
