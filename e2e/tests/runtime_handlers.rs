@@ -572,3 +572,79 @@ async fn runc_runs_a_user_namespace_pod_with_an_idmapped_rootfs_and_volumes() {
     );
     env.d.remove_pod(&pod).await;
 }
+
+/// The reaper of a user-namespaced pod is forked from inside the pod's user namespace (so runc
+/// can join its PID namespace); a container there with CAP_SYS_PTRACE must still find no way
+/// to the host through it, under either handler: its root is empty, it holds no capability
+/// and no fd, and the host's directories are not reachable through `/proc/1/root`.
+#[tokio::test]
+async fn a_user_namespace_pods_reaper_leads_nowhere_under_either_handler() {
+    let Some(env) = runc_env().await else { return };
+    let marker = env.d.dir().display().to_string();
+    for handler in ["", "runc"] {
+        let name = format!(
+            "userns-init-{}",
+            if handler.is_empty() {
+                "native"
+            } else {
+                handler
+            }
+        );
+        let mut pc = env.pod(&name);
+        pc.linux
+            .get_or_insert_with(Default::default)
+            .security_context
+            .get_or_insert_with(Default::default)
+            .namespace_options = Some(userns_options());
+        let pod = env
+            .d
+            .run_pod_with_handler(pc.clone(), handler)
+            .await
+            .expect("RunPodSandbox");
+        let script = format!(
+            "echo comm=$(cat /proc/1/comm); echo root:; ls -a /proc/1/root/ 2>/dev/null; \
+             test -e /proc/1/root{marker} && echo HOST-ROOT-VISIBLE; \
+             grep -E '^Cap(Prm|Eff|Bnd|Amb):' /proc/1/status; \
+             echo fds=$(ls /proc/1/fd 2>/dev/null | tr '\\n' ' '); echo end"
+        );
+        let mut c = env.container("probe", &["sh", "-c", &script]);
+        let sc = security(&mut c);
+        sc.namespace_options = Some(userns_options());
+        sc.capabilities = Some(cri::Capability {
+            add_capabilities: vec!["SYS_PTRACE".into()],
+            ..Default::default()
+        });
+        let (st, lines) = env.run_to_end(&pod, &pc, c).await;
+        assert_eq!(st.exit_code, 0, "{handler}: {lines:?}");
+        assert!(
+            lines.contains(&"comm=berth-pod-init".to_string()),
+            "{handler}: {lines:?}"
+        );
+        assert!(
+            !lines.iter().any(|l| l == "HOST-ROOT-VISIBLE"),
+            "{handler}: {lines:?}"
+        );
+        let listing: Vec<&String> = lines
+            .iter()
+            .skip_while(|l| *l != "root:")
+            .skip(1)
+            .take_while(|l| !l.starts_with("Cap"))
+            .collect();
+        assert!(
+            listing.iter().all(|l| *l == "." || *l == ".."),
+            "{handler}: the init's root is not empty: {listing:?}"
+        );
+        for set in ["CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+            let line = lines
+                .iter()
+                .find(|l| l.starts_with(set))
+                .unwrap_or_else(|| panic!("{handler}: no {set} in {lines:?}"));
+            assert!(line.ends_with("0000000000000000"), "{handler}: {line}");
+        }
+        assert!(
+            lines.iter().any(|l| l.trim() == "fds="),
+            "{handler}: the init kept fds: {lines:?}"
+        );
+        env.d.remove_pod(&pod).await;
+    }
+}
