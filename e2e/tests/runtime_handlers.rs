@@ -560,8 +560,38 @@ async fn runc_runs_a_user_namespace_pod_with_an_idmapped_rootfs_and_volumes() {
         "the container's root is {USERNS_HOST_ID} on the host: {uid_line}"
     );
 
-    // Removal detaches what the shim staged for runc.
+    // The bundle is open to the group of the namespace's root (runc looks the root up from
+    // inside the namespace), but a host process with that group cannot read the container's
+    // config (its environment) there.
     let bundle = env.d.state_dir.join("oci/bundles").join(&id);
+    let meta = std::fs::metadata(&bundle).expect("bundle");
+    assert_eq!(
+        (meta.mode() & 0o777, meta.gid()),
+        (0o710, USERNS_HOST_ID),
+        "bundle mode and group"
+    );
+    let read = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            &format!("--regid={USERNS_HOST_ID}"),
+            "--clear-groups",
+        ])
+        .arg("cat")
+        .arg(bundle.join("config.json"))
+        .output()
+        .expect("run setpriv (util-linux)");
+    assert!(
+        !read.status.success(),
+        "a host user in the mapped root's group read config.json: {}",
+        String::from_utf8_lossy(&read.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&read.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+
+    // Removal detaches what the shim staged for runc.
     env.stop(&id).await;
     env.remove(&id).await;
     assert!(!bundle.exists(), "bundle removed");

@@ -17,7 +17,7 @@ pub mod image_volumes;
 pub mod spec;
 
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -112,7 +112,14 @@ fn try_start(
     let spec = spec::build(&staged, &host)?;
     let config =
         serde_json::to_vec_pretty(&spec).map_err(|e| format!("encode config.json: {e}"))?;
-    std::fs::write(bundle.join("config.json"), config)
+    // Only root reads it (it holds the environment): the bundle of a user-namespaced container
+    // is open to the group of the namespace's root (`idmapped::stage_root`).
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(bundle.join("config.json"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &config))
         .map_err(|e| format!("write {}/config.json: {e}", bundle.display()))?;
     let (pid, pty) = match io {
         CreateIo::Pipes {
