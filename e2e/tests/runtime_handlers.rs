@@ -678,3 +678,48 @@ async fn a_user_namespace_pods_reaper_leads_nowhere_under_either_handler() {
         env.d.remove_pod(&pod).await;
     }
 }
+
+/// A user-namespaced container runc cannot start leaves nothing: no runc state, no bundle, no
+/// staged root or idmapped mount, no rootfs mount.
+#[tokio::test]
+async fn a_user_namespace_container_runc_cannot_start_leaves_nothing_mounted() {
+    let Some(env) = runc_env().await else { return };
+    let vol = tempfile::tempdir().expect("volume dir");
+    let mut pc = env.pod("runc-userns-fail");
+    pc.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .namespace_options = Some(userns_options());
+    let pod = env
+        .d
+        .run_pod_with_handler(pc.clone(), "runc")
+        .await
+        .expect("RunPodSandbox runc");
+    let mut c = env.container("missing", &["/no/such/program"]);
+    let mut idmapped = host_bind("/vol", vol.path(), false);
+    idmapped.uid_mappings = userns_mapping();
+    idmapped.gid_mappings = userns_mapping();
+    c.mounts = vec![idmapped];
+    security(&mut c).namespace_options = Some(userns_options());
+    let id = env.create(&pod, &pc, c).await.expect("CreateContainer");
+    let err = env.start(&id).await.expect_err("nothing to exec");
+    assert!(err.message().contains("runc"), "{}", err.message());
+    assert!(runc_state(&env, &id).is_none(), "runc holds nothing");
+    let bundle = env.d.state_dir.join("oci/bundles").join(&id);
+    assert!(!bundle.exists(), "bundle removed");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    for left in [
+        bundle.display().to_string(),
+        env.d
+            .state_dir
+            .join("rootfs")
+            .join(&id)
+            .display()
+            .to_string(),
+    ] {
+        assert!(!mounts.contains(&left), "{left} still mounted");
+    }
+    env.remove(&id).await;
+    env.d.remove_pod(&pod).await;
+}
