@@ -6,8 +6,8 @@
 # JSON reports stay in target/critest/.
 # Then it runs critest again with --runtime-handler=runc against a berthd with runc configured
 # as the `runc` handler (docs/runtime-handlers.md), failing on any failed spec or fewer than
-# $CRITEST_RUNC_MIN_PASSED (121: the six UserNamespaces specs are skipped for a handler
-# without user namespaces) passed; its reports stay in target/critest-runc/.
+# $CRITEST_RUNC_MIN_PASSED (127, as the native pass: the runc handler runs user-namespaced
+# pods too) passed; its reports stay in target/critest-runc/.
 #
 # critest comes from $CRITEST, the first argument, or the workplace's pinned build beside the
 # checkout (../shared/tools/cri-tools/critest.xz, checked against its SHA256SUMS); the image
@@ -71,7 +71,7 @@ target/debug/berth-critest \
     --images-script "$images_script" \
     --work-dir /var/tmp/berth-cri-test-images \
     --report-dir target/critest-runc \
-    --min-passed "${CRITEST_RUNC_MIN_PASSED:-121}" \
+    --min-passed "${CRITEST_RUNC_MIN_PASSED:-127}" \
     --config-extra $'[runtimes.runc]\npath = "/usr/bin/runc"\n' \
     --nri \
     -- --runtime-handler=runc "$@"

@@ -126,6 +126,12 @@ impl Berthd {
     /// Starts berthd with `opts` and waits until it answers `Version`.
     pub async fn start_with(opts: BerthdOptions) -> io::Result<Berthd> {
         let dir = tempfile::Builder::new().prefix("berth-e2e-").tempdir()?;
+        // Traversable, not listable, as /run is for a production berthd: an OCI runtime
+        // (runc 1.1) looks a user-namespaced container's root up from inside the namespace.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )?;
         let path = dir.path().to_path_buf();
         let mut d = Berthd::spawn_at(&path, &opts)?;
         d._tempdir = Some(dir);

@@ -827,3 +827,77 @@ async fn user_namespace_requests_are_validated_naming_the_field() {
         "{err}"
     );
 }
+
+/// Image volumes of a user-namespaced container under the runc handler: runc 1.1 cannot idmap,
+/// so the shim stages each image (one layer and several, one with a sub path) from idmapped
+/// layers and runc binds it; inside, the image's files belong to the container's root.
+#[tokio::test]
+async fn user_namespace_image_volumes_are_idmapped_under_runc_too() {
+    const RUNC: &str = "/usr/bin/runc";
+    if !Path::new(RUNC).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI installs runc: {RUNC} is missing"
+        );
+        eprintln!("skipped: {RUNC} is not installed (apt-get install runc)");
+        return;
+    }
+    let Some(e) = e2e::containers::env_with(&format!("[runtimes.runc]\npath = \"{RUNC}\"\n")).await
+    else {
+        return;
+    };
+    let (_, one) = {
+        let mut layer = LayerBuilder::new();
+        layer.file("/data/in-image", "one layer\n", 0o644);
+        data_image(&e, "userns-runc-one", vec![layer]).await
+    };
+    let (_, two) = {
+        let mut base = LayerBuilder::new();
+        base.file("/data/base", "base\n", 0o644);
+        let mut top = LayerBuilder::new();
+        top.file("/data/sub/top", "top\n", 0o644);
+        data_image(&e, "userns-runc-two", vec![base, top]).await
+    };
+    let mut pc = e.pod("userns-runc-img");
+    with_userns(&mut pc, kubelet_mapping(), kubelet_mapping());
+    let pod =
+        e.d.run_pod_with_handler(pc.clone(), "runc")
+            .await
+            .expect("RunPodSandbox runc");
+    let id = sleeping(&e, &pod, &pc, "userns-runc-img", |c| {
+        let mut sub = image_mount("/sub", &two);
+        sub.image_sub_path = "data/sub".into();
+        c.mounts = vec![image_mount("/one", &one), image_mount("/two", &two), sub];
+        let ns = security(c)
+            .namespace_options
+            .get_or_insert_with(Default::default);
+        ns.userns_options = Some(UserNamespace {
+            mode: NamespaceMode::Pod as i32,
+            uids: kubelet_mapping(),
+            gids: kubelet_mapping(),
+        });
+    })
+    .await;
+    let (code, out, err) = exec_sh(
+        &e,
+        &id,
+        "stat -c '%n %u %g' /one/data/in-image /two/data/base /two/data/sub/top /sub/top; \
+         cat /one/data/in-image /sub/top; touch /one/x 2>/dev/null && echo writable || echo ro",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "/one/data/in-image 0 0",
+            "/two/data/base 0 0",
+            "/two/data/sub/top 0 0",
+            "/sub/top 0 0",
+            "one layer",
+            "top",
+            "ro"
+        ],
+        "{out}"
+    );
+    e.d.remove_pod(&pod).await;
+}

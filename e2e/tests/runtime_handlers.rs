@@ -3,10 +3,11 @@
 //! its logs and records its exit; and runc as the reference for the native executor: the same
 //! CRI container runs under both and what each process observes is compared.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use e2e::containers::{Env, env_with};
+use e2e::containers::{Env, env_with, security};
 use proto::cri;
 
 const RUNC: &str = "/usr/bin/runc";
@@ -105,7 +106,14 @@ async fn status_lists_runc_with_the_features_runc_reports() {
         .expect("native features")
         .recursive_read_only_mounts;
     assert_eq!(features.recursive_read_only_mounts, has_rro && kernel);
-    assert!(!features.user_namespaces);
+    // runc joins a user namespace by path (the shim makes the idmapped mounts), where the
+    // kernel can make idmapped mounts, as for the native handler.
+    let native_userns = status.runtime_handlers[0]
+        .features
+        .expect("native features")
+        .user_namespaces;
+    let knows_user = String::from_utf8_lossy(&reported.stdout).contains("\"user\"");
+    assert_eq!(features.user_namespaces, knows_user && native_userns);
 }
 
 #[tokio::test]
@@ -408,5 +416,310 @@ async fn crun_runs_containers_or_says_why_it_cannot_on_a_hybrid_host() {
         assert_eq!(st.exit_code, 4, "{st:?}");
         assert!(log.contains(&"from-crun".to_string()), "{log:?}");
     }
+    env.d.remove_pod(&pod).await;
+}
+
+/// Host IDs the user namespace test maps container IDs 0..65536 to.
+const USERNS_HOST_ID: u32 = 310_000;
+
+fn userns_mapping() -> Vec<cri::IdMapping> {
+    vec![cri::IdMapping {
+        host_id: USERNS_HOST_ID,
+        container_id: 0,
+        length: 65536,
+    }]
+}
+
+/// The pod's (and its containers') namespace options for a user namespace and a shared PID
+/// namespace, as critest's user namespace spec asks (its PID mode is POD).
+fn userns_options() -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        pid: cri::NamespaceMode::Pod as i32,
+        userns_options: Some(cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids: userns_mapping(),
+            gids: userns_mapping(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn host_bind(container_path: &str, host_path: &Path, readonly: bool) -> cri::Mount {
+    cri::Mount {
+        container_path: container_path.into(),
+        host_path: host_path.display().to_string(),
+        readonly,
+        ..Default::default()
+    }
+}
+
+/// runc 1.1 cannot idmap mounts, so the shim gives it an idmapped rootfs and idmapped bind
+/// sources and runc only joins the pod's user namespace: inside, the mapping shows, the
+/// image's files belong to the container's root, an idmapped volume shows its owners, a plain
+/// one shows the host's root as nobody and the container's root cannot write what the host's
+/// root owns there (it is not the host's root).
+#[tokio::test]
+async fn runc_runs_a_user_namespace_pod_with_an_idmapped_rootfs_and_volumes() {
+    let Some(env) = runc_env().await else { return };
+    let vol = tempfile::tempdir().expect("volume dir");
+    std::fs::write(vol.path().join("owned-by-root"), "root's\n").expect("file");
+    std::fs::write(vol.path().join("owned-by-1000"), "user's\n").expect("file");
+    std::os::unix::fs::chown(vol.path().join("owned-by-1000"), Some(1000), Some(1000))
+        .expect("chown");
+    let mut pc = env.pod("runc-userns");
+    pc.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .namespace_options = Some(userns_options());
+    let pod = env
+        .d
+        .run_pod_with_handler(pc.clone(), "runc")
+        .await
+        .expect("RunPodSandbox runc with a user namespace");
+    let mut c = env.container("userns", &["sleep", "3600"]);
+    let mut idmapped = host_bind("/vol", vol.path(), false);
+    idmapped.uid_mappings = userns_mapping();
+    idmapped.gid_mappings = userns_mapping();
+    let mut idmapped_ro = idmapped.clone();
+    idmapped_ro.container_path = "/vol-ro".into();
+    idmapped_ro.readonly = true;
+    c.mounts = vec![idmapped, idmapped_ro, host_bind("/raw", vol.path(), false)];
+    security(&mut c).namespace_options = Some(userns_options());
+    let id = env.run(&pod, &pc, c).await;
+    let state = runc_state(&env, &id).expect("runc runs the container");
+    assert_eq!(state["status"], "running", "{state}");
+
+    let script = "cat /proc/self/uid_map /proc/self/gid_map; id -u; cat /proc/1/comm; \
+        stat -c '%n %u %g' / /bin/busybox /etc/hosts /vol/owned-by-root /vol/owned-by-1000 \
+            /raw/owned-by-root; \
+        touch /created-inside && echo created; echo written > /vol/from-container; \
+        echo attack >> /raw/owned-by-root 2>/dev/null && echo raw-writable || echo raw-denied; \
+        touch /vol-ro/x 2>/dev/null && echo vol-ro-writable || echo vol-ro-readonly; \
+        readlink /proc/self/ns/user";
+    let out = env
+        .exec_sync(&id, &["sh", "-c", script], 10)
+        .await
+        .expect("ExecSync");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.exit_code,
+        0,
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    let map_line = |l: &str| l.split_whitespace().collect::<Vec<_>>().join(" ");
+    let want_map = format!("0 {USERNS_HOST_ID} 65536");
+    assert_eq!(map_line(lines[0]), want_map, "uid_map: {text}");
+    assert_eq!(map_line(lines[1]), want_map, "gid_map: {text}");
+    assert_eq!(
+        lines[2..14],
+        [
+            "0",
+            // The pod's shared PID namespace (the pod's user namespace owns it).
+            "berth-pod-init",
+            "/ 0 0",
+            "/bin/busybox 0 0",
+            "/etc/hosts 0 0",
+            "/vol/owned-by-root 0 0",
+            "/vol/owned-by-1000 1000 1000",
+            // Not idmapped: the host's root is nobody inside ...
+            "/raw/owned-by-root 65534 65534",
+            "created",
+            // ... and the container's root cannot write as the host's.
+            "raw-denied",
+            "vol-ro-readonly",
+            lines[13],
+        ],
+        "{text}"
+    );
+    let host_ns = std::fs::read_link("/proc/self/ns/user").expect("own userns");
+    assert_ne!(lines[13], host_ns.to_string_lossy(), "not the host's");
+    assert_eq!(
+        std::fs::read_to_string(vol.path().join("owned-by-root")).expect("read"),
+        "root's\n",
+        "the host's file is untouched"
+    );
+    let written = std::fs::metadata(vol.path().join("from-container")).expect("written");
+    assert_eq!(
+        (written.uid(), written.gid()),
+        (0, 0),
+        "through the idmapped mount, the container's root writes as the host's root"
+    );
+    // The container's own process runs in the same namespace as the exec, with the mapping.
+    let pid = state["pid"].as_i64().expect("pid");
+    let uid_map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).expect("uid_map");
+    assert_eq!(map_line(uid_map.trim()), want_map);
+    let ns = std::fs::read_link(format!("/proc/{pid}/ns/user")).expect("ns");
+    assert_eq!(ns.to_string_lossy(), lines[13]);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid");
+    assert!(
+        uid_line.contains(&USERNS_HOST_ID.to_string()),
+        "the container's root is {USERNS_HOST_ID} on the host: {uid_line}"
+    );
+
+    // The bundle is open to the group of the namespace's root (runc looks the root up from
+    // inside the namespace), but a host process with that group cannot read the container's
+    // config (its environment) there.
+    let bundle = env.d.state_dir.join("oci/bundles").join(&id);
+    let meta = std::fs::metadata(&bundle).expect("bundle");
+    assert_eq!(
+        (meta.mode() & 0o777, meta.gid()),
+        (0o710, USERNS_HOST_ID),
+        "bundle mode and group"
+    );
+    let read = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            &format!("--regid={USERNS_HOST_ID}"),
+            "--clear-groups",
+        ])
+        .arg("cat")
+        .arg(bundle.join("config.json"))
+        .output()
+        .expect("run setpriv (util-linux)");
+    assert!(
+        !read.status.success(),
+        "a host user in the mapped root's group read config.json: {}",
+        String::from_utf8_lossy(&read.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&read.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+
+    // Removal detaches what the shim staged for runc.
+    env.stop(&id).await;
+    env.remove(&id).await;
+    assert!(!bundle.exists(), "bundle removed");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(&bundle.display().to_string()),
+        "no staged idmapped mount left"
+    );
+    env.d.remove_pod(&pod).await;
+}
+
+/// The reaper of a user-namespaced pod is forked from inside the pod's user namespace (so runc
+/// can join its PID namespace); a container there with CAP_SYS_PTRACE must still find no way
+/// to the host through it, under either handler: its root is empty, it holds no capability
+/// and no fd, and the host's directories are not reachable through `/proc/1/root`.
+#[tokio::test]
+async fn a_user_namespace_pods_reaper_leads_nowhere_under_either_handler() {
+    let Some(env) = runc_env().await else { return };
+    let marker = env.d.dir().display().to_string();
+    for handler in ["", "runc"] {
+        let name = format!(
+            "userns-init-{}",
+            if handler.is_empty() {
+                "native"
+            } else {
+                handler
+            }
+        );
+        let mut pc = env.pod(&name);
+        pc.linux
+            .get_or_insert_with(Default::default)
+            .security_context
+            .get_or_insert_with(Default::default)
+            .namespace_options = Some(userns_options());
+        let pod = env
+            .d
+            .run_pod_with_handler(pc.clone(), handler)
+            .await
+            .expect("RunPodSandbox");
+        let script = format!(
+            "echo comm=$(cat /proc/1/comm); echo root:; ls -a /proc/1/root/ 2>/dev/null; \
+             test -e /proc/1/root{marker} && echo HOST-ROOT-VISIBLE; \
+             grep -E '^Cap(Prm|Eff|Bnd|Amb):' /proc/1/status; \
+             echo fds=$(ls /proc/1/fd 2>/dev/null | tr '\\n' ' '); echo end"
+        );
+        let mut c = env.container("probe", &["sh", "-c", &script]);
+        let sc = security(&mut c);
+        sc.namespace_options = Some(userns_options());
+        sc.capabilities = Some(cri::Capability {
+            add_capabilities: vec!["SYS_PTRACE".into()],
+            ..Default::default()
+        });
+        let (st, lines) = env.run_to_end(&pod, &pc, c).await;
+        assert_eq!(st.exit_code, 0, "{handler}: {lines:?}");
+        assert!(
+            lines.contains(&"comm=berth-pod-init".to_string()),
+            "{handler}: {lines:?}"
+        );
+        assert!(
+            !lines.iter().any(|l| l == "HOST-ROOT-VISIBLE"),
+            "{handler}: {lines:?}"
+        );
+        let listing: Vec<&String> = lines
+            .iter()
+            .skip_while(|l| *l != "root:")
+            .skip(1)
+            .take_while(|l| !l.starts_with("Cap"))
+            .collect();
+        assert!(
+            listing.iter().all(|l| *l == "." || *l == ".."),
+            "{handler}: the init's root is not empty: {listing:?}"
+        );
+        for set in ["CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+            let line = lines
+                .iter()
+                .find(|l| l.starts_with(set))
+                .unwrap_or_else(|| panic!("{handler}: no {set} in {lines:?}"));
+            assert!(line.ends_with("0000000000000000"), "{handler}: {line}");
+        }
+        assert!(
+            lines.iter().any(|l| l.trim() == "fds="),
+            "{handler}: the init kept fds: {lines:?}"
+        );
+        env.d.remove_pod(&pod).await;
+    }
+}
+
+/// A user-namespaced container runc cannot start leaves nothing: no runc state, no bundle, no
+/// staged root or idmapped mount, no rootfs mount.
+#[tokio::test]
+async fn a_user_namespace_container_runc_cannot_start_leaves_nothing_mounted() {
+    let Some(env) = runc_env().await else { return };
+    let vol = tempfile::tempdir().expect("volume dir");
+    let mut pc = env.pod("runc-userns-fail");
+    pc.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .namespace_options = Some(userns_options());
+    let pod = env
+        .d
+        .run_pod_with_handler(pc.clone(), "runc")
+        .await
+        .expect("RunPodSandbox runc");
+    let mut c = env.container("missing", &["/no/such/program"]);
+    let mut idmapped = host_bind("/vol", vol.path(), false);
+    idmapped.uid_mappings = userns_mapping();
+    idmapped.gid_mappings = userns_mapping();
+    c.mounts = vec![idmapped];
+    security(&mut c).namespace_options = Some(userns_options());
+    let id = env.create(&pod, &pc, c).await.expect("CreateContainer");
+    let err = env.start(&id).await.expect_err("nothing to exec");
+    assert!(err.message().contains("runc"), "{}", err.message());
+    assert!(runc_state(&env, &id).is_none(), "runc holds nothing");
+    let bundle = env.d.state_dir.join("oci/bundles").join(&id);
+    assert!(!bundle.exists(), "bundle removed");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    for left in [
+        bundle.display().to_string(),
+        env.d
+            .state_dir
+            .join("rootfs")
+            .join(&id)
+            .display()
+            .to_string(),
+    ] {
+        assert!(!mounts.contains(&left), "{left} still mounted");
+    }
+    env.remove(&id).await;
     env.d.remove_pod(&pod).await;
 }

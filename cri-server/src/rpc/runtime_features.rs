@@ -24,7 +24,8 @@ pub fn runtime_handlers(config: &Config) -> Vec<RuntimeHandler> {
             features: Some(RuntimeHandlerFeatures {
                 recursive_read_only_mounts: reported.recursive_read_only_mounts
                     && mount_api::mount_setattr_supported(),
-                user_namespaces: reported.user_namespaces,
+                // The shim makes the idmapped mounts (runc 1.1 has none): the kernel must.
+                user_namespaces: reported.user_namespaces && mount_api::idmapped_mounts_supported(),
             }),
         }
     });

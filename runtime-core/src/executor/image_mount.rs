@@ -105,7 +105,7 @@ fn narrow_to_sub_path(
 
 /// Mounts the image's layers read-only on `target_fd` (see [`mount_image`]); the mount's fd
 /// when it was attached from one (a single layer).
-fn mount_image_root(
+pub(super) fn mount_image_root(
     target_fd: &OwnedFd,
     destination: &str,
     layers: &[PathBuf],

@@ -60,6 +60,54 @@ pub fn mount_rootfs(rootfs: &Rootfs) -> Result<(), ExecError> {
     overlay::mount(rootfs, None).map_err(error::Failure::host)
 }
 
+/// [`mount_rootfs`] for a container that runs in the pod's user namespace `user_ns`: its
+/// layers idmapped with the namespace's mappings and the writable layer's root given to the
+/// namespace's root, as [`spawn`] mounts it.
+pub fn mount_rootfs_in_user_namespace(
+    rootfs: &Rootfs,
+    user_ns: &UserNamespace,
+) -> Result<(), ExecError> {
+    let fd = open_user_namespace(&user_ns.path)?;
+    overlay::mount(rootfs, Some((&user_ns.map, &fd))).map_err(error::Failure::host)
+}
+
+/// Mounts an image volume's layers (top first) read-only, nosuid and nodev on the existing
+/// directory `target` (a bind of a single layer, else an overlay of them), each layer idmapped
+/// through the user namespace `userns` when given, as the native executor mounts image
+/// volumes. For an OCI runtime handler, which then binds `target`.
+pub fn mount_image_volume(
+    target: &Path,
+    layers: &[PathBuf],
+    userns: Option<(&crate::userns::IdMap, &OwnedFd)>,
+) -> Result<(), ExecError> {
+    let target_fd = nix::fcntl::open(
+        target,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|errno| error::Failure::new(format!("open {}", target.display()), errno).host())?;
+    let destination = target.display().to_string();
+    image_mount::mount_image_root(&target_fd, &destination, layers, userns)
+        .map(drop)
+        .map_err(error::Failure::host)
+}
+
+/// Opens a pinned user namespace file (for `MOUNT_ATTR_IDMAP` or `setns`).
+pub fn open_user_namespace(path: &Path) -> Result<OwnedFd, ExecError> {
+    nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|errno| {
+        error::Failure::new(
+            format!("open the pod's user namespace {}", path.display()),
+            errno,
+        )
+        .host()
+    })
+}
+
 /// Everything needed to start one container process in a pod.
 #[derive(Debug)]
 pub struct ContainerProcess {

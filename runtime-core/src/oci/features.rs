@@ -1,10 +1,12 @@
 //! What an OCI runtime binary says it supports (`<runtime> features`, runtime-spec
 //! `features.md`), as the CRI's handler features: recursive read-only mounts need the `rro`
-//! mount option, user namespaces need idmapped mounts.
+//! mount option; user namespaces need the runtime to join a `user` namespace by path (the
+//! shim makes the idmapped mounts itself, so runc 1.1, which has no idmapped mounts, will do;
+//! the kernel's support for them is checked by the caller, as for the native handler).
 
 use std::process::{Command, Stdio};
 
-use oci_spec::runtime::Features;
+use oci_spec::runtime::{Features, LinuxNamespaceType};
 
 /// The CRI features of one handler.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -26,8 +28,7 @@ pub fn query(path: &str) -> HandlerFeatures {
     }
 }
 
-/// Reads `features` JSON. User namespaces stay off: berth's OCI handler does not translate
-/// them yet, whatever the runtime can do.
+/// Reads `features` JSON.
 pub fn parse(json: &[u8]) -> HandlerFeatures {
     let Ok(features) = serde_json::from_slice::<Features>(json) else {
         return HandlerFeatures::default();
@@ -36,9 +37,14 @@ pub fn parse(json: &[u8]) -> HandlerFeatures {
         .mount_options()
         .as_ref()
         .is_some_and(|o| o.iter().any(|o| o == "rro"));
+    let userns = features
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|n| n.contains(&LinuxNamespaceType::User));
     HandlerFeatures {
         recursive_read_only_mounts: rro,
-        user_namespaces: false,
+        user_namespaces: userns,
     }
 }
 
@@ -54,5 +60,17 @@ mod tests {
         assert!(parse(with).recursive_read_only_mounts);
         assert!(!parse(without).recursive_read_only_mounts);
         assert_eq!(parse(b"not json"), HandlerFeatures::default());
+    }
+
+    #[test]
+    fn a_runtime_that_knows_user_namespaces_gets_them() {
+        let runc_1_1 = br#"{"ociVersionMin":"1.0.0","ociVersionMax":"1.0.2-dev",
+            "linux":{"namespaces":["cgroup","ipc","mount","network","pid","user","uts"]}}"#;
+        let without = br#"{"ociVersionMin":"1.0.0","ociVersionMax":"1.0.2",
+            "linux":{"namespaces":["ipc","mount","network","pid","uts"]}}"#;
+        let silent = br#"{"ociVersionMin":"1.0.0","ociVersionMax":"1.0.2"}"#;
+        assert!(parse(runc_1_1).user_namespaces);
+        assert!(!parse(without).user_namespaces);
+        assert!(!parse(silent).user_namespaces);
     }
 }

@@ -5,8 +5,12 @@
 //! no symlink of the image leads out of it), and the spec binds the resolved directory. The
 //! staged image is read-only and its layers immutable, so the resolved path cannot change
 //! before the runtime binds it.
+//!
+//! In a user namespace every image volume is staged that way, from layers idmapped through
+//! the container's namespace (as the native executor mounts them): runc 1.1 cannot idmap
+//! what it mounts, and an image's files owned by the host's root would be nobody's inside.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, open, openat2};
@@ -14,21 +18,39 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::Mode;
 use proto::shim::StartContainer;
 
+use crate::userns::IdMap;
+
 const NONE: Option<&str> = None;
 
-/// `req` with each image volume that has a sub path staged and replaced by a single-layer
-/// image volume of the resolved directory.
-pub fn stage(req: &StartContainer, bundle: &Path) -> Result<StartContainer, String> {
+/// `req` with each image volume that has a sub path (every one with `userns`, the
+/// container's user namespace) staged and replaced by a single-layer image volume of the
+/// staged image or the resolved directory in it.
+pub fn stage(
+    req: &StartContainer,
+    bundle: &Path,
+    userns: Option<(&IdMap, &OwnedFd)>,
+) -> Result<StartContainer, String> {
     let mut req = req.clone();
     for (i, m) in req.mounts.iter_mut().enumerate() {
-        if m.image_layers.is_empty() || m.image_sub_path.is_empty() {
+        if m.image_layers.is_empty() || (m.image_sub_path.is_empty() && userns.is_none()) {
             continue;
         }
         let staged = bundle.join("images").join(i.to_string());
         std::fs::create_dir_all(&staged)
             .map_err(|e| format!("create {}: {e}", staged.display()))?;
-        mount_image(&m.image_layers, &staged)
-            .map_err(|e| format!("image volume {}: mount the image: {e}", m.destination))?;
+        match userns {
+            None => mount_image(&m.image_layers, &staged).map_err(|e| e.to_string()),
+            Some(userns) => {
+                let layers: Vec<PathBuf> = m.image_layers.iter().map(PathBuf::from).collect();
+                crate::executor::mount_image_volume(&staged, &layers, Some(userns))
+                    .map_err(|e| e.to_string())
+            }
+        }
+        .map_err(|e| format!("image volume {}: mount the image: {e}", m.destination))?;
+        if m.image_sub_path.is_empty() {
+            m.image_layers = vec![staged.display().to_string()];
+            continue;
+        }
         let resolved = resolve(&staged, &m.image_sub_path).map_err(|e| {
             format!(
                 "image volume {}: sub path `{}`: {e}",

@@ -12,11 +12,12 @@
 pub mod cli;
 pub mod features;
 pub mod host_devices;
+pub mod idmapped;
 pub mod image_volumes;
 pub mod spec;
 
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -75,26 +76,51 @@ fn try_start(
     io: CreateIo,
 ) -> Result<Started, String> {
     let host = host_parts(req, ns_dir)?;
-    image_volumes::unstage(bundle);
-    let _ = std::fs::remove_dir_all(bundle);
+    remove_bundle(bundle)?;
+    if let Some(dir) = bundle.parent() {
+        // Traversable (see `idmapped::grant_bundle`); each bundle stays private.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(dir)
+            .map_err(|e| format!("create {}: {e}", dir.display()))?;
+    }
     std::fs::DirBuilder::new()
-        .recursive(true)
         .mode(0o700)
         .create(bundle)
         .map_err(|e| format!("create bundle {}: {e}", bundle.display()))?;
-    let staged = image_volumes::stage(req, bundle)?;
-    let spec = spec::build(&staged, &host)?;
-    let config =
-        serde_json::to_vec_pretty(&spec).map_err(|e| format!("encode config.json: {e}"))?;
-    std::fs::write(bundle.join("config.json"), config)
-        .map_err(|e| format!("write {}/config.json: {e}", bundle.display()))?;
+    let user_ns = idmapped::open_container_namespace(req, ns_dir)?;
+    let userns = user_ns.as_ref().map(|(ns, fd)| (&ns.map, fd));
     let rootfs = Rootfs::Overlay {
         lower: req.lower.iter().map(PathBuf::from).collect(),
         upper: PathBuf::from(&req.upper),
         work: PathBuf::from(&req.work),
         target: PathBuf::from(&req.rootfs),
     };
-    executor::mount_rootfs(&rootfs).map_err(|e| e.to_string())?;
+    match &user_ns {
+        Some((ns, _)) => executor::mount_rootfs_in_user_namespace(&rootfs, ns),
+        None => executor::mount_rootfs(&rootfs),
+    }
+    .map_err(|e| e.to_string())?;
+    let staged = image_volumes::stage(req, bundle, userns)?;
+    let mut staged = idmapped::stage(&staged, bundle, userns)?;
+    if let Some((ns, _)) = &user_ns {
+        staged.rootfs = idmapped::stage_root(Path::new(&req.rootfs), bundle, &ns.map)?
+            .display()
+            .to_string();
+    }
+    let spec = spec::build(&staged, &host)?;
+    let config =
+        serde_json::to_vec_pretty(&spec).map_err(|e| format!("encode config.json: {e}"))?;
+    // Only root reads it (it holds the environment): the bundle of a user-namespaced container
+    // is open to the group of the namespace's root (`idmapped::stage_root`).
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(bundle.join("config.json"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &config))
+        .map_err(|e| format!("write {}/config.json: {e}", bundle.display()))?;
     let (pid, pty) = match io {
         CreateIo::Pipes {
             stdin,
@@ -245,7 +271,30 @@ pub fn cleanup(cli: &Cli, id: &str, rootfs: &Path) -> Result<(), String> {
         _ => Ok(()),
     };
     let _ = executor::cleanup_rootfs(rootfs);
-    image_volumes::unstage(&cli.bundle(id));
-    let _ = std::fs::remove_dir_all(cli.bundle(id));
-    deleted
+    let removed = remove_bundle(&cli.bundle(id));
+    deleted.and(removed)
+}
+
+/// Detaches whatever the shim mounted in `bundle` for the runtime, then removes it; a bundle
+/// with a mount left in it is not removed (that would delete through the mount: a volume's or
+/// the container's files).
+fn remove_bundle(bundle: &Path) -> Result<(), String> {
+    image_volumes::unstage(bundle);
+    idmapped::unstage(bundle);
+    if !bundle.exists() {
+        return Ok(());
+    }
+    let prefix = format!("{}/", bundle.display());
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("read /proc/self/mountinfo: {e}"))?;
+    if let Some(line) = mountinfo
+        .lines()
+        .find(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&prefix)))
+    {
+        return Err(format!(
+            "bundle {} not removed: still mounted in it: {line}",
+            bundle.display()
+        ));
+    }
+    std::fs::remove_dir_all(bundle).map_err(|e| format!("remove {}: {e}", bundle.display()))
 }

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceCgroup,
-    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxNamespace, LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxResourcesBuilder, LinuxSeccomp, Mount, MountBuilder, ProcessBuilder,
-    RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxIdMapping, LinuxIdMappingBuilder,
+    LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, LinuxSeccomp,
+    Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
-use proto::shim::{MountSpec, StartContainer};
+use proto::shim::{IdMapping, MountSpec, StartContainer};
 
 /// What the translation needs besides the request, read from the host by the caller.
 #[derive(Debug, Default)]
@@ -87,8 +87,8 @@ pub fn build(req: &StartContainer, host: &HostParts) -> Result<Spec, String> {
         .rootfs_propagation(root_propagation(&req.mounts))
         .build()
         .map_err(err("linux"))?;
-    linux.set_uid_mappings(None);
-    linux.set_gid_mappings(None);
+    linux.set_uid_mappings(id_mappings(&req.userns_uids)?);
+    linux.set_gid_mappings(id_mappings(&req.userns_gids)?);
     linux.set_devices((!host.devices.is_empty()).then(|| host.devices.clone()));
     linux.set_sysctl(None);
     if !req.cgroup_path.is_empty() {
@@ -117,18 +117,13 @@ fn err(what: &'static str) -> impl Fn(oci_spec::OciSpecError) -> String {
     move |e| format!("build OCI {what}: {e}")
 }
 
-/// What berth's OCI handler does not translate yet, refused by name rather than ignored.
+/// What the shim must have staged before the translation (the runtime is not asked to idmap
+/// or to resolve inside an image), refused by name rather than ignored.
 fn check_supported(req: &StartContainer) -> Result<(), String> {
-    if !req.userns_uids.is_empty() {
-        return Err(
-            "user namespaces are not supported with an OCI runtime handler (use the default handler)"
-                .into(),
-        );
-    }
     for m in &req.mounts {
         if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
             return Err(format!(
-                "mount {}: idmapped mounts are not supported with an OCI runtime handler",
+                "idmapped mount {}: not staged (oci::idmapped::stage)",
                 m.destination
             ));
         }
@@ -142,6 +137,26 @@ fn check_supported(req: &StartContainer) -> Result<(), String> {
     Ok(())
 }
 
+/// A user namespace's mappings as `linux.uidMappings`/`gidMappings` (runc 1.1 needs them even
+/// when it joins the namespace by path: it maps the IDs it sets up with them); `None` without.
+fn id_mappings(ranges: &[IdMapping]) -> Result<Option<Vec<LinuxIdMapping>>, String> {
+    if ranges.is_empty() {
+        return Ok(None);
+    }
+    ranges
+        .iter()
+        .map(|r| {
+            LinuxIdMappingBuilder::default()
+                .container_id(r.container_id)
+                .host_id(r.host_id)
+                .size(r.length)
+                .build()
+                .map_err(err("id mapping"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
 fn capabilities(names: &[String]) -> Result<HashSet<Capability>, String> {
     names
         .iter()
@@ -153,7 +168,9 @@ fn capabilities(names: &[String]) -> Result<HashSet<Capability>, String> {
 }
 
 /// The pod's namespaces joined by path, a new mount namespace, and the PID namespace the
-/// container asks for (new, the pod's, a target container's, or the host's).
+/// container asks for (new, the pod's, a target container's, or the host's); in a user
+/// namespace pod also the pod's pinned user namespace, which owns its network, IPC and UTS
+/// (and shared PID) namespaces, so the runtime joins it first and the others from inside it.
 fn namespaces(req: &StartContainer, ns_dir: &Path) -> Result<Vec<LinuxNamespace>, String> {
     let ns = |typ, path: Option<PathBuf>| {
         let b = LinuxNamespaceBuilder::default().typ(typ);
@@ -163,7 +180,14 @@ fn namespaces(req: &StartContainer, ns_dir: &Path) -> Result<Vec<LinuxNamespace>
         }
         .map_err(err("namespace"))
     };
-    let mut out = vec![ns(LinuxNamespaceType::Mount, None)?];
+    let mut out = Vec::new();
+    if !req.userns_uids.is_empty() {
+        out.push(ns(
+            LinuxNamespaceType::User,
+            Some(ns_dir.join(crate::shim::NS_USER)),
+        )?);
+    }
+    out.push(ns(LinuxNamespaceType::Mount, None)?);
     match req.pid_mode {
         1 => out.push(ns(LinuxNamespaceType::Pid, Some(ns_dir.join("pid")))?),
         2 => {}
@@ -498,19 +522,65 @@ mod tests {
         );
     }
 
+    fn mapping(container_id: u32, host_id: u32, length: u32) -> proto::shim::IdMapping {
+        proto::shim::IdMapping {
+            container_id,
+            host_id,
+            length,
+        }
+    }
+
     #[test]
-    fn user_namespaces_and_idmapped_mounts_are_refused_by_name() {
+    fn a_user_namespace_is_joined_first_by_path_with_its_mappings() {
         let mut req = request();
-        req.userns_uids = vec![proto::shim::IdMapping {
-            container_id: 0,
-            host_id: 100000,
-            length: 65536,
-        }];
-        assert!(
-            build(&req, &host())
-                .unwrap_err()
-                .contains("user namespaces")
+        req.pid_mode = 1;
+        req.userns_uids = vec![mapping(0, 100000, 65536)];
+        req.userns_gids = vec![mapping(0, 200000, 1000), mapping(1000, 300000, 1)];
+        let v = to_json(&req);
+        let ns = v["linux"]["namespaces"].as_array().expect("namespaces");
+        assert_eq!(
+            ns[0],
+            json!({"type": "user", "path": "/run/berth/ns/pod/user"})
         );
+        assert!(ns.contains(&json!({"type": "pid", "path": "/run/berth/ns/pod/pid"})));
+        assert_eq!(
+            v["linux"]["uidMappings"],
+            json!([{"containerID": 0, "hostID": 100000, "size": 65536}])
+        );
+        assert_eq!(
+            v["linux"]["gidMappings"],
+            json!([
+                {"containerID": 0, "hostID": 200000, "size": 1000},
+                {"containerID": 1000, "hostID": 300000, "size": 1}
+            ])
+        );
+        // The process's IDs are the container's, inside the namespace.
+        assert_eq!(v["process"]["user"]["uid"], 1000);
+        // Without one: no user namespace and no mappings.
+        let v = to_json(&request());
+        assert!(
+            !v["linux"]["namespaces"]
+                .as_array()
+                .expect("namespaces")
+                .iter()
+                .any(|n| n["type"] == "user")
+        );
+        assert!(v["linux"].get("uidMappings").is_none());
+        assert!(v["linux"].get("gidMappings").is_none());
+    }
+
+    #[test]
+    fn idmapped_mounts_the_shim_did_not_stage_are_refused_by_name() {
+        let mut req = request();
+        req.mounts = vec![MountSpec {
+            destination: "/vol".into(),
+            source: "/srv/vol".into(),
+            uid_mappings: vec![mapping(0, 100000, 65536)],
+            gid_mappings: vec![mapping(0, 100000, 65536)],
+            ..Default::default()
+        }];
+        let e = build(&req, &host()).unwrap_err();
+        assert!(e.contains("idmapped mount /vol"), "{e}");
     }
 
     #[test]

@@ -22,6 +22,64 @@ use nix::unistd::{chdir, pivot_root};
 /// mount namespace).
 pub(super) fn run(cgroup_procs: &[String], empty_dir: &Path, report: OwnedFd) -> ! {
     let outcome = confine(cgroup_procs, empty_dir);
+    finish(outcome, report)
+}
+
+/// For a pod with its own user namespace, whose PID namespace must belong to that user
+/// namespace (an OCI runtime joins the user namespace first and then could not join a PID
+/// namespace owned by the host's: `setns` needs CAP_SYS_ADMIN over the namespace's owner).
+/// Run in a forked child of the shim: joins the pod cgroup and moves into the empty root while
+/// still the host's root, joins the pod's user namespace `userns`, unshares a PID namespace
+/// there and forks its PID 1, which finishes confining itself, reports on `report` and reaps
+/// as [`run`] does. The child writes the reaper's PID (in the shim's PID namespace) to `pid`
+/// and exits, so the reaper is reparented to the shim (a subreaper).
+pub(super) fn run_in_user_namespace(
+    cgroup_procs: &[String],
+    empty_dir: &Path,
+    userns: OwnedFd,
+    report: OwnedFd,
+    pid: OwnedFd,
+) -> ! {
+    let prepared = (|| {
+        let last_cap = confine_on_host(cgroup_procs, empty_dir)?;
+        nix::sched::setns(userns, CloneFlags::CLONE_NEWUSER)
+            .map_err(|e| format!("reaper: join the pod's user namespace: {e}"))?;
+        unshare(CloneFlags::CLONE_NEWPID)
+            .map_err(|e| format!("reaper: unshare pid namespace: {e}"))?;
+        Ok::<u32, String>(last_cap)
+    })();
+    let last_cap = match prepared {
+        Ok(last_cap) => last_cap,
+        Err(e) => {
+            let _ = nix::unistd::write(&report, e.as_bytes());
+            // SAFETY: ends the forked child without running the shim's destructors.
+            unsafe { libc::_exit(1) }
+        }
+    };
+    // SAFETY: single-threaded (a fork of the single-threaded shim); the child only confines
+    // itself and reaps.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(pid);
+            let outcome = confine_in_namespace(last_cap);
+            finish(outcome, report)
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            let _ = nix::unistd::write(&pid, child.as_raw().to_string().as_bytes());
+            // SAFETY: ends the forked child without running the shim's destructors.
+            unsafe { libc::_exit(0) }
+        }
+        Err(e) => {
+            let message = format!("reaper: fork in the pod's user namespace: {e}");
+            let _ = nix::unistd::write(&report, message.as_bytes());
+            // SAFETY: as above.
+            unsafe { libc::_exit(1) }
+        }
+    }
+}
+
+/// Reports `outcome` on `report`; then reaps forever, or exits if it failed.
+fn finish(outcome: Result<(), String>, report: OwnedFd) -> ! {
     let message = match &outcome {
         Ok(()) => String::new(),
         Err(e) => e.clone(),
@@ -41,7 +99,31 @@ pub(super) fn run(cgroup_procs: &[String], empty_dir: &Path, report: OwnedFd) ->
     }
 }
 
+/// Reads the reaper's PID that [`run_in_user_namespace`]'s child writes; `None` if it exited
+/// without one (its error is then on the report pipe).
+pub(super) fn read_pid(rx: &OwnedFd) -> Option<nix::unistd::Pid> {
+    let mut text = Vec::new();
+    let mut buf = [0u8; 32];
+    loop {
+        match nix::unistd::read(rx, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return None,
+        }
+    }
+    let pid: i32 = String::from_utf8_lossy(&text).trim().parse().ok()?;
+    Some(nix::unistd::Pid::from_raw(pid))
+}
+
 fn confine(cgroup_procs: &[String], empty_dir: &Path) -> Result<(), String> {
+    let last_cap = confine_on_host(cgroup_procs, empty_dir)?;
+    confine_in_namespace(last_cap)
+}
+
+/// The steps that need the host's view: joins the pod cgroup and moves into the empty root.
+/// Returns the last capability number (read from the host's /proc).
+fn confine_on_host(cgroup_procs: &[String], empty_dir: &Path) -> Result<u32, String> {
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     for procs in cgroup_procs {
@@ -52,6 +134,11 @@ fn confine(cgroup_procs: &[String], empty_dir: &Path) -> Result<(), String> {
     // Read while the host's /proc is still there.
     let last_cap = crate::executor::last_capability().map_err(|e| format!("reaper: {e}"))?;
     empty_root(empty_dir)?;
+    Ok(last_cap)
+}
+
+/// Drops every capability, sets no_new_privs and clears the dumpable flag.
+fn confine_in_namespace(last_cap: u32) -> Result<(), String> {
     crate::executor::drop_all_capabilities(last_cap).map_err(|e| format!("reaper: {e}"))?;
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {

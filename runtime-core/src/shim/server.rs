@@ -225,6 +225,9 @@ impl Pod {
     /// Forks the PID 1 of a new PID namespace the pod's containers will share, and waits
     /// until it has confined itself (see [`reaper`](super::reaper)).
     fn start_reaper(&mut self) -> Result<(), String> {
+        if !self.spec.userns_uids.is_empty() {
+            return self.start_reaper_in_user_namespace();
+        }
         unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare pid namespace: {e}"))?;
         let (report_rx, report_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| format!("pipe for the pid namespace reaper: {e}"))?;
@@ -240,6 +243,55 @@ impl Pod {
                 self.reaper = Some(child);
                 super::reaper::read_report(&report_rx)?;
                 self.pin(&format!("/proc/{child}/ns/pid"), NS_PID)
+            }
+            Err(e) => Err(format!("fork pid namespace reaper: {e}")),
+        }
+    }
+
+    /// The reaper of a pod with its own user namespace, PID 1 of a PID namespace that
+    /// namespace owns (see [`reaper::run_in_user_namespace`](super::reaper)); the shim's
+    /// children are then born in it, as in a pod without one.
+    fn start_reaper_in_user_namespace(&mut self) -> Result<(), String> {
+        let user_ns = Path::new(&self.spec.ns_dir).join(NS_USER);
+        let userns =
+            File::open(&user_ns).map_err(|e| format!("open {}: {e}", user_ns.display()))?;
+        let pipe = || {
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| format!("pipe for the pid namespace reaper: {e}"))
+        };
+        let (report_rx, report_tx) = pipe()?;
+        let (pid_rx, pid_tx) = pipe()?;
+        let empty_dir = PathBuf::from(&self.spec.ns_dir);
+        // SAFETY: single-threaded; the child runs only `reaper::run_in_user_namespace`.
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                drop(report_rx);
+                drop(pid_rx);
+                super::reaper::run_in_user_namespace(
+                    &self.spec.cgroup_procs,
+                    &empty_dir,
+                    userns.into(),
+                    report_tx,
+                    pid_tx,
+                )
+            }
+            Ok(ForkResult::Parent { child }) => {
+                drop(report_tx);
+                drop(pid_tx);
+                drop(userns);
+                let reaper = super::reaper::read_pid(&pid_rx);
+                while let Err(nix::errno::Errno::EINTR) = waitpid(child, None) {}
+                let Some(reaper) = reaper else {
+                    super::reaper::read_report(&report_rx)?;
+                    return Err("pid namespace reaper: its parent exited without it".into());
+                };
+                self.reaper = Some(reaper);
+                super::reaper::read_report(&report_rx)?;
+                let pid_ns = format!("/proc/{reaper}/ns/pid");
+                self.pin(&pid_ns, NS_PID)?;
+                let fd = File::open(&pid_ns).map_err(|e| format!("open {pid_ns}: {e}"))?;
+                nix::sched::setns(fd, CloneFlags::CLONE_NEWPID)
+                    .map_err(|e| format!("enter the pod's pid namespace for children: {e}"))
             }
             Err(e) => Err(format!("fork pid namespace reaper: {e}")),
         }
