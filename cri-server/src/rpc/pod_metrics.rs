@@ -17,14 +17,14 @@ use proto::cri::{
 use runtime_core::cgroups::CgroupMetrics;
 use tonic::Status;
 
-use crate::rpc::container_stats::value;
-use crate::rpc::sandbox_stats::{select_ready_pods, with_containers};
 use crate::state::DaemonState;
+use crate::stats::cri::value;
 use crate::stats::fs::{FsCapacity, LayerUsage};
 use crate::stats::sample::{
     CgroupMetricsSample, ContainerMetricsSample, NetworkSample, PodMetricsSample,
     sample_pods_for_metrics,
 };
+use crate::stats::select::{select_ready_pods, with_containers};
 use crate::store::ids::now_ns;
 
 /// cAdvisor's label keys, in its order; every metric starts with these.
@@ -466,8 +466,9 @@ pub async fn list_pod_sandbox_metrics(
     state: &DaemonState,
     _req: &ListPodSandboxMetricsRequest,
 ) -> Result<ListPodSandboxMetricsResponse, Status> {
-    let pods = select_ready_pods(state, None);
-    let samples = sample_pods_for_metrics(&state.stats, with_containers(state, pods)).await?;
+    let pods = select_ready_pods(&state.pods, &state.containers, &state.stats, None);
+    let samples =
+        sample_pods_for_metrics(&state.stats, with_containers(&state.containers, pods)).await?;
     Ok(ListPodSandboxMetricsResponse {
         pod_metrics: samples.iter().map(pod_metrics).collect(),
     })
