@@ -616,7 +616,7 @@ mod tests {
             image: "i".into(),
             image_id: "sha256:x".into(),
             image_ref: "i".into(),
-            process: crate::container::spec::ProcessSpec {
+            process: crate::store::containers::ProcessSpec {
                 args: vec!["sh".into()],
                 env: vec!["A=1".into(), "B=2".into()],
                 cwd: "/".into(),

@@ -1,5 +1,5 @@
 //! A container's home: the host side of create/start/stop/remove and updates, with its
-//! process spec, mounts, user namespace, stop signal and exec processes, and what each
+//! process spec, mounts, user namespace and exec processes, and what each
 //! runtime handler supports.
 
 pub mod exec_process;
@@ -11,6 +11,5 @@ pub mod runtime_features;
 pub mod spec;
 pub mod start;
 pub mod stop;
-pub mod stop_signal;
 pub mod update;
 pub mod userns;

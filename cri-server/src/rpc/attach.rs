@@ -6,7 +6,7 @@ use tonic::Status;
 
 use crate::container::exec_process::running_container;
 use crate::state::DaemonState;
-use crate::stream::tokens::{StreamRequest, check_streams};
+use crate::state::stream_tokens::{StreamRequest, check_streams};
 
 pub async fn attach(state: &DaemonState, req: &AttachRequest) -> Result<AttachResponse, Status> {
     check_streams(req.stdin, req.stdout, req.stderr, req.tty)?;

@@ -6,7 +6,7 @@ use tonic::Status;
 
 use crate::container::exec_process::running_container;
 use crate::state::DaemonState;
-use crate::stream::tokens::{StreamRequest, check_streams};
+use crate::state::stream_tokens::{StreamRequest, check_streams};
 
 pub async fn exec(state: &DaemonState, req: &ExecRequest) -> Result<ExecResponse, Status> {
     if req.cmd.is_empty() {

@@ -13,7 +13,7 @@ use prometheus::{
 };
 use proto::cri::ContainerEventType;
 
-use crate::lifecycle::event_hub::{self, EventHub};
+use crate::state::event_hub::{self, EventHub};
 use crate::store::containers::{ContainerPhase, ContainerRecord};
 use crate::store::pods::{PodPhase, PodRecord};
 
