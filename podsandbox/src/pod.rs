@@ -713,7 +713,7 @@ fn give_to_userns_root(path: &Path, userns: Option<&IdMap>) -> Result<(), String
 }
 
 /// Unmounts and removes whatever namespace pins are left in `ns_dir`.
-pub fn unpin_namespaces(ns_dir: &Path) {
+fn unpin_namespaces(ns_dir: &Path) {
     for name in [
         shim::NS_NET,
         shim::NS_IPC,

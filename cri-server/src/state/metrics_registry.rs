@@ -76,7 +76,7 @@ pub fn method_label(path: &str) -> &'static str {
 }
 
 /// The `code` label for a gRPC status code: its name as in the gRPC spec (`OK`, `NotFound`).
-pub fn code_label(code: tonic::Code) -> &'static str {
+fn code_label(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
     match code {
         Ok => "OK",
@@ -275,7 +275,7 @@ fn shim_rss(pid: u32) -> Option<u64> {
 }
 
 /// The `Name` and `VmRSS` (in bytes) of a `/proc/<pid>/status` file.
-pub fn parse_proc_status(text: &str) -> (&str, u64) {
+fn parse_proc_status(text: &str) -> (&str, u64) {
     let mut name = "";
     let mut rss = 0;
     for line in text.lines() {

@@ -183,7 +183,7 @@ fn networking(config: &Config) -> Result<Networking, StateError> {
 }
 
 /// The configured shim, or `berth-shim` beside the running berthd.
-pub fn shim_binary(config: &Config) -> PathBuf {
+fn shim_binary(config: &Config) -> PathBuf {
     if !config.shim_path.as_os_str().is_empty() {
         return config.shim_path.clone();
     }
@@ -195,7 +195,7 @@ pub fn shim_binary(config: &Config) -> PathBuf {
 
 /// The image crate's view of the registry settings (credentials were validated with the
 /// config, so any that fail to decode here are skipped).
-pub fn registry_options(r: &RegistryConfig) -> RegistryOptions {
+fn registry_options(r: &RegistryConfig) -> RegistryOptions {
     let credentials = r
         .credentials
         .iter()

@@ -61,16 +61,6 @@ impl ShimBinary {
         })
     }
 
-    /// Runs `host_path` as it is (tools and tests that start a shim of their own).
-    pub fn unsealed(host_path: impl Into<PathBuf>) -> ShimBinary {
-        ShimBinary {
-            inner: Arc::new(Inner {
-                host_path: host_path.into(),
-                memfd: None,
-            }),
-        }
-    }
-
     /// The installed binary.
     pub fn host_path(&self) -> &Path {
         &self.inner.host_path
