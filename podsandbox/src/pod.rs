@@ -311,12 +311,9 @@ impl PodRuntime {
         };
         done.shim_socket = Some(socket.clone());
         let (bin, spec_path) = (self.cfg.shim_bin.clone(), files_dir.join("shim.spec"));
-        let shim_pid = tokio::task::spawn_blocking(move || {
-            client::spawn(&bin, &shim_spec, &spec_path, SHIM_TIMEOUT)
-        })
-        .await
-        .map_err(|e| step_err(id, "start shim")(e.to_string()))?
-        .map_err(|e| step_err(id, "start shim")(e.to_string()))?;
+        let shim_pid = client::spawn(&bin, &shim_spec, &spec_path, SHIM_TIMEOUT)
+            .await
+            .map_err(|e| step_err(id, "start shim")(e.to_string()))?;
         done.shim_pid = shim_pid;
         if let (Some(cg), true) = (&self.cgroups, systemd) {
             done.cgroup = Some(cgroup.clone());
