@@ -2,7 +2,7 @@
 //! histograms updated as things happen (gRPC calls, image pulls), and gauges computed from the
 //! stores and `/proc` when `/metrics` is scraped (pods, containers, shims).
 //!
-//! [`crate::metrics::grpc`] counts gRPC calls, [`crate::metrics::http`] serves the endpoint.
+//! `metrics::grpc` (above) counts gRPC calls into it, `metrics::http` serves the endpoint.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
