@@ -473,7 +473,7 @@ impl Config {
     }
 
     /// Parses TOML text; `path` only names the source in errors.
-    pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let invalid = |location: String, reason: String| ConfigError::Invalid {
             path: path.into(),
             location,

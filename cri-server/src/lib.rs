@@ -7,9 +7,10 @@
 //! - [`stream`] serves streaming sessions (exec, attach, port-forward), [`metrics`] the
 //!   Prometheus endpoint;
 //! - the domain: [`lifecycle`] (exits, shim death, events), [`container`] (a container's
-//!   host side), [`stats`], [`nri_hooks`];
-//! - [`state`] (`DaemonState`), built from [`store`] (pod and container records), [`config`]
-//!   and the domain's types.
+//!   host side), [`pod`], [`view`] (CRI views of records), [`nri_hooks`];
+//! - [`state`] (`DaemonState`, with the shared parts it holds beside it: event hub, exit
+//!   watcher, metrics registry, stream tokens), built from [`stats`] (samples and their
+//!   cache), [`store`] (pod and container records) and [`config`].
 //!
 //! [`errors`] is the one place internal errors become gRPC statuses; [`config`] and [`cli`]
 //! make the effective configuration.

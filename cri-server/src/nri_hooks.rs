@@ -453,10 +453,7 @@ pub fn apply_resources(
 
 /// Applies one plugin's adjustment to a container being created. Keys starting with `-`
 /// remove (annotations, env, mounts, devices), as NRI marks removals.
-pub fn apply_adjustment(
-    rec: &mut ContainerRecord,
-    a: &api::ContainerAdjustment,
-) -> Result<(), String> {
+fn apply_adjustment(rec: &mut ContainerRecord, a: &api::ContainerAdjustment) -> Result<(), String> {
     let removal = |k: &str| k.strip_prefix('-').map(str::to_string);
     for (k, v) in &a.annotations {
         match removal(k) {
@@ -616,7 +613,7 @@ mod tests {
             image: "i".into(),
             image_id: "sha256:x".into(),
             image_ref: "i".into(),
-            process: crate::container::spec::ProcessSpec {
+            process: crate::store::containers::ProcessSpec {
                 args: vec!["sh".into()],
                 env: vec!["A=1".into(), "B=2".into()],
                 cwd: "/".into(),

@@ -319,12 +319,9 @@ impl PodRuntime {
         };
         done.shim_socket = Some(socket.clone());
         let (bin, spec_path) = (self.cfg.shim_bin.clone(), files_dir.join("shim.spec"));
-        let shim_pid = tokio::task::spawn_blocking(move || {
-            client::spawn(&bin, &shim_spec, &spec_path, SHIM_TIMEOUT)
-        })
-        .await
-        .map_err(|e| step_err(id, "start shim")(e.to_string()))?
-        .map_err(|e| step_err(id, "start shim")(e.to_string()))?;
+        let shim_pid = client::spawn(&bin, &shim_spec, &spec_path, SHIM_TIMEOUT)
+            .await
+            .map_err(|e| step_err(id, "start shim")(e.to_string()))?;
         done.shim_pid = shim_pid;
         clock.mark("shim_spawn");
         if let (Some(cg), true) = (&self.cgroups, systemd) {
@@ -732,7 +729,7 @@ fn give_to_userns_root(path: &Path, userns: Option<&IdMap>) -> Result<(), String
 }
 
 /// Unmounts and removes whatever namespace pins are left in `ns_dir`.
-pub fn unpin_namespaces(ns_dir: &Path) {
+fn unpin_namespaces(ns_dir: &Path) {
     for name in [
         shim::NS_NET,
         shim::NS_IPC,

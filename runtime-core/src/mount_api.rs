@@ -227,7 +227,7 @@ const FSMOUNT_CLOEXEC: libc::c_uint = 1;
 /// mount namespace of its own and vanishes with the fd. The layers are named by short
 /// `/proc/self/fd/N` paths of handles opened here, one `lowerdir+` each where the kernel has
 /// it (6.8), else all in one `lowerdir` (which `fsconfig` caps at 256 bytes: about 14 layers).
-pub fn detached_overlay(lowers: &[&Path]) -> nix::Result<OwnedFd> {
+fn detached_overlay(lowers: &[&Path]) -> nix::Result<OwnedFd> {
     use nix::fcntl::OFlag;
     let handles = lowers
         .iter()

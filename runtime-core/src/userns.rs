@@ -85,7 +85,7 @@ fn to_host(ranges: &[IdRange], id: u32) -> Option<u32> {
 }
 
 /// `ranges` as `/proc/<pid>/uid_map` takes them: `<inside> <outside> <length>` per line.
-pub fn proc_map(ranges: &[IdRange]) -> String {
+fn proc_map(ranges: &[IdRange]) -> String {
     ranges
         .iter()
         .map(|r| format!("{} {} {}\n", r.container_id, r.host_id, r.length))

@@ -56,12 +56,16 @@ fn start(new_pid: bool, sysctls: &[(&str, &str)]) -> Result<ShimUnderTest, clien
         cgroup_procs: vec![],
         ..Default::default()
     };
-    let pid = client::spawn(
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let pid = runtime.block_on(client::spawn(
         &ShimBinary::sealed(env!("CARGO_BIN_EXE_berth-shim")).expect("sealed shim"),
         &spec,
         &dir.path().join("shim.spec"),
         TIMEOUT,
-    )?;
+    ))?;
     Ok(ShimUnderTest {
         pid,
         socket,

@@ -9,16 +9,7 @@ use images::manifest::ImageConfig;
 use proto::cri::{ContainerConfig, LinuxContainerSecurityContext, SupplementalGroupsPolicy};
 use tonic::Status;
 
-/// The process part of a container, resolved.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ProcessSpec {
-    pub args: Vec<String>,
-    pub env: Vec<String>,
-    pub cwd: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub additional_gids: Vec<u32>,
-}
+use crate::store::containers::ProcessSpec;
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 

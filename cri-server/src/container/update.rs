@@ -205,7 +205,7 @@ fn check_swap(r: &LinuxContainerResources) -> Result<(), Status> {
 }
 
 /// A kernel CPU or node list such as `0-3,6`.
-pub fn parse_list(s: &str) -> Result<BTreeSet<u32>, String> {
+fn parse_list(s: &str) -> Result<BTreeSet<u32>, String> {
     let mut out = BTreeSet::new();
     for part in s.trim().split(',') {
         let num = |t: &str| {

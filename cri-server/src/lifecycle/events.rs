@@ -9,8 +9,8 @@
 use proto::cri::{ContainerEventResponse, ContainerEventType, PodSandboxStatus};
 use tracing::debug;
 
-use crate::lifecycle::event_hub;
 use crate::state::DaemonState;
+use crate::state::event_hub;
 use crate::store::containers;
 use crate::store::ids::now_ns;
 

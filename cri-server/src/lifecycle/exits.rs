@@ -19,8 +19,8 @@ use tokio::sync::Notify;
 use tracing::{debug, warn};
 
 use crate::lifecycle::record;
-use crate::lifecycle::watcher::SWEEP_INTERVAL;
 use crate::state::DaemonState;
+use crate::state::exit_watcher::SWEEP_INTERVAL;
 use crate::store::containers::ContainerPhase;
 
 /// Records the exit of Running container `id` if its shim has written the exit record.

@@ -23,7 +23,7 @@ pub const SHIM_DIED: &str = "ShimDied";
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether nothing answers on the pod's shim socket (refused, missing, or hung up on).
-pub async fn shim_gone(pod: &PodRecord) -> bool {
+async fn shim_gone(pod: &PodRecord) -> bool {
     let socket = pod.host.shim_socket.clone();
     let ping = client::ping(&socket, PING_TIMEOUT).await;
     matches!(ping, Err(e) if e.is_gone())

@@ -18,7 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use tonic::Code;
 use tower::{Layer, Service};
 
-use crate::metrics::registry::{Metrics, method_label};
+use crate::state::metrics_registry::{Metrics, method_label};
 
 /// Adds call metrics to a service.
 #[derive(Clone)]

@@ -1,6 +1,5 @@
-//! Prometheus metrics: the registry, the gRPC call counter and the `/metrics`
-//! endpoint.
+//! Prometheus metrics: the gRPC call counter and the `/metrics` endpoint (the registry they
+//! update is `state::metrics_registry`, held by `DaemonState`).
 
 pub mod grpc;
 pub mod http;
-pub mod registry;

@@ -5,9 +5,8 @@ use proto::cri::{AttachRequest, AttachResponse};
 use tonic::Status;
 
 use crate::container::exec_process::running_container;
-use crate::rpc::exec::check_streams;
 use crate::state::DaemonState;
-use crate::stream::tokens::StreamRequest;
+use crate::state::stream_tokens::{StreamRequest, check_streams};
 
 pub async fn attach(state: &DaemonState, req: &AttachRequest) -> Result<AttachResponse, Status> {
     check_streams(req.stdin, req.stdout, req.stderr, req.tty)?;

@@ -97,7 +97,7 @@ pub async fn create_container(
     let (image_config, _) = state.images.config(&image).map_err(errors::image_status)?;
     let lower = state.images.lower_dirs(&image);
     let process = process_spec(config, &image_config, &lower)?;
-    let stop_signal = crate::container::stop_signal::effective(
+    let stop_signal = crate::view::stop_signal::effective(
         config,
         image_config
             .config

@@ -42,7 +42,7 @@ fn matches(rec: &ContainerRecord, filter: Option<&ContainerFilter>) -> bool {
         return false;
     }
     let state = f.state.as_ref().map(|s| s.state);
-    crate::rpc::sandbox_list::state_and_labels_match(
+    crate::store::filter::state_and_labels_match(
         state,
         cri_state(rec) as i32,
         &f.label_selector,

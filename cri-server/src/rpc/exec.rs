@@ -6,7 +6,7 @@ use tonic::Status;
 
 use crate::container::exec_process::running_container;
 use crate::state::DaemonState;
-use crate::stream::tokens::StreamRequest;
+use crate::state::stream_tokens::{StreamRequest, check_streams};
 
 pub async fn exec(state: &DaemonState, req: &ExecRequest) -> Result<ExecResponse, Status> {
     if req.cmd.is_empty() {
@@ -18,20 +18,4 @@ pub async fn exec(state: &DaemonState, req: &ExecRequest) -> Result<ExecResponse
     req.container_id = rec.id;
     let url = state.streams.mint(StreamRequest::Exec(req))?;
     Ok(ExecResponse { url })
-}
-
-/// kubelet's rules for the streams of an exec or attach: at least one, and a terminal merges
-/// stderr into stdout.
-pub fn check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<(), Status> {
-    if !(stdin || stdout || stderr) {
-        return Err(Status::invalid_argument(
-            "one of stdin, stdout, or stderr must be set",
-        ));
-    }
-    if tty && stderr {
-        return Err(Status::invalid_argument(
-            "tty and stderr cannot both be set: a terminal merges stderr into stdout",
-        ));
-    }
-    Ok(())
 }

@@ -6,8 +6,8 @@ use tonic::Status;
 use tracing::info;
 
 use crate::errors;
-use crate::rpc::image_list::required_image;
 use crate::state::DaemonState;
+use crate::view::image::required_image;
 
 /// Pulls the requested image and answers with its image ID (the config digest); counts the
 /// pull in the metrics.

@@ -6,7 +6,7 @@ use tonic::Status;
 use tracing::info;
 
 use crate::errors;
-use crate::rpc::image_list::required_image;
+use crate::view::image::required_image;
 
 /// Removes the image and every layer snapshot and blob no other image uses.
 pub async fn remove_image(

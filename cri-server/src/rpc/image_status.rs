@@ -7,7 +7,7 @@ use proto::cri::{ImageStatusRequest, ImageStatusResponse};
 use tonic::Status;
 
 use crate::errors;
-use crate::rpc::image_list::{required_image, to_cri_image};
+use crate::view::image::{required_image, to_cri_image};
 
 /// Answers with the image, and with `verbose` its config and layers as JSON in `info["info"]`.
 pub fn image_status(

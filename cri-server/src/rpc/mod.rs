@@ -25,7 +25,6 @@ pub mod list_streams;
 pub mod pod_metrics;
 pub mod port_forward;
 pub mod runtime_config;
-pub mod runtime_features;
 pub mod runtime_service;
 pub mod sandbox_list;
 pub mod sandbox_remove;

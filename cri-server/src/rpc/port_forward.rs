@@ -5,8 +5,8 @@ use proto::cri::{PortForwardRequest, PortForwardResponse};
 use tonic::Status;
 
 use crate::state::DaemonState;
+use crate::state::stream_tokens::StreamRequest;
 use crate::store::pods::PodPhase;
-use crate::stream::tokens::StreamRequest;
 
 pub async fn port_forward(
     state: &DaemonState,

@@ -67,7 +67,7 @@ pub async fn update_runtime_config(
 }
 
 /// Kubelet's pod CIDR value: empty, or one CIDR per address family separated by commas.
-pub fn parse_pod_cidrs(s: &str) -> Result<Vec<IpNet>, String> {
+fn parse_pod_cidrs(s: &str) -> Result<Vec<IpNet>, String> {
     if s.is_empty() {
         return Ok(Vec::new());
     }

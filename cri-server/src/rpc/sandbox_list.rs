@@ -1,10 +1,9 @@
 //! `ListPodSandbox`: filters by ID (full or unique prefix), state and labels; all must match.
 
-use std::collections::HashMap;
-
 use proto::cri::{ListPodSandboxRequest, ListPodSandboxResponse, PodSandbox, PodSandboxFilter};
 
 use crate::state::DaemonState;
+use crate::store::filter::state_and_labels_match;
 use crate::store::pods::{Lookup, PodPhase, PodRecord};
 use crate::view::pod::cri_state;
 
@@ -38,18 +37,6 @@ fn matches(rec: &PodRecord, filter: Option<&PodSandboxFilter>) -> bool {
         &f.label_selector,
         &rec.config.labels,
     )
-}
-
-/// The filter parts pods and containers share: an optional wanted state, and labels that
-/// must all be present with the same values.
-pub fn state_and_labels_match(
-    wanted_state: Option<i32>,
-    state: i32,
-    selector: &HashMap<String, String>,
-    labels: &HashMap<String, String>,
-) -> bool {
-    wanted_state.is_none_or(|w| w == state)
-        && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 fn to_item(rec: &PodRecord) -> PodSandbox {

@@ -46,8 +46,8 @@ pub fn status(state: &DaemonState, req: &StatusRequest) -> StatusResponse {
             conditions: vec![runtime_condition(state), network_condition(state)],
         }),
         info,
-        runtime_handlers: crate::rpc::runtime_features::runtime_handlers(&state.config),
-        features: Some(crate::rpc::runtime_features::runtime_features()),
+        runtime_handlers: crate::container::runtime_features::runtime_handlers(&state.config),
+        features: Some(crate::container::runtime_features::runtime_features()),
     }
 }
 

@@ -39,7 +39,7 @@ pub async fn reconcile(state: &DaemonState) {
 }
 
 /// Re-registers every container's use of its image's layers (so image removal keeps them).
-pub fn hold_container_images(state: &DaemonState) {
+fn hold_container_images(state: &DaemonState) {
     for c in state.containers.list() {
         if let Some(image) = state.images.resolve(&c.image_id) {
             state.images.hold(&c.id, &image);
@@ -51,7 +51,7 @@ pub fn hold_container_images(state: &DaemonState) {
 /// Tears down pods whose creation was interrupted, finishes interrupted stops, and marks
 /// NotReady the pods whose shim no longer answers; pods whose shim is alive are picked up as
 /// they are.
-pub async fn reconcile_pods(state: &DaemonState) {
+async fn reconcile_pods(state: &DaemonState) {
     for mut rec in state.pods.list() {
         let next = match rec.phase {
             PodPhase::Creating => {
@@ -86,7 +86,7 @@ pub async fn reconcile_pods(state: &DaemonState) {
 }
 
 /// Rolls back interrupted creates and settles interrupted starts.
-pub async fn reconcile_containers(state: &DaemonState) {
+async fn reconcile_containers(state: &DaemonState) {
     for rec in state
         .containers
         .filter(|c| c.phase == ContainerPhase::Created)

@@ -39,7 +39,7 @@ pub fn notify(state: &str) -> io::Result<bool> {
 }
 
 /// Sends one datagram to a notify socket named as systemd names it (`/path` or `@abstract`).
-pub fn send_to(target: &str, state: &str) -> io::Result<()> {
+fn send_to(target: &str, state: &str) -> io::Result<()> {
     let addr = notify_addr(target)?;
     let sock = UnixDatagram::unbound()?;
     let sent = sock.send_to_addr(state.as_bytes(), &addr)?;

@@ -35,7 +35,7 @@ pub struct LayerUsage {
 
 /// Bytes and inodes under `dir` without leaving its filesystem; entries that vanish during
 /// the walk are skipped.
-pub fn walk_usage(dir: &Path) -> std::io::Result<(u64, u64)> {
+fn walk_usage(dir: &Path) -> std::io::Result<(u64, u64)> {
     let root = std::fs::symlink_metadata(dir)?;
     let device = root.dev();
     let (mut bytes, mut inodes) = (root.blocks() * 512, 1u64);
@@ -75,7 +75,7 @@ pub fn walk_usage(dir: &Path) -> std::io::Result<(u64, u64)> {
 
 /// The mount point in `mountinfo` (the text of `/proc/self/mountinfo`) of the filesystem
 /// holding `path`: the longest mount point that contains it.
-pub fn mountpoint_of(path: &Path, mountinfo: &str) -> Option<PathBuf> {
+fn mountpoint_of(path: &Path, mountinfo: &str) -> Option<PathBuf> {
     mountinfo
         .lines()
         .filter_map(|line| line.split(' ').nth(4))
@@ -157,7 +157,7 @@ struct Cached {
 
 impl LayerUsageCache {
     /// How long a walk that took `cost` is reused.
-    pub fn ttl_for(cost: Duration) -> Duration {
+    fn ttl_for(cost: Duration) -> Duration {
         (cost * LAYER_TTL_FACTOR).clamp(MIN_LAYER_TTL, MAX_LAYER_TTL)
     }
 

@@ -30,7 +30,7 @@ pub struct InterfaceCounters {
 }
 
 /// Parses `/proc/net/dev`: two header lines, then `name: 8 receive and 8 transmit counters`.
-pub fn parse_net_dev(text: &str) -> Result<Vec<InterfaceCounters>, String> {
+fn parse_net_dev(text: &str) -> Result<Vec<InterfaceCounters>, String> {
     let mut interfaces = Vec::new();
     for line in text.lines().skip(2).filter(|l| !l.trim().is_empty()) {
         let (name, counters) = line

@@ -44,14 +44,15 @@ pub struct ContainerSample {
     pub layer: Option<LayerUsage>,
 }
 
-/// What could be read about one pod and its containers.
+/// What could be read about one pod and its containers: for the stats, the cgroup's figures
+/// (`C`) and each container's (`K`); [`PodMetricsSample`] holds more of both for the metrics.
 #[derive(Debug, Clone)]
-pub struct PodSample {
+pub struct PodSample<C = CgroupSample, K = ContainerSample> {
     pub rec: PodRecord,
-    pub cgroup: Option<CgroupSample>,
+    pub cgroup: Option<C>,
     /// Absent for hostNetwork pods and pods that are not Ready.
     pub network: Option<NetworkSample>,
-    pub containers: Vec<ContainerSample>,
+    pub containers: Vec<K>,
 }
 
 /// Samples `recs` on a blocking thread.
@@ -74,18 +75,36 @@ pub async fn sample_pods(
     cache: &StatsCache,
     pods: Vec<(PodRecord, Vec<ContainerRecord>)>,
 ) -> Result<Vec<PodSample>, Status> {
+    sample_pods_with(cache, pods, "pod stats", sample_pod).await
+}
+
+/// Samples each pod with its containers for the metrics, on a blocking thread.
+pub async fn sample_pods_for_metrics(
+    cache: &StatsCache,
+    pods: Vec<(PodRecord, Vec<ContainerRecord>)>,
+) -> Result<Vec<PodMetricsSample>, Status> {
+    sample_pods_with(cache, pods, "pod metrics", sample_pod_metrics).await
+}
+
+/// Runs `sample` on each pod with its containers, all on one blocking thread.
+async fn sample_pods_with<T: Send + 'static>(
+    cache: &StatsCache,
+    pods: Vec<(PodRecord, Vec<ContainerRecord>)>,
+    what: &'static str,
+    sample: fn(&StatsCache, PodRecord, Vec<ContainerRecord>) -> T,
+) -> Result<Vec<T>, Status> {
     let cache = cache.clone();
     tokio::task::spawn_blocking(move || {
         pods.into_iter()
-            .map(|(pod, containers)| sample_pod(&cache, pod, containers))
+            .map(|(pod, containers)| sample(&cache, pod, containers))
             .collect()
     })
     .await
-    .map_err(|e| Status::internal(format!("pod stats task: {e}")))
+    .map_err(|e| Status::internal(format!("{what} task: {e}")))
 }
 
 /// Reads one container's cgroup and writable layer.
-pub fn sample_container(cache: &StatsCache, rec: ContainerRecord) -> ContainerSample {
+fn sample_container(cache: &StatsCache, rec: ContainerRecord) -> ContainerSample {
     let cgroup = sample_cgroup(cache, &rec.cgroup, &rec.id);
     let layer = sample_layer(cache, &rec);
     ContainerSample { rec, cgroup, layer }
@@ -103,12 +122,20 @@ fn sample_layer(cache: &StatsCache, rec: &ContainerRecord) -> Option<LayerUsage>
 }
 
 /// Reads one pod's cgroup, network counters and containers.
-pub fn sample_pod(
+fn sample_pod(cache: &StatsCache, rec: PodRecord, containers: Vec<ContainerRecord>) -> PodSample {
+    sample_pod_with(cache, rec, containers, sample_cgroup, sample_container)
+}
+
+/// Reads one pod's cgroup (with `cgroup`), network counters and containers (with
+/// `container`).
+fn sample_pod_with<C, K>(
     cache: &StatsCache,
     rec: PodRecord,
     containers: Vec<ContainerRecord>,
-) -> PodSample {
-    let cgroup = sample_cgroup(cache, &rec.host.cgroup, &rec.id);
+    cgroup: fn(&StatsCache, &str, &str) -> Option<C>,
+    container: fn(&StatsCache, ContainerRecord) -> K,
+) -> PodSample<C, K> {
+    let cgroup = cgroup(cache, &rec.host.cgroup, &rec.id);
     let network = if rec.phase == PodPhase::Ready {
         sample_network(&rec)
     } else {
@@ -116,7 +143,7 @@ pub fn sample_pod(
     };
     let containers = containers
         .into_iter()
-        .map(|c| sample_container(cache, c))
+        .map(|c| container(cache, c))
         .collect();
     PodSample {
         rec,
@@ -199,65 +226,37 @@ pub struct ContainerMetricsSample {
 }
 
 /// What the metrics report about one pod and its containers.
-#[derive(Debug, Clone)]
-pub struct PodMetricsSample {
-    pub rec: PodRecord,
-    pub cgroup: Option<CgroupMetricsSample>,
-    pub network: Option<NetworkSample>,
-    pub containers: Vec<ContainerMetricsSample>,
-}
-
-/// Samples each pod with its containers for the metrics, on a blocking thread.
-pub async fn sample_pods_for_metrics(
-    cache: &StatsCache,
-    pods: Vec<(PodRecord, Vec<ContainerRecord>)>,
-) -> Result<Vec<PodMetricsSample>, Status> {
-    let cache = cache.clone();
-    tokio::task::spawn_blocking(move || {
-        pods.into_iter()
-            .map(|(pod, containers)| sample_pod_metrics(&cache, pod, containers))
-            .collect()
-    })
-    .await
-    .map_err(|e| Status::internal(format!("pod metrics task: {e}")))
-}
+pub type PodMetricsSample = PodSample<CgroupMetricsSample, ContainerMetricsSample>;
 
 fn sample_pod_metrics(
     cache: &StatsCache,
     rec: PodRecord,
     containers: Vec<ContainerRecord>,
 ) -> PodMetricsSample {
-    let cgroup = sample_cgroup_metrics(cache, &rec.host.cgroup, &rec.id);
-    let network = if rec.phase == PodPhase::Ready {
-        sample_network(&rec)
-    } else {
-        None
-    };
-    let containers = containers
-        .into_iter()
-        .map(|rec| {
-            let cgroup = sample_cgroup_metrics(cache, &rec.cgroup, &rec.id);
-            let layer = sample_layer(cache, &rec);
-            let fs = layer
-                .as_ref()
-                .and_then(|_| fs::fs_capacity(&rec.upper).ok());
-            let open_files_limit = (cgroup.is_some() && rec.pid != 0)
-                .then(|| proc::open_files_soft_limit(Path::new("/proc"), rec.pid))
-                .flatten();
-            ContainerMetricsSample {
-                rec,
-                cgroup,
-                layer,
-                fs,
-                open_files_limit,
-            }
-        })
-        .collect();
-    PodMetricsSample {
+    sample_pod_with(
+        cache,
+        rec,
+        containers,
+        sample_cgroup_metrics,
+        sample_container_metrics,
+    )
+}
+
+fn sample_container_metrics(cache: &StatsCache, rec: ContainerRecord) -> ContainerMetricsSample {
+    let cgroup = sample_cgroup_metrics(cache, &rec.cgroup, &rec.id);
+    let layer = sample_layer(cache, &rec);
+    let fs = layer
+        .as_ref()
+        .and_then(|_| fs::fs_capacity(&rec.upper).ok());
+    let open_files_limit = (cgroup.is_some() && rec.pid != 0)
+        .then(|| proc::open_files_soft_limit(Path::new("/proc"), rec.pid))
+        .flatten();
+    ContainerMetricsSample {
         rec,
         cgroup,
-        network,
-        containers,
+        layer,
+        fs,
+        open_files_limit,
     }
 }
 

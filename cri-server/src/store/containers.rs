@@ -6,7 +6,16 @@ use std::path::{Path, PathBuf};
 use proto::cri::{ContainerConfig, ContainerMetadata};
 use serde::{Deserialize, Serialize};
 
-use crate::container::spec::ProcessSpec;
+/// The process part of a container, resolved (`container::spec` derives it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
 
 /// A container's lifecycle state as berth tracks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

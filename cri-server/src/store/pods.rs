@@ -45,7 +45,7 @@ impl PodRecord {
 }
 
 /// The name that must be unique among pods: kubelet's metadata tuple.
-pub fn name_key(m: &PodSandboxMetadata) -> String {
+fn name_key(m: &PodSandboxMetadata) -> String {
     format!("{}_{}_{}_{}", m.name, m.namespace, m.uid, m.attempt)
 }
 

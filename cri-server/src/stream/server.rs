@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::StreamingConfig;
 use crate::state::DaemonState;
-use crate::stream::tokens::StreamRequest;
+use crate::state::stream_tokens::StreamRequest;
 use crate::stream::{attach, exec, port_forward};
 
 /// How long a client may take to send the request headers (and the TLS handshake).

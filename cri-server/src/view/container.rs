@@ -62,7 +62,7 @@ pub fn to_status(rec: &ContainerRecord) -> ContainerStatus {
             })
         }),
         image_id: rec.image_id.clone(),
-        stop_signal: crate::container::stop_signal::of_number(rec.stop_signal) as i32,
+        stop_signal: crate::view::stop_signal::of_number(rec.stop_signal) as i32,
         user: Some(ContainerUser {
             linux: Some(LinuxContainerUser {
                 uid: i64::from(rec.process.uid),

@@ -168,7 +168,7 @@ impl Cgroups {
     }
 
     /// The cgroups mounted at `root`; v1 hierarchies are found in `/proc/self/mountinfo`.
-    pub fn detect_at(root: &Path) -> Result<Cgroups, CgroupError> {
+    fn detect_at(root: &Path) -> Result<Cgroups, CgroupError> {
         let layout = detect_layout(root)?;
         let backend = match layout {
             CgroupLayout::Unified => Backend::V2(Arc::new(V2Root::new(root.to_path_buf()))),
@@ -193,16 +193,6 @@ impl Cgroups {
         let backend = Backend::V2(Arc::new(V2Root::new(root.into())));
         Cgroups {
             layout: CgroupLayout::Unified,
-            backend,
-            driver: CgroupDriver::Cgroupfs,
-        }
-    }
-
-    /// The given v1 hierarchies, taken as is (layout [`CgroupLayout::Legacy`]).
-    pub fn with_v1_hierarchies(hierarchies: Vec<V1Hierarchy>) -> Cgroups {
-        let backend = Backend::V1(Arc::new(V1Root::new(hierarchies)));
-        Cgroups {
-            layout: CgroupLayout::Legacy,
             backend,
             driver: CgroupDriver::Cgroupfs,
         }

@@ -35,7 +35,7 @@ pub const DEFAULT_SLICE: &str = "berth.slice";
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The unit name of a pod's scope.
-pub fn pod_scope(pod_id: &str) -> String {
+fn pod_scope(pod_id: &str) -> String {
     format!("berth-{pod_id}.scope")
 }
 

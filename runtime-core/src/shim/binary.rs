@@ -39,8 +39,8 @@ pub struct ShimBinary {
 struct Inner {
     /// The installed binary (shown as the helpers' `argv[0]`).
     host_path: PathBuf,
-    /// Read-only fd on the sealed copy; `None` runs `host_path` itself.
-    memfd: Option<OwnedFd>,
+    /// Read-only fd on the sealed copy.
+    memfd: OwnedFd,
 }
 
 impl ShimBinary {
@@ -54,21 +54,8 @@ impl ShimBinary {
             )
         })?;
         Ok(ShimBinary {
-            inner: Arc::new(Inner {
-                host_path,
-                memfd: Some(memfd),
-            }),
+            inner: Arc::new(Inner { host_path, memfd }),
         })
-    }
-
-    /// Runs `host_path` as it is (tools and tests that start a shim of their own).
-    pub fn unsealed(host_path: impl Into<PathBuf>) -> ShimBinary {
-        ShimBinary {
-            inner: Arc::new(Inner {
-                host_path: host_path.into(),
-                memfd: None,
-            }),
-        }
     }
 
     /// The installed binary.
@@ -77,12 +64,9 @@ impl ShimBinary {
     }
 
     /// What to exec: `/proc/self/fd/N` of the sealed copy (the child resolves it before its
-    /// close-on-exec fds close), or the host path.
+    /// close-on-exec fds close).
     pub fn program(&self) -> PathBuf {
-        match &self.inner.memfd {
-            Some(fd) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
-            None => self.inner.host_path.clone(),
-        }
+        PathBuf::from(format!("/proc/self/fd/{}", self.inner.memfd.as_raw_fd()))
     }
 
     /// A command running the shim, with the installed path as `argv[0]`.

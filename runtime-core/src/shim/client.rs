@@ -4,19 +4,16 @@
 //! thread per call. It owns the protocol's framing on that side; the shim keeps the
 //! synchronous framing of `proto::shim` (it has no async runtime).
 
-use std::fs::File;
-use std::io::{self, BufRead, BufReader};
-use std::os::fd::AsFd;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use proto::shim::{
     FrameError, MAX_FRAME_LEN, Ping, Pong, ShimRequest, ShimResponse, ShimSpec, Shutdown,
     shim_request::Kind,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use super::{ERROR_PREFIX, READY_PREFIX};
 
@@ -64,7 +61,7 @@ impl ShimError {
 
 /// Starts `berth-shim` for `spec` (written to `spec_path`) and waits up to `timeout` for it to
 /// report ready. Returns the shim's PID. The shim is detached: it outlives berthd.
-pub fn spawn(
+pub async fn spawn(
     shim_bin: &super::ShimBinary,
     spec: &ShimSpec,
     spec_path: &Path,
@@ -74,10 +71,11 @@ pub fn spawn(
         pod: spec.pod_id.clone(),
         message,
     };
-    std::fs::write(spec_path, prost::Message::encode_to_vec(spec))
+    tokio::fs::write(spec_path, prost::Message::encode_to_vec(spec))
+        .await
         .map_err(|e| fail(format!("write {}: {e}", spec_path.display())))?;
-    let mut child = shim_bin
-        .command()
+    let mut command = tokio::process::Command::from(shim_bin.command());
+    let mut child = command
         .arg(spec_path)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -89,9 +87,10 @@ pub fn spawn(
         .take()
         .ok_or_else(|| fail("no stdout pipe".into()))?;
     // The first process only forks the real shim and exits.
-    let status = child.wait().map_err(|e| fail(format!("wait: {e}")))?;
-    let line =
-        read_line_within(stdout, timeout).map_err(|e| fail(format!("read readiness: {e}")))?;
+    let status = child.wait().await.map_err(|e| fail(format!("wait: {e}")))?;
+    let line = read_line_within(stdout, timeout)
+        .await
+        .map_err(|e| fail(format!("read readiness: {e}")))?;
     if let Some(pid) = line.strip_prefix(READY_PREFIX) {
         return pid
             .trim()
@@ -106,28 +105,21 @@ pub fn spawn(
     )))
 }
 
-fn read_line_within(stdout: std::process::ChildStdout, timeout: Duration) -> io::Result<String> {
-    let deadline = Instant::now() + timeout;
-    let file = File::from(std::os::fd::OwnedFd::from(stdout));
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+/// The first line the shim writes (its readiness), waiting at most `timeout`.
+async fn read_line_within(
+    stdout: tokio::process::ChildStdout,
+    timeout: Duration,
+) -> io::Result<String> {
+    let mut line = String::new();
+    match tokio::time::timeout(timeout, BufReader::new(stdout).read_line(&mut line)).await {
+        Ok(read) => read?,
+        Err(_) => {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!("no answer within {timeout:?}"),
             ));
         }
-        let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
-        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
-        match poll(&mut fds, PollTimeout::from(ms)) {
-            Ok(0) => continue,
-            Ok(_) => break,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let mut line = String::new();
-    BufReader::new(file).read_line(&mut line)?;
+    };
     Ok(line.trim_end().to_string())
 }
 

@@ -1,4 +1,14 @@
-//! What every RPC handler shares: the effective config, facts about the host, the stores.
+//! What every RPC handler shares: the effective config, facts about the host, the stores,
+//! and the shared parts `DaemonState` holds, which sit here beside it because they use
+//! nothing above it: the container event hub (`event_hub`), the exit watcher's inotify
+//! state (`exit_watcher`), the Prometheus registry (`metrics_registry`) and the streaming
+//! tokens (`stream_tokens`). The stats cache is `stats::cache` (the stats folder is below
+//! this one: it uses only the stores).
+
+pub mod event_hub;
+pub mod exit_watcher;
+pub mod metrics_registry;
+pub mod stream_tokens;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,9 +23,9 @@ use runtime_core::cgroups::{self, CgroupLayout, Cgroups};
 use runtime_core::shim::ShimBinary;
 
 use crate::config::{Config, RegistryConfig};
-use crate::lifecycle::event_hub::EventHub;
-use crate::lifecycle::watcher::ExitWatcher;
-use crate::metrics::registry::Metrics;
+use crate::state::event_hub::EventHub;
+use crate::state::exit_watcher::ExitWatcher;
+use crate::state::metrics_registry::Metrics;
 use crate::store::containers::ContainerStore;
 use crate::store::kubelet::KubeletConfig;
 use crate::store::pods::PodStore;
@@ -32,7 +42,7 @@ pub struct DaemonState {
     /// The shim executable: a sealed copy that shims and exec helpers run from.
     pub shim: ShimBinary,
     /// Pending streaming URLs (Exec, Attach, PortForward).
-    pub streams: crate::stream::tokens::StreamTokens,
+    pub streams: crate::state::stream_tokens::StreamTokens,
     /// Container lifecycle events for `GetContainerEvents` subscribers.
     pub events: EventHub,
     /// Watches running containers' exit records.
@@ -95,7 +105,7 @@ impl DaemonState {
         })?;
         let shim = ShimBinary::sealed(shim_binary(&config)).map_err(StateError::Shim)?;
         let pod_runtime = pod_runtime(&config, &shim)?;
-        let streams = crate::stream::tokens::StreamTokens::new(Duration::from_secs(
+        let streams = crate::state::stream_tokens::StreamTokens::new(Duration::from_secs(
             config.streaming.token_ttl_seconds,
         ));
         let events = EventHub::new(config.events.subscriber_queue);
@@ -173,7 +183,7 @@ fn networking(config: &Config) -> Result<Networking, StateError> {
 }
 
 /// The configured shim, or `berth-shim` beside the running berthd.
-pub fn shim_binary(config: &Config) -> PathBuf {
+fn shim_binary(config: &Config) -> PathBuf {
     if !config.shim_path.as_os_str().is_empty() {
         return config.shim_path.clone();
     }
@@ -185,7 +195,7 @@ pub fn shim_binary(config: &Config) -> PathBuf {
 
 /// The image crate's view of the registry settings (credentials were validated with the
 /// config, so any that fail to decode here are skipped).
-pub fn registry_options(r: &RegistryConfig) -> RegistryOptions {
+fn registry_options(r: &RegistryConfig) -> RegistryOptions {
     let credentials = r
         .credentials
         .iter()

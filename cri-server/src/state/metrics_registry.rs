@@ -2,7 +2,7 @@
 //! histograms updated as things happen (gRPC calls, image pulls), and gauges computed from the
 //! stores and `/proc` when `/metrics` is scraped (pods, containers, shims).
 //!
-//! [`crate::metrics::grpc`] counts gRPC calls, [`crate::metrics::http`] serves the endpoint.
+//! `metrics::grpc` (above) counts gRPC calls into it, `metrics::http` serves the endpoint.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use prometheus::{
 };
 use proto::cri::ContainerEventType;
 
-use crate::lifecycle::event_hub::{self, EventHub};
+use crate::state::event_hub::{self, EventHub};
 use crate::store::containers::{ContainerPhase, ContainerRecord};
 use crate::store::pods::{PodPhase, PodRecord};
 
@@ -81,7 +81,7 @@ pub fn method_label(path: &str) -> &'static str {
 }
 
 /// The `code` label for a gRPC status code: its name as in the gRPC spec (`OK`, `NotFound`).
-pub fn code_label(code: tonic::Code) -> &'static str {
+fn code_label(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
     match code {
         Ok => "OK",
@@ -299,7 +299,7 @@ fn shim_rss(pid: u32) -> Option<u64> {
 }
 
 /// The `Name` and `VmRSS` (in bytes) of a `/proc/<pid>/status` file.
-pub fn parse_proc_status(text: &str) -> (&str, u64) {
+fn parse_proc_status(text: &str) -> (&str, u64) {
     let mut name = "";
     let mut rss = 0;
     for line in text.lines() {

@@ -38,7 +38,7 @@ pub fn of_number(n: i32) -> Signal {
 }
 
 /// A signal name as images write it (`SIGTERM`, `TERM`, `9`, `SIGRTMIN+3`).
-pub fn parse_name(s: &str) -> Option<i32> {
+fn parse_name(s: &str) -> Option<i32> {
     if let Ok(n) = s.parse::<i32>() {
         return (1..=libc::SIGRTMAX()).contains(&n).then_some(n);
     }

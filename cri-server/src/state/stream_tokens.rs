@@ -13,6 +13,22 @@ use tonic::Status;
 /// `kubectl exec`, so this is far above any real load).
 const MAX_PENDING: usize = 4096;
 
+/// kubelet's rules for the streams of an exec or attach: at least one, and a terminal merges
+/// stderr into stdout.
+pub fn check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<(), Status> {
+    if !(stdin || stdout || stderr) {
+        return Err(Status::invalid_argument(
+            "one of stdin, stdout, or stderr must be set",
+        ));
+    }
+    if tty && stderr {
+        return Err(Status::invalid_argument(
+            "tty and stderr cannot both be set: a terminal merges stderr into stdout",
+        ));
+    }
+    Ok(())
+}
+
 /// What a token was minted for.
 #[derive(Debug, Clone)]
 pub enum StreamRequest {

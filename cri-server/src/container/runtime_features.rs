@@ -34,7 +34,7 @@ pub fn runtime_handlers(config: &Config) -> Vec<RuntimeHandler> {
 
 /// The native executor's features: recursive read-only mounts need `mount_setattr`, user
 /// namespaces need idmapped mounts (of overlayfs layers too).
-pub fn handler_features() -> RuntimeHandlerFeatures {
+fn handler_features() -> RuntimeHandlerFeatures {
     RuntimeHandlerFeatures {
         recursive_read_only_mounts: mount_api::mount_setattr_supported(),
         user_namespaces: mount_api::idmapped_mounts_supported(),
