@@ -26,8 +26,9 @@ const MAX_REPORT: usize = 4096;
 /// caller's copies of `spec.stdio` are untouched; it closes them.
 pub fn spawn(spec: &ContainerProcess) -> Result<Pid, ExecError> {
     let plan = Plan::new(spec)?;
-    let idmaps = Idmaps::prepare(spec).map_err(Failure::host)?;
+    let mut idmaps = Idmaps::prepare(spec).map_err(Failure::host)?;
     overlay::mount(&spec.rootfs, idmaps.container()).map_err(Failure::host)?;
+    idmaps.prepare_images(spec).map_err(Failure::host)?;
     let (report_rx, report_tx) = pipe2(OFlag::O_CLOEXEC)
         .context(|| format!("create error pipe for container {}", spec.id))
         .map_err(Failure::host)?;
