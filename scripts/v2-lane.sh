@@ -23,8 +23,9 @@ start=$SECONDS
 export V2LANE_DIR=${V2LANE_DIR:-/var/tmp/berth-v2lane}
 # docker-registry: the e2e registry; busybox (dynamic): the test images' userland;
 # containernetworking-plugins: the CNI pod tests; ca-certificates: berthd's registry client
-# will not start without them; systemd + dbus: the systemd cgroup driver.
-export V2LANE_PACKAGES=docker-registry,apache2-utils,busybox,containernetworking-plugins,ca-certificates,systemd,dbus
+# will not start without them; systemd + dbus: the systemd cgroup driver; crun: the OCI
+# runtime handler tests under crun, which refuses the development machines' hybrid layout.
+export V2LANE_PACKAGES=docker-registry,apache2-utils,busybox,containernetworking-plugins,ca-certificates,systemd,dbus,crun
 export V2LANE_SHARE=$tree
 export V2LANE_MEM=${V2LANE_MEM:-3072}
 export V2LANE_TIMEOUT=${V2LANE_TIMEOUT:-3600}
