@@ -6,6 +6,8 @@
 #   scripts/v2-lane.sh            build what is missing, boot the VM, run the tests
 #   scripts/v2-lane.sh --image    only build (or check) the cached VM image
 #   scripts/v2-lane.sh --boot plain|systemd   only the tests of one of the two boots
+#   V2LANE_TESTS=FILE scripts/v2-lane.sh      the tests listed in FILE (same format) instead of
+#                                             scripts/v2lane/tests.txt: a few while iterating
 #
 # The VM (scripts/v2lane/vm.sh, from ../shared/tools/v2lane.sh) boots Debian's stock kernel with
 # cgroup_no_v1=all under QEMU (TCG where there is no real VT-x/AMD-V: every fork+exec costs
@@ -21,13 +23,16 @@ start=$SECONDS
 export V2LANE_DIR=${V2LANE_DIR:-/var/tmp/berth-v2lane}
 # docker-registry: the e2e registry; busybox (dynamic): the test images' userland;
 # containernetworking-plugins: the CNI pod tests; ca-certificates: berthd's registry client
-# will not start without them; systemd + dbus: the systemd cgroup driver.
-export V2LANE_PACKAGES=docker-registry,apache2-utils,busybox,containernetworking-plugins,ca-certificates,systemd,dbus
+# will not start without them; systemd + dbus: the systemd cgroup driver; crun: the OCI
+# runtime handler tests under crun, which refuses the development machines' hybrid layout.
+export V2LANE_PACKAGES=docker-registry,apache2-utils,busybox,containernetworking-plugins,ca-certificates,systemd,dbus,crun
 export V2LANE_SHARE=$tree
 export V2LANE_MEM=${V2LANE_MEM:-3072}
 export V2LANE_TIMEOUT=${V2LANE_TIMEOUT:-3600}
 export V2LANE_MODULES=${V2LANE_MODULES:-overlay veth bridge}
 vm=scripts/v2lane/vm.sh
+tests=${V2LANE_TESTS:-scripts/v2lane/tests.txt}
+[[ -r $tests ]] || { echo "v2-lane: cannot read the tests file $tests" >&2; exit 2; }
 
 log() { echo "v2-lane: $*"; }
 
@@ -86,9 +91,9 @@ while read -r target patterns; do
     [[ -z $target ]] && continue
     if [[ $target == "[systemd]" ]]; then plan=target/v2lane/plan-systemd; continue; fi
     exe=$(awk -F'\t' -v t="$target" '$1 == t {print $2; exit}' target/v2lane/executables)
-    [[ -n $exe ]] || { log "no test executable for $target (scripts/v2lane/tests.txt)"; exit 2; }
+    [[ -n $exe ]] || { log "no test executable for $target ($tests)"; exit 2; }
     for p in $patterns; do printf '%s\t%s\n' "$exe" "$p" >>"$plan"; done
-done < <(sed 's/#.*//' scripts/v2lane/tests.txt)
+done < <(sed 's/#.*//' "$tests")
 set +f
 
 rc=0

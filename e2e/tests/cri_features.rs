@@ -575,10 +575,14 @@ async fn user_namespace_pods_map_ids_and_idmap_the_rootfs_and_volumes() {
     std::fs::write(vol.path().join("owned-by-root"), "root's\n").expect("file");
     std::fs::write(vol.path().join("owned-by-1000"), "user's\n").expect("file");
     chown(vol.path().join("owned-by-1000"), Some(1000), Some(1000)).expect("chown");
+    // Two layers: the image volume is an overlay of idmapped layers, like the rootfs (made by
+    // the shim where the kernel's overlayfs takes only attached idmapped layers, before 6.15).
     let (_, image_id) = {
+        let mut base = LayerBuilder::new();
+        base.file("/data/base", "base layer\n", 0o644);
         let mut layer = LayerBuilder::new();
         layer.file("/data/in-image", "image volume\n", 0o644);
-        data_image(&e, "userns", vec![layer]).await
+        data_image(&e, "userns", vec![base, layer]).await
     };
 
     let mut pc = e.pod("userns");
@@ -609,9 +613,9 @@ async fn user_namespace_pods_map_ids_and_idmap_the_rootfs_and_volumes() {
     .await;
     let script = "cat /proc/self/uid_map /proc/self/gid_map; id -u; \
         stat -c '%n %u %g' / /bin/busybox /etc/hosts /dev /dev/shm /vol/owned-by-root \
-            /vol/owned-by-1000 /raw/owned-by-root /img/data/in-image; \
+            /vol/owned-by-1000 /raw/owned-by-root /img/data/in-image /img/data/base; \
         touch /created-inside && echo created; echo written > /vol/from-container; \
-        cat /img/data/in-image; stat -c '%n %u %g' /vol-ro/owned-by-1000; \
+        cat /img/data/in-image /img/data/base; stat -c '%n %u %g' /vol-ro/owned-by-1000; \
         touch /vol-ro/x 2>/dev/null && echo vol-ro-writable || echo vol-ro-readonly";
     let (code, out, err) = exec_sh(&e, &id, script).await;
     assert_eq!(code, 0, "{out}{err}");
@@ -622,7 +626,7 @@ async fn user_namespace_pods_map_ids_and_idmap_the_rootfs_and_volumes() {
     assert_eq!(map_line(lines[1]), want_map, "gid_map: {out}");
     assert_eq!(lines[2], "0", "root inside: {out}");
     assert_eq!(
-        lines[3..12],
+        lines[3..13],
         [
             "/ 0 0",
             "/bin/busybox 0 0",
@@ -634,14 +638,16 @@ async fn user_namespace_pods_map_ids_and_idmap_the_rootfs_and_volumes() {
             // Not idmapped: the host's root is nobody inside.
             "/raw/owned-by-root 65534 65534",
             "/img/data/in-image 0 0",
+            "/img/data/base 0 0",
         ],
         "{out}"
     );
     assert_eq!(
-        lines[12..],
+        lines[13..],
         [
             "created",
             "image volume",
+            "base layer",
             "/vol-ro/owned-by-1000 1000 1000",
             "vol-ro-readonly"
         ],

@@ -1,7 +1,10 @@
-//! RuntimeClass handlers run by an OCI runtime (runc), with a real berthd and real runc: the
-//! pod's shim drives `runc create/start/kill/delete` and stays the container's parent, keeps
-//! its logs and records its exit; and runc as the reference for the native executor: the same
-//! CRI container runs under both and what each process observes is compared.
+//! RuntimeClass handlers run by an OCI runtime (runc, crun), with a real berthd and the real
+//! runtime: the pod's shim drives `<runtime> create/start/kill/delete` and stays the
+//! container's parent, keeps its logs and records its exit; and runc as the reference for the
+//! native executor: the same CRI container runs under both and what each process observes is
+//! compared. The container lifecycle tests run under runc and under crun (`runc_*` / `crun_*`);
+//! crun 1.8 refuses hybrid cgroup hosts, where its tests check and print that refusal instead
+//! (the cgroup v2 lane, scripts/v2-lane.sh, runs them fully).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -10,41 +13,79 @@ use std::process::Command;
 use e2e::containers::{Env, env_with, security};
 use proto::cri;
 
-const RUNC: &str = "/usr/bin/runc";
-
-/// berthd's config with runc as the `runc` handler.
-fn runc_config() -> String {
-    format!("[runtimes.runc]\npath = \"{RUNC}\"\n")
+/// An OCI runtime configured as the handler of its own name.
+#[derive(Clone, Copy)]
+struct Oci {
+    name: &'static str,
+    path: &'static str,
 }
 
-/// The environment with runc configured, or None where runc is absent (never under CI).
-async fn runc_env() -> Option<Env> {
-    if !Path::new(RUNC).exists() {
+const RUNC: Oci = Oci {
+    name: "runc",
+    path: "/usr/bin/runc",
+};
+const CRUN: Oci = Oci {
+    name: "crun",
+    path: "/usr/bin/crun",
+};
+
+impl Oci {
+    /// berthd's config with this runtime as its handler.
+    fn config(self) -> String {
+        format!("[runtimes.{}]\npath = \"{}\"\n", self.name, self.path)
+    }
+
+    fn root(self, env: &Env) -> PathBuf {
+        env.d.state_dir.join("oci").join(self.name)
+    }
+
+    /// `<runtime> state <id>` as JSON, or None once the runtime no longer knows the container.
+    fn state(self, env: &Env, id: &str) -> Option<serde_json::Value> {
+        let out = Command::new(self.path)
+            .arg("--root")
+            .arg(self.root(env))
+            .args(["state", id])
+            .output()
+            .expect("run <runtime> state");
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).expect("state JSON"))
+    }
+
+    /// A pod name of this runtime's.
+    fn pod(self, what: &str) -> String {
+        format!("{}-{what}", self.name)
+    }
+}
+
+/// The environment with `rt` configured, or None where it is absent (never under CI) or, for
+/// crun, where it refuses the host's cgroup layout (checked and printed).
+async fn oci_env(rt: Oci) -> Option<Env> {
+    if !Path::new(rt.path).exists() {
         assert!(
             std::env::var_os("CI").is_none(),
-            "CI installs runc (scripts/install-deps.sh): {RUNC} is missing"
+            "CI installs {} (scripts/install-deps.sh): {} is missing",
+            rt.name,
+            rt.path
         );
-        eprintln!("skipped: {RUNC} is not installed (apt-get install runc)");
+        eprintln!(
+            "skipped: {} is not installed (apt-get install {})",
+            rt.path, rt.name
+        );
         return None;
     }
-    env_with(&runc_config()).await
+    let env = env_with(&rt.config()).await?;
+    if rt.name == CRUN.name && hybrid_with_v2_controllers() {
+        let refusal = crun_refusal(&env).await;
+        eprintln!("skipped: crun cannot run containers on this hybrid cgroup host: {refusal}");
+        return None;
+    }
+    Some(env)
 }
 
-fn runc_root(env: &Env) -> PathBuf {
-    env.d.state_dir.join("oci/runc")
-}
-
-/// `runc state <id>` as JSON, or None once runc no longer knows the container.
-fn runc_state(env: &Env, id: &str) -> Option<serde_json::Value> {
-    let out = Command::new(RUNC)
-        .arg("--root")
-        .arg(runc_root(env))
-        .args(["state", id])
-        .output()
-        .expect("run runc state");
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).expect("runc state JSON"))
+/// The environment with runc configured.
+async fn runc_env() -> Option<Env> {
+    oci_env(RUNC).await
 }
 
 fn parent_of(pid: i64) -> i64 {
@@ -95,7 +136,7 @@ async fn status_lists_runc_with_the_features_runc_reports() {
     let runc = &status.runtime_handlers[2];
     let features = runc.features.expect("features");
     // Debian's runc 1.1 lists `rro` among its mount options and has no idmapped mounts.
-    let reported = Command::new(RUNC)
+    let reported = Command::new(RUNC.path)
         .arg("features")
         .output()
         .expect("runc features");
@@ -132,13 +173,22 @@ async fn an_unknown_handler_is_refused_naming_the_configured_ones() {
 
 #[tokio::test]
 async fn runc_runs_a_container_with_logs_and_its_exit_code() {
-    let Some(env) = runc_env().await else { return };
-    let pc = env.pod("runc-exit");
+    runs_a_container_with_logs_and_its_exit_code(RUNC).await;
+}
+
+#[tokio::test]
+async fn crun_runs_a_container_with_logs_and_its_exit_code() {
+    runs_a_container_with_logs_and_its_exit_code(CRUN).await;
+}
+
+async fn runs_a_container_with_logs_and_its_exit_code(rt: Oci) {
+    let Some(env) = oci_env(rt).await else { return };
+    let pc = env.pod(&rt.pod("exit"));
     let pod = env
         .d
-        .run_pod_with_handler(pc.clone(), "runc")
+        .run_pod_with_handler(pc.clone(), rt.name)
         .await
-        .expect("RunPodSandbox runc");
+        .expect("RunPodSandbox");
     let c = env.container("exits", &["sh", "-c", "echo out; echo err >&2; exit 3"]);
     let (st, log) = env.run_to_end(&pod, &pc, c).await;
     assert_eq!(st.exit_code, 3, "{st:?}");
@@ -150,17 +200,28 @@ async fn runc_runs_a_container_with_logs_and_its_exit_code() {
 
 #[tokio::test]
 async fn a_runc_container_is_the_shims_child_and_leaves_nothing_when_removed() {
-    let Some(env) = runc_env().await else { return };
-    let pc = env.pod("runc-life");
+    container_is_the_shims_child_and_leaves_nothing_when_removed(RUNC).await;
+}
+
+#[tokio::test]
+async fn a_crun_container_is_the_shims_child_and_leaves_nothing_when_removed() {
+    container_is_the_shims_child_and_leaves_nothing_when_removed(CRUN).await;
+}
+
+async fn container_is_the_shims_child_and_leaves_nothing_when_removed(rt: Oci) {
+    let Some(env) = oci_env(rt).await else { return };
+    let pc = env.pod(&rt.pod("life"));
     let pod = env
         .d
-        .run_pod_with_handler(pc.clone(), "runc")
+        .run_pod_with_handler(pc.clone(), rt.name)
         .await
-        .expect("RunPodSandbox runc");
+        .expect("RunPodSandbox");
     let id = env
         .run(&pod, &pc, env.container("sleeper", &["sleep", "300"]))
         .await;
-    let state = runc_state(&env, &id).expect("runc knows the container");
+    let state = rt
+        .state(&env, &id)
+        .expect("the runtime knows the container");
     assert_eq!(state["status"], "running", "{state}");
     let pid = state["pid"].as_i64().expect("pid");
     assert_eq!(
@@ -183,7 +244,10 @@ async fn a_runc_container_is_the_shims_child_and_leaves_nothing_when_removed() {
     let st = env.wait_exited(&id).await;
     assert_eq!(st.exit_code, 137, "SIGKILL after no grace period: {st:?}");
     env.remove(&id).await;
-    assert!(runc_state(&env, &id).is_none(), "runc forgot the container");
+    assert!(
+        rt.state(&env, &id).is_none(),
+        "the runtime forgot the container"
+    );
     assert!(!bundle.exists(), "bundle removed");
     let rootfs = env.d.state_dir.join("rootfs").join(&id);
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
@@ -196,18 +260,27 @@ async fn a_runc_container_is_the_shims_child_and_leaves_nothing_when_removed() {
 
 #[tokio::test]
 async fn a_container_runc_cannot_start_fails_its_start_and_leaves_nothing() {
-    let Some(env) = runc_env().await else { return };
-    let pc = env.pod("runc-fail");
+    a_container_it_cannot_start_fails_its_start_and_leaves_nothing(RUNC).await;
+}
+
+#[tokio::test]
+async fn a_container_crun_cannot_start_fails_its_start_and_leaves_nothing() {
+    a_container_it_cannot_start_fails_its_start_and_leaves_nothing(CRUN).await;
+}
+
+async fn a_container_it_cannot_start_fails_its_start_and_leaves_nothing(rt: Oci) {
+    let Some(env) = oci_env(rt).await else { return };
+    let pc = env.pod(&rt.pod("fail"));
     let pod = env
         .d
-        .run_pod_with_handler(pc.clone(), "runc")
+        .run_pod_with_handler(pc.clone(), rt.name)
         .await
-        .expect("RunPodSandbox runc");
+        .expect("RunPodSandbox");
     let c = env.container("missing", &["/no/such/program"]);
     let id = env.create(&pod, &pc, c).await.expect("CreateContainer");
     let err = env.start(&id).await.expect_err("nothing to exec");
-    assert!(err.message().contains("runc"), "{}", err.message());
-    assert!(runc_state(&env, &id).is_none(), "runc holds nothing");
+    assert!(err.message().contains(rt.name), "{}", err.message());
+    assert!(rt.state(&env, &id).is_none(), "the runtime holds nothing");
     assert!(!env.d.state_dir.join("oci/bundles").join(&id).exists());
     env.remove(&id).await;
     env.d.remove_pod(&pod).await;
@@ -215,15 +288,24 @@ async fn a_container_runc_cannot_start_fails_its_start_and_leaves_nothing() {
 
 #[tokio::test]
 async fn runc_containers_get_a_tty_live_updates_stats_and_oom_reasons() {
-    let Some(env) = runc_env().await else { return };
-    let pc = env.pod("runc-more");
+    containers_get_a_tty_live_updates_stats_and_oom_reasons(RUNC).await;
+}
+
+#[tokio::test]
+async fn crun_containers_get_a_tty_live_updates_stats_and_oom_reasons() {
+    containers_get_a_tty_live_updates_stats_and_oom_reasons(CRUN).await;
+}
+
+async fn containers_get_a_tty_live_updates_stats_and_oom_reasons(rt: Oci) {
+    let Some(env) = oci_env(rt).await else { return };
+    let pc = env.pod(&rt.pod("more"));
     let pod = env
         .d
-        .run_pod_with_handler(pc.clone(), "runc")
+        .run_pod_with_handler(pc.clone(), rt.name)
         .await
-        .expect("RunPodSandbox runc");
+        .expect("RunPodSandbox");
 
-    // TTY: runc makes the terminal and sends it over --console-socket.
+    // TTY: the runtime makes the terminal and sends it over --console-socket.
     let mut c = env.container(
         "tty",
         &[
@@ -239,7 +321,7 @@ async fn runc_containers_get_a_tty_live_updates_stats_and_oom_reasons() {
     assert!(out.contains("on-a-tty"), "{out}");
     assert!(out.contains("/dev/pts/"), "{out}");
 
-    // OOM: berthd reads the reason from the cgroup runc joined.
+    // OOM: berthd reads the reason from the cgroup the runtime joined.
     let mut c = env.container("hog", &["sh", "-c", "head -c 200000000 /dev/zero | tail"]);
     c.linux.get_or_insert_with(Default::default).resources = Some(cri::LinuxContainerResources {
         memory_limit_in_bytes: 16 << 20,
@@ -270,12 +352,23 @@ async fn runc_containers_get_a_tty_live_updates_stats_and_oom_reasons() {
     })
     .await
     .expect("UpdateContainerResources");
-    let read = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max";
+    // v1: the runtime binds the container's own cgroups. v2: no cgroup namespace under OCI
+    // handlers (docs/runtime-handlers.md), so crun mounts the whole hierarchy: the container's
+    // cgroup is the path in /proc/self/cgroup.
+    let read = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null \
+        || cat /sys/fs/cgroup/memory.max 2>/dev/null \
+        || cat /sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup)/memory.max";
     let out = env
         .exec_sync(&id, &["sh", "-c", read], 10)
         .await
         .expect("ExecSync");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "33554432");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "33554432",
+        "exit {}: {}",
+        out.exit_code,
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stats = rt
         .container_stats(cri::ContainerStatsRequest {
             container_id: id.clone(),
@@ -297,19 +390,28 @@ async fn runc_containers_get_a_tty_live_updates_stats_and_oom_reasons() {
 
 #[tokio::test]
 async fn runc_containers_outlive_a_berthd_restart_and_are_cleaned_up_after_it() {
-    let Some(mut env) = runc_env().await else {
+    containers_outlive_a_berthd_restart_and_are_cleaned_up_after_it(RUNC).await;
+}
+
+#[tokio::test]
+async fn crun_containers_outlive_a_berthd_restart_and_are_cleaned_up_after_it() {
+    containers_outlive_a_berthd_restart_and_are_cleaned_up_after_it(CRUN).await;
+}
+
+async fn containers_outlive_a_berthd_restart_and_are_cleaned_up_after_it(rt: Oci) {
+    let Some(mut env) = oci_env(rt).await else {
         return;
     };
-    let pc = env.pod("runc-restart");
+    let pc = env.pod(&rt.pod("restart"));
     let pod = env
         .d
-        .run_pod_with_handler(pc.clone(), "runc")
+        .run_pod_with_handler(pc.clone(), rt.name)
         .await
-        .expect("RunPodSandbox runc");
+        .expect("RunPodSandbox");
     let id = env
         .run(&pod, &pc, env.container("sleeper", &["sleep", "300"]))
         .await;
-    let pid = runc_state(&env, &id).expect("state")["pid"]
+    let pid = rt.state(&env, &id).expect("state")["pid"]
         .as_i64()
         .expect("pid");
     let opts = e2e::daemon::BerthdOptions {
@@ -320,29 +422,41 @@ async fn runc_containers_outlive_a_berthd_restart_and_are_cleaned_up_after_it() 
     let st = env.status(&id).await;
     assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32);
     assert_eq!(
-        runc_state(&env, &id).expect("state")["pid"].as_i64(),
+        rt.state(&env, &id).expect("state")["pid"].as_i64(),
         Some(pid)
     );
     env.stop(&id).await;
     assert_eq!(env.wait_exited(&id).await.exit_code, 137);
     env.remove(&id).await;
-    assert!(runc_state(&env, &id).is_none(), "runc forgot the container");
+    assert!(
+        rt.state(&env, &id).is_none(),
+        "the runtime forgot the container"
+    );
     env.d.remove_pod(&pod).await;
 }
 
 #[tokio::test]
 async fn a_runc_pod_whose_shim_died_is_cleaned_up_in_runc_too() {
-    let Some(env) = runc_env().await else { return };
-    let pc = env.pod("runc-doomed");
+    a_pod_whose_shim_died_is_cleaned_up_in_the_runtime_too(RUNC).await;
+}
+
+#[tokio::test]
+async fn a_crun_pod_whose_shim_died_is_cleaned_up_in_crun_too() {
+    a_pod_whose_shim_died_is_cleaned_up_in_the_runtime_too(CRUN).await;
+}
+
+async fn a_pod_whose_shim_died_is_cleaned_up_in_the_runtime_too(rt: Oci) {
+    let Some(env) = oci_env(rt).await else { return };
+    let pc = env.pod(&rt.pod("doomed"));
     let pod = env
         .d
-        .run_pod_with_handler(pc.clone(), "runc")
+        .run_pod_with_handler(pc.clone(), rt.name)
         .await
-        .expect("RunPodSandbox runc");
+        .expect("RunPodSandbox");
     let id = env
         .run(&pod, &pc, env.container("sleeper", &["sleep", "300"]))
         .await;
-    let pid = runc_state(&env, &id).expect("state")["pid"]
+    let pid = rt.state(&env, &id).expect("state")["pid"]
         .as_i64()
         .expect("pid");
     let shim = shim_pid(&env, &pod).await;
@@ -362,7 +476,10 @@ async fn a_runc_pod_whose_shim_died_is_cleaned_up_in_runc_too() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     env.remove(&id).await;
-    assert!(runc_state(&env, &id).is_none(), "runc forgot the container");
+    assert!(
+        rt.state(&env, &id).is_none(),
+        "the runtime forgot the container"
+    );
     assert!(!env.d.state_dir.join("oci/bundles").join(&id).exists());
     env.d.remove_pod(&pod).await;
 }
@@ -374,48 +491,51 @@ fn hybrid_with_v2_controllers() -> bool {
         .is_ok_and(|c| !c.trim().is_empty())
 }
 
+/// Starts a container under crun on a hybrid cgroup host and checks crun's refusal, which it
+/// returns: crun's own message and berth's hint. The host's controllers are not moved (other
+/// work shares the machine).
+async fn crun_refusal(env: &Env) -> String {
+    let pc = env.pod("crun-hybrid");
+    let pod = env
+        .d
+        .run_pod_with_handler(pc.clone(), CRUN.name)
+        .await
+        .expect("RunPodSandbox crun");
+    let c = env.container("hello", &["sh", "-c", "echo from-crun; exit 4"]);
+    let id = env.create(&pod, &pc, c).await.expect("CreateContainer");
+    let err = env
+        .start(&id)
+        .await
+        .expect_err("crun refuses a hybrid host");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("hybrid mode"), "{}", err.message());
+    assert!(
+        err.message().contains("mount -t cgroup -o hugetlb"),
+        "the error says what to do: {}",
+        err.message()
+    );
+    assert!(!env.d.state_dir.join("oci/bundles").join(&id).exists());
+    env.remove(&id).await;
+    env.d.remove_pod(&pod).await;
+    err.message().to_string()
+}
+
 #[tokio::test]
 async fn crun_runs_containers_or_says_why_it_cannot_on_a_hybrid_host() {
-    const CRUN: &str = "/usr/bin/crun";
-    if !Path::new(CRUN).exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI installs crun (scripts/install-deps.sh): {CRUN} is missing"
-        );
-        eprintln!("skipped: {CRUN} is not installed (apt-get install crun)");
-        return;
-    }
-    let config = format!("[runtimes.crun]\npath = \"{CRUN}\"\n");
-    let Some(env) = env_with(&config).await else {
+    // oci_env checks the refusal and its hint on a hybrid host.
+    let Some(env) = oci_env(CRUN).await else {
         return;
     };
     let pc = env.pod("crun");
     let pod = env
         .d
-        .run_pod_with_handler(pc.clone(), "crun")
+        .run_pod_with_handler(pc.clone(), CRUN.name)
         .await
         .expect("RunPodSandbox crun");
     let c = env.container("hello", &["sh", "-c", "echo from-crun; exit 4"]);
-    if hybrid_with_v2_controllers() {
-        // This test does not move the host's controllers (other work shares the machine).
-        let id = env.create(&pod, &pc, c).await.expect("CreateContainer");
-        let err = env
-            .start(&id)
-            .await
-            .expect_err("crun refuses a hybrid host");
-        assert!(err.message().contains("hybrid mode"), "{}", err.message());
-        assert!(
-            err.message().contains("mount -t cgroup -o hugetlb"),
-            "the error says what to do: {}",
-            err.message()
-        );
-        assert!(!env.d.state_dir.join("oci/bundles").join(&id).exists());
-        env.remove(&id).await;
-    } else {
-        let (st, log) = env.run_to_end(&pod, &pc, c).await;
-        assert_eq!(st.exit_code, 4, "{st:?}");
-        assert!(log.contains(&"from-crun".to_string()), "{log:?}");
-    }
+    let (st, log) = env.run_to_end(&pod, &pc, c).await;
+    assert_eq!(st.exit_code, 4, "{st:?}");
+    assert!(log.contains(&"from-crun".to_string()), "{log:?}");
     env.d.remove_pod(&pod).await;
 }
 
@@ -487,7 +607,7 @@ async fn runc_runs_a_user_namespace_pod_with_an_idmapped_rootfs_and_volumes() {
     c.mounts = vec![idmapped, idmapped_ro, host_bind("/raw", vol.path(), false)];
     security(&mut c).namespace_options = Some(userns_options());
     let id = env.run(&pod, &pc, c).await;
-    let state = runc_state(&env, &id).expect("runc runs the container");
+    let state = RUNC.state(&env, &id).expect("runc runs the container");
     assert_eq!(state["status"], "running", "{state}");
 
     let script = "cat /proc/self/uid_map /proc/self/gid_map; id -u; cat /proc/1/comm; \
@@ -705,7 +825,7 @@ async fn a_user_namespace_container_runc_cannot_start_leaves_nothing_mounted() {
     let id = env.create(&pod, &pc, c).await.expect("CreateContainer");
     let err = env.start(&id).await.expect_err("nothing to exec");
     assert!(err.message().contains("runc"), "{}", err.message());
-    assert!(runc_state(&env, &id).is_none(), "runc holds nothing");
+    assert!(RUNC.state(&env, &id).is_none(), "runc holds nothing");
     let bundle = env.d.state_dir.join("oci/bundles").join(&id);
     assert!(!bundle.exists(), "bundle removed");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");

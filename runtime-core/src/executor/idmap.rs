@@ -18,6 +18,9 @@ pub(super) struct Idmaps {
     container: Option<(IdMap, OwnedFd)>,
     /// Namespaces made for mounts whose mappings differ from the pod's.
     others: Vec<(IdMap, OwnedFd)>,
+    /// Image volumes' idmapped overlays made by the shim (by destination), where the kernel
+    /// takes only attached idmapped layers (see `overlay::idmapped_image_overlay`).
+    images: Vec<(String, OwnedFd)>,
 }
 
 impl Idmaps {
@@ -52,6 +55,32 @@ impl Idmaps {
             idmaps.others.push((map.clone(), fd));
         }
         Ok(idmaps)
+    }
+
+    /// Makes the idmapped overlays of the container's image volumes that its own mount
+    /// namespace cannot make on this kernel. After the rootfs is mounted: that mount learns
+    /// how the kernel takes idmapped layers.
+    pub fn prepare_images(&mut self, spec: &ContainerProcess) -> Result<(), Failure> {
+        let Some((_, ns)) = &self.container else {
+            return Ok(());
+        };
+        for m in &spec.mounts {
+            let MountKind::Image { layers, .. } = &m.kind else {
+                continue;
+            };
+            if let Some(fd) = super::overlay::idmapped_image_overlay(layers, ns, &m.destination)? {
+                self.images.push((m.destination.clone(), fd));
+            }
+        }
+        Ok(())
+    }
+
+    /// The idmapped overlay the shim made for the image volume at `destination`, if any.
+    pub fn image(&self, destination: &str) -> Option<&OwnedFd> {
+        self.images
+            .iter()
+            .find(|(d, _)| d == destination)
+            .map(|(_, fd)| fd)
     }
 
     /// The container's user namespace and its mappings, if it has one.

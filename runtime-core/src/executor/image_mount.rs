@@ -37,16 +37,27 @@ pub(super) fn make_recursively_readonly(
 
 /// Mounts an image's layers (top first) read-only, nosuid and nodev at `destination`: a bind
 /// of a single layer, else an overlay of them all without an upper layer. With `userns` (the
-/// container's user namespace) each layer is idmapped with its mappings first.
+/// container's user namespace) each layer is idmapped with its mappings first; `prepared` is
+/// the idmapped overlay the shim made instead where the kernel's overlayfs takes only attached
+/// idmapped layers (before Linux 6.15).
 pub(super) fn mount_image(
     root: &OwnedFd,
     destination: &str,
     layers: &[PathBuf],
     sub_path: &str,
     userns: Option<(&IdMap, &OwnedFd)>,
+    prepared: Option<&OwnedFd>,
 ) -> Result<(), Failure> {
     let target_fd = create_in_root(root, destination, Leaf::Dir)?;
-    let mounted = mount_image_root(&target_fd, destination, layers, userns)?;
+    let mounted = match prepared {
+        Some(overlay) => {
+            let what = || format!("mount image volume on {destination}");
+            let tree = overlay.try_clone().context(what)?;
+            mount_api::attach(&tree, &target_fd).context(what)?;
+            Some(tree)
+        }
+        None => mount_image_root(&target_fd, destination, layers, userns)?,
+    };
     if sub_path.is_empty() {
         return Ok(());
     }
@@ -156,7 +167,17 @@ pub(super) fn mount_image_root(
                 restricted,
                 Some(data.as_str()),
             )
-            .context(what)?;
+            .map_err(|errno| {
+                let op = if errno == Errno::EINVAL && !idmapped.is_empty() {
+                    format!(
+                        "{} (overlayfs takes detached idmapped layers from Linux 6.15)",
+                        what()
+                    )
+                } else {
+                    what()
+                };
+                Failure::new(op, errno)
+            })?;
             Ok(None)
         }
     }

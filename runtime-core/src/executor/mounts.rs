@@ -74,6 +74,7 @@ pub(super) fn mount_cri(root: &OwnedFd, m: &Mount, idmaps: &Idmaps) -> Result<()
             layers,
             sub_path,
             idmaps.container(),
+            idmaps.image(&m.destination),
         ),
     }
 }

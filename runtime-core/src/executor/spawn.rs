@@ -35,9 +35,10 @@ pub fn spawn(spec: &ContainerProcess) -> Result<Pid, ExecError> {
 pub fn spawn_timed(spec: &ContainerProcess, clock: &mut StepClock) -> Result<Pid, ExecError> {
     let plan = Plan::new(spec)?;
     clock.mark("plan");
-    let idmaps = Idmaps::prepare(spec).map_err(Failure::host)?;
+    let mut idmaps = Idmaps::prepare(spec).map_err(Failure::host)?;
     clock.mark("idmaps");
     overlay::mount(&spec.rootfs, idmaps.container()).map_err(Failure::host)?;
+    idmaps.prepare_images(spec).map_err(Failure::host)?;
     clock.mark("overlay");
     let (report_rx, report_tx) = pipe2(OFlag::O_CLOEXEC)
         .context(|| format!("create error pipe for container {}", spec.id))
