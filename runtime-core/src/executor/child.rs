@@ -150,6 +150,14 @@ pub(super) fn above_stdio(fd: OwnedFd) -> OwnedFd {
 }
 
 /// Joins each cgroup of `cgroup_procs` but the one this process was born in (`born_in`).
+///
+/// In a cgroup v1 hierarchy this (single-threaded) process moves its own thread through the
+/// cgroup's `tasks` file: the kernel moves the calling thread without its global threadgroup
+/// lock, whereas any write to `cgroup.procs` takes that lock for writing, waiting for an RCU
+/// grace period first (15 ms of a 21 ms StartContainer here; docs/performance.md). For a
+/// process of one thread the two are the same move; threads it makes later follow it. cgroup
+/// v2 has no `tasks` file (and `cgroup.threads` cannot cross domains): there the process is
+/// born in its cgroup instead (`clone_into`), or writes `cgroup.procs`.
 pub(super) fn join_cgroups(
     cgroup_procs: &[PathBuf],
     born_in: Option<usize>,
@@ -157,6 +165,14 @@ pub(super) fn join_cgroups(
     for (i, procs) in cgroup_procs.iter().enumerate() {
         if Some(i) == born_in {
             continue;
+        }
+        let tasks = procs.with_file_name("tasks");
+        match fs::write(&tasks, "0") {
+            Ok(()) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).context(|| format!("join cgroup {}", tasks.display()));
+            }
         }
         fs::write(procs, "0").context(|| format!("join cgroup {}", procs.display()))?;
     }
