@@ -12,7 +12,8 @@
 #   DENSITY_SETTLE [12] seconds before each memory snapshot,
 #   EXEC_RUNS [200], CHURN_WORKERS [4], CHURN_SECONDS [30], PULL_RUNS [3], BURST_PODS [110],
 #   BURST_CLIENTS [1,4,16], BURST_ROUNDS [3],
-#   CRUN [0] (1: also pod-start against containerd with crun), OUT_DIR
+#   CRUN [0] (1: also pod-start against containerd with crun), RUNC [0] (1: also pod-start of
+#   berth's runc RuntimeClass handler against berth's native executor), OUT_DIR
 #   [target/bench-results/<UTC time>]: tables (*.txt), reports (*.json), pod-start.png.
 #
 # Network: containerd's pods use CNI bridge bbn-ctrd on 10.88.250.0/24, berth's built-in
@@ -52,6 +53,7 @@ BURST_CLIENTS=${BURST_CLIENTS:-1,4,16}
 BURST_ROUNDS=${BURST_ROUNDS:-3}
 PULL_RUNS=${PULL_RUNS:-3}
 CRUN=${CRUN:-0}
+RUNC=${RUNC:-0}
 OUT_DIR=${OUT_DIR:-$REPO/target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
 
 CTRD_BRIDGE=bbn-ctrd
@@ -255,6 +257,9 @@ conf_dir = "$WORK/berth/net.d"
 [registry]
 insecure = ["$REGISTRY"]
 EOF
+if command -v runc >/dev/null; then
+    printf '[runtimes.runc]\npath = "%s"\n' "$(command -v runc)" >>"$WORK/berth/berth.toml"
+fi
 # setsid: the daemons must not get the terminal's Ctrl-C (berth-bench still needs them then).
 setsid "$BIN/berthd" --config "$WORK/berth/berth.toml" --socket "$RUN/berth.sock" \
     --root-dir "$WORK/berth/root" --state-dir "$RUN/berth" 2>"$WORK/berth/log" &
@@ -384,6 +389,15 @@ for s in "${SCENARIOS[@]}"; do
                 --compare-name containerd+crun --compare-runtime-handler crun --image "$IMAGE" \
                 --cgroup-parent "$CG_PARENT" \
                 --pods "$PODS" --save "$OUT_DIR/pod-start-crun.json" | tee "$OUT_DIR/pod-start-crun.txt" || true
+        fi
+        if ((RUNC)) && command -v runc >/dev/null; then
+            log "scenario pod-start: berth's runc handler against its native executor"
+            "$BENCH" pod-start --endpoint "$RUN/berth.sock" --name berth+runc --runtime-handler runc \
+                --helper-pattern "berth-shim ${RUN//./\\.}/berth/" \
+                --compare "$RUN/berth.sock" --compare-name berth \
+                --compare-helper-pattern "berth-shim ${RUN//./\\.}/berth/" --image "$IMAGE" \
+                --cgroup-parent "$CG_PARENT" --pods "$PODS" --save "$OUT_DIR/pod-start-runc.json" |
+                tee "$OUT_DIR/pod-start-runc.txt"
         fi
         ;;
     exec) run exec --runs "$EXEC_RUNS" ;;

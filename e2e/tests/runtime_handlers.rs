@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use e2e::containers::{Env, env_with, security};
+use e2e::pods::mounts_under;
 use proto::cri;
 
 /// An OCI runtime configured as the handler of its own name.
@@ -250,9 +251,9 @@ async fn container_is_the_shims_child_and_leaves_nothing_when_removed(rt: Oci) {
     );
     assert!(!bundle.exists(), "bundle removed");
     let rootfs = env.d.state_dir.join("rootfs").join(&id);
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    assert!(
-        !mounts.contains(&rootfs.display().to_string()),
+    assert_eq!(
+        mounts_under(&rootfs),
+        Vec::<PathBuf>::new(),
         "rootfs unmounted"
     );
     env.d.remove_pod(&pod).await;
@@ -715,9 +716,9 @@ async fn runc_runs_a_user_namespace_pod_with_an_idmapped_rootfs_and_volumes() {
     env.stop(&id).await;
     env.remove(&id).await;
     assert!(!bundle.exists(), "bundle removed");
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    assert!(
-        !mounts.contains(&bundle.display().to_string()),
+    assert_eq!(
+        mounts_under(&bundle),
+        Vec::<PathBuf>::new(),
         "no staged idmapped mount left"
     );
     env.d.remove_pod(&pod).await;
@@ -828,17 +829,8 @@ async fn a_user_namespace_container_runc_cannot_start_leaves_nothing_mounted() {
     assert!(RUNC.state(&env, &id).is_none(), "runc holds nothing");
     let bundle = env.d.state_dir.join("oci/bundles").join(&id);
     assert!(!bundle.exists(), "bundle removed");
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    for left in [
-        bundle.display().to_string(),
-        env.d
-            .state_dir
-            .join("rootfs")
-            .join(&id)
-            .display()
-            .to_string(),
-    ] {
-        assert!(!mounts.contains(&left), "{left} still mounted");
+    for left in [bundle, env.d.state_dir.join("rootfs").join(&id)] {
+        assert_eq!(mounts_under(&left), Vec::<PathBuf>::new(), "still mounted");
     }
     env.remove(&id).await;
     env.d.remove_pod(&pod).await;

@@ -67,12 +67,16 @@ const STEP_ORDER: &[&str] = &[
     "record",
 ];
 
-/// Each target's step totals from its metrics endpoint, None where it has none (containerd)
-/// or it could not be read.
+/// Each target's step totals from its metrics endpoint, None where it has none (containerd),
+/// it could not be read, or an earlier target is the same daemon (two handlers of one berthd:
+/// its steps are those of both, printed once).
 async fn scrape_steps(b: &Bench) -> Vec<Option<steps::StepTotals>> {
     let mut out = Vec::new();
+    let mut seen = Vec::new();
     for t in &b.targets {
-        let totals = match t.metrics_address().await {
+        let addr = t.metrics_address().await.filter(|a| !seen.contains(a));
+        seen.extend(addr.clone());
+        let totals = match addr {
             Some(addr) => tokio::task::spawn_blocking(move || steps::scrape(&addr))
                 .await
                 .ok()
