@@ -2,14 +2,8 @@
 //! times each step of StartContainer, RunPodSandbox, StopPodSandbox and RemovePodSandbox in
 //! `berth_operation_step_duration_seconds`. Scraped before and after a scenario, the change
 //! of each step's sum and count gives its mean over the scenario's calls.
-//!
-//! The endpoint is plain HTTP on loopback: one `GET /metrics` over a TCP stream (HTTP/1.0, so
-//! the answer ends at EOF) is all this needs, so no HTTP client crate is pulled in for it.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
 
 const METRIC: &str = "berth_operation_step_duration_seconds";
 
@@ -17,16 +11,18 @@ const METRIC: &str = "berth_operation_step_duration_seconds";
 pub type StepTotals = BTreeMap<(String, String), (f64, u64)>;
 
 /// Fetches `http://<addr>/metrics` and reads the step histograms from it.
-pub fn scrape(addr: &str) -> Result<StepTotals, String> {
-    let fail = |e: std::io::Error| format!("scrape http://{addr}/metrics: {e}");
-    let mut stream = TcpStream::connect(addr).map_err(fail)?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(fail)?;
-    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(fail)?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).map_err(fail)?;
-    Ok(parse(&body))
+pub async fn scrape(addr: &str) -> Result<StepTotals, String> {
+    let resp = e2e::http::get(addr, "/metrics")
+        .await
+        .map_err(|e| format!("scrape: {e}"))?;
+    if resp.status != 200 {
+        return Err(format!(
+            "GET http://{addr}/metrics: {} {}",
+            resp.status,
+            resp.body_text()
+        ));
+    }
+    Ok(parse(&resp.body_text()))
 }
 
 /// Reads the `_sum` and `_count` series of the step histogram from a text exposition.

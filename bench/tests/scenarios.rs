@@ -100,6 +100,14 @@ async fn scenarios_measure_berthd_and_leave_no_pods() {
     for step in pod_start::STEPS {
         assert_eq!(r[0].samples[step].len(), 3, "samples of {step}");
     }
+    // berthd's step timings, scraped from its /metrics, are in the report's notes.
+    assert!(
+        r[0].notes
+            .iter()
+            .any(|n| n.starts_with("StartContainer steps") && n.contains("inside shim: ")),
+        "no StartContainer breakdown in {:?}",
+        r[0].notes
+    );
 
     let r = burst::run(
         b,

@@ -77,10 +77,7 @@ async fn scrape_steps(b: &Bench) -> Vec<Option<steps::StepTotals>> {
         let addr = t.metrics_address().await.filter(|a| !seen.contains(a));
         seen.extend(addr.clone());
         let totals = match addr {
-            Some(addr) => tokio::task::spawn_blocking(move || steps::scrape(&addr))
-                .await
-                .ok()
-                .and_then(Result::ok),
+            Some(addr) => steps::scrape(&addr).await.ok(),
             None => None,
         };
         out.push(totals);
