@@ -20,11 +20,16 @@ fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
         .iter()
         .filter(|x| x.metric == name)
         .filter(|x| labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
-        .map(|x| match &x.value {
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
-            Value::Histogram(_) | Value::Summary(_) => 0.0,
-        })
+        .map(|x| number(&x.value))
         .sum()
+}
+
+/// A counter's, gauge's or untyped sample's value (0 for histogram buckets and summaries).
+fn number(v: &Value) -> f64 {
+    match v {
+        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+        Value::Histogram(_) | Value::Summary(_) => 0.0,
+    }
 }
 
 async fn scrape(d: &Berthd) -> Scrape {
@@ -223,17 +228,8 @@ async fn taken_metrics_port_fails_start_naming_the_key() {
     );
 }
 
-/// The `_count` and `_sum` (seconds) of one step of `operation`, from the raw text.
-fn step(text: &str, operation: &str, step: &str) -> Option<(u64, f64)> {
-    let series = format!("{{operation=\"{operation}\",step=\"{step}\"}} ");
-    let find = |suffix: &str| {
-        let prefix = format!("berth_operation_step_duration_seconds_{suffix}{series}");
-        text.lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str()))
-            .map(|v| v.trim().to_string())
-    };
-    Some((find("count")?.parse().ok()?, find("sum")?.parse().ok()?))
-}
+const STEP_COUNT: &str = "berth_operation_step_duration_seconds_count";
+const STEP_SUM: &str = "berth_operation_step_duration_seconds_sum";
 
 #[tokio::test]
 async fn each_step_of_a_pod_start_and_teardown_is_timed() {
@@ -243,7 +239,7 @@ async fn each_step_of_a_pod_start_and_teardown_is_timed() {
     e.run(&pod, &pc, e.container("sleeper", &["sleep", "300"]))
         .await;
     e.d.remove_pod(&pod).await;
-    let text = e.d.metrics_text().await.expect("GET /metrics");
+    let scrape = scrape(&e.d).await;
     let expect = [
         (
             "RunPodSandbox",
@@ -280,21 +276,27 @@ async fn each_step_of_a_pod_start_and_teardown_is_timed() {
     ];
     for (operation, steps) in expect {
         for name in steps {
-            let (count, _) = step(&text, operation, name)
-                .unwrap_or_else(|| panic!("no {operation} step {name} in:\n{text}"));
-            assert_eq!(count, 1, "{operation} {name}: one pod, one sample");
+            let count = value(
+                &scrape,
+                STEP_COUNT,
+                &[("operation", operation), ("step", name)],
+            );
+            assert_eq!(count, 1.0, "{operation} {name}: one pod, one sample");
         }
     }
     // The shim's steps happen inside berthd's round trip to it.
-    let (_, round_trip) = step(&text, "StartContainer", "shim").expect("shim step");
-    let inside: f64 = text
-        .lines()
-        .filter(|l| {
-            l.starts_with(
-                "berth_operation_step_duration_seconds_sum{operation=\"StartContainer\",step=\"shim/",
-            )
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    let round_trip = value(
+        &scrape,
+        STEP_SUM,
+        &[("operation", "StartContainer"), ("step", "shim")],
+    );
+    let inside: f64 = scrape
+        .samples
+        .iter()
+        .filter(|x| x.metric == STEP_SUM)
+        .filter(|x| x.labels.get("operation") == Some("StartContainer"))
+        .filter(|x| x.labels.get("step").is_some_and(|s| s.starts_with("shim/")))
+        .map(|x| number(&x.value))
         .sum();
     assert!(
         inside > 0.0 && inside <= round_trip,
