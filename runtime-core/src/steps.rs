@@ -29,12 +29,6 @@ pub struct StepClock {
     steps: Vec<StepTime>,
 }
 
-impl Default for StepClock {
-    fn default() -> Self {
-        StepClock::start()
-    }
-}
-
 impl StepClock {
     /// Starts timing now.
     pub fn start() -> StepClock {

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
-use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, fstatfs};
+use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, statfs};
 use nix::unistd::{ForkResult, Pid, fork};
 
 /// `CLONE_INTO_CGROUP` (include/uapi/linux/sched.h; not in libc for every target yet).
@@ -51,14 +51,17 @@ pub(super) struct Forked {
 }
 
 /// The first of `cgroup_procs` that is a cgroup v2 `cgroup.procs`, with its directory open.
+/// Only that directory is opened (on v1 each hierarchy costs one `statfs`).
 fn v2_cgroup(cgroup_procs: &[PathBuf]) -> Option<(usize, OwnedFd)> {
-    cgroup_procs.iter().enumerate().find_map(|(i, procs)| {
+    let (i, dir) = cgroup_procs.iter().enumerate().find_map(|(i, procs)| {
         let dir = procs.parent().unwrap_or(Path::new("/"));
-        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        let fd = open(dir, flags, Mode::empty()).ok()?;
-        let v2 = fstatfs(&fd).ok()?.filesystem_type() == CGROUP2_SUPER_MAGIC;
-        v2.then_some((i, fd))
-    })
+        let v2 = statfs(dir).ok()?.filesystem_type() == CGROUP2_SUPER_MAGIC;
+        v2.then_some((i, dir))
+    })?;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    // (Were it swapped for another directory meanwhile, clone3 refuses a non-cgroup fd and
+    // `fork_into` falls back to fork.)
+    Some((i, open(dir, flags, Mode::empty()).ok()?))
 }
 
 /// Forks; when one of `cgroup_procs` is in a cgroup v2 hierarchy the child is born in that
@@ -135,10 +138,7 @@ mod tests {
         ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
             .into_iter()
             .map(PathBuf::from)
-            .find(|p| {
-                nix::sys::statfs::statfs(p)
-                    .is_ok_and(|s| s.filesystem_type() == CGROUP2_SUPER_MAGIC)
-            })
+            .find(|p| statfs(p).is_ok_and(|s| s.filesystem_type() == CGROUP2_SUPER_MAGIC))
     }
 
     #[test]
