@@ -109,6 +109,78 @@ fn junit_counts(xml: &str) -> (usize, usize, usize) {
     (passed, failed, skipped)
 }
 
+/// The failed cases of a JUnit report: (name, failure text), entities decoded, each text cut
+/// to `max` characters, so a CI log's tail says why a spec failed.
+fn junit_failures(xml: &str, max: usize) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for case in xml.split("<testcase").skip(1) {
+        let body = case.split("</testcase>").next().unwrap_or_default();
+        let Some(at) = body.find("<failure").or_else(|| body.find("<error")) else {
+            continue;
+        };
+        let attr = |text: &str, name: &str| {
+            let key = format!("{name}=\"");
+            text.find(&key).map(|i| {
+                let rest = &text[i + key.len()..];
+                rest[..rest.find('"').unwrap_or(rest.len())].to_string()
+            })
+        };
+        let name = attr(body, "name").unwrap_or_default();
+        let failure = &body[at..];
+        let open_end = failure.find('>').unwrap_or(failure.len());
+        let mut text = attr(&failure[..open_end], "message").unwrap_or_default();
+        let inner = failure[open_end..].trim_start_matches('>');
+        let inner = &inner[..inner.find("</").unwrap_or(inner.len())];
+        if !inner.trim().is_empty() {
+            text.push('\n');
+            text.push_str(inner.trim());
+        }
+        let text: String = unescape(&text).chars().take(max).collect();
+        out.push((unescape(&name), text));
+    }
+    out
+}
+
+/// XML's five named entities and numeric character references.
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let Some(end) = rest.find(';').filter(|&e| e <= 10) else {
+            out.push('&');
+            rest = &rest[1..];
+            continue;
+        };
+        let entity = &rest[1..end];
+        let decoded = match entity {
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "amp" => Some('&'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            _ => entity
+                .strip_prefix("#x")
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .or_else(|| entity.strip_prefix('#').and_then(|d| d.parse().ok()))
+                .and_then(char::from_u32),
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// berthd's NRI section serving plugins on `socket`.
 fn nri_config(socket: &Path) -> String {
     format!(
@@ -222,6 +294,9 @@ async fn run(args: Args) -> Result<bool, String> {
         }
     }
     drop(d);
+    for (name, text) in junit_failures(&xml, 3000) {
+        eprintln!("--- failed: {name} ---\n{text}");
+    }
     if !had_default_parent {
         e2e::pods::remove_empty_cgroup("berth");
     }
@@ -278,5 +353,23 @@ mod tests {
             <testcase name="[It] e"><system-err>noise</system-err></testcase>
             </testsuite></testsuites>"#;
         assert_eq!(junit_counts(xml), (3, 1, 1));
+        assert_eq!(
+            junit_failures(xml, 100),
+            vec![("[It] d".to_string(), "boom\ntrace".to_string())]
+        );
+    }
+
+    #[test]
+    fn failure_text_is_unescaped_and_cut() {
+        let xml = r#"<testcase name="[It] a &amp; b"><failure message="expected &quot;x&quot; &lt;&#xA;&#65;">at x.go:1 &amp;</failure></testcase>"#;
+        assert_eq!(
+            junit_failures(xml, 100),
+            vec![(
+                "[It] a & b".to_string(),
+                "expected \"x\" <\nA\nat x.go:1 &".to_string()
+            )]
+        );
+        assert_eq!(junit_failures(xml, 4)[0].1, "expe");
+        assert_eq!(unescape("a & b &bogus; &#xZZ;"), "a & b &bogus; &#xZZ;");
     }
 }

@@ -62,6 +62,9 @@ struct ContainerIo {
 
 /// Attacher input taken per loop turn while the container's stdin is backed up.
 const MAX_PENDING_STDIN: usize = 256 * 1024;
+/// Reads of 64 KiB taken from each output pipe when its process exits: 1 MiB, the most a pipe
+/// enlarged with F_SETPIPE_SZ by an unprivileged process holds by default.
+const EXIT_DRAIN_READS: usize = 16;
 
 /// What the shim loop polls for a container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -261,11 +264,20 @@ impl Containers {
             WaitStatus::Signaled(pid, sig, _) => (pid, 128 + sig as i32, sig as i32),
             _ => return false,
         };
-        let Some(c) = self
+        let Some(id) = self
             .by_id
-            .values_mut()
-            .find(|c| !c.info.exited && c.info.pid == pid.as_raw() as u32)
+            .iter()
+            .find(|(_, c)| !c.info.exited && c.info.pid == pid.as_raw() as u32)
+            .map(|(id, _)| id.clone())
         else {
+            return false;
+        };
+        // Everything the process wrote before it exited is in its pipes now: log it before
+        // the exit record lets berthd (and a client reading the log after seeing the
+        // container Exited) look. Bounded, since a child it left behind may keep writing.
+        self.drain_bounded(&id, Stream::Stdout, EXIT_DRAIN_READS);
+        self.drain_bounded(&id, Stream::Stderr, EXIT_DRAIN_READS);
+        let Some(c) = self.by_id.get_mut(&id) else {
             return false;
         };
         c.info.exited = true;
@@ -323,11 +335,16 @@ impl Containers {
 
     /// Moves what is readable on one pipe to the log and attachers; closes it at EOF.
     pub fn drain(&mut self, id: &str, stream: Stream) {
+        self.drain_bounded(id, stream, usize::MAX);
+    }
+
+    /// [`Containers::drain`] with at most `reads` reads of 64 KiB.
+    fn drain_bounded(&mut self, id: &str, stream: Stream, reads: usize) {
         let Some(c) = self.by_id.get_mut(id) else {
             return;
         };
         let mut buf = [0u8; 64 * 1024];
-        loop {
+        for _ in 0..reads {
             let pipe = match stream {
                 Stream::Stdout => &mut c.stdout,
                 Stream::Stderr => &mut c.stderr,
@@ -817,5 +834,64 @@ fn to_mount(m: &MountSpec) -> Mount {
         destination: m.destination.clone(),
         source: PathBuf::from(&m.source),
         kind,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A container record around the read ends of its output pipes; `pid` is made up.
+    fn container(dir: &Path, pid: u32, out: OwnedFd, err: OwnedFd) -> Container {
+        Container {
+            info: ContainerInfo {
+                id: "c1".into(),
+                pid,
+                ..Default::default()
+            },
+            rootfs: dir.join("rootfs"),
+            status_path: dir.join("exit.pb"),
+            log: Some(LogWriter::open(&dir.join("c1.log")).expect("open log")),
+            stdout: Some(File::from(out)),
+            stderr: Some(File::from(err)),
+            stdin: None,
+            stdin_once: false,
+            pending_stdin: Vec::new(),
+            close_stdin_when_flushed: false,
+            pty: None,
+            attachers: Vec::new(),
+            oci: None,
+        }
+    }
+
+    #[test]
+    fn output_written_before_an_exit_is_logged_before_the_exit_is_recorded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).expect("pipe");
+        let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).expect("pipe");
+        set_nonblocking(out_r.as_fd()).expect("nonblocking");
+        set_nonblocking(err_r.as_fd()).expect("nonblocking");
+        let mut containers = Containers::default();
+        let pid = 4_000_000;
+        containers
+            .by_id
+            .insert("c1".into(), container(dir.path(), pid, out_r, err_r));
+        // The process wrote, then exited (a child it left keeps the write ends open).
+        File::from(out_w.try_clone().expect("dup"))
+            .write_all(b"0 1000 100000\n")
+            .expect("write");
+        File::from(err_w.try_clone().expect("dup"))
+            .write_all(b"oops\n")
+            .expect("write");
+
+        assert!(containers.on_exit(WaitStatus::Exited(Pid::from_raw(pid as i32), 3)));
+
+        let info = read_status(&dir.path().join("exit.pb")).expect("exit record");
+        assert!(info.exited);
+        assert_eq!(info.exit_code, 3);
+        let log = std::fs::read_to_string(dir.path().join("c1.log")).expect("log");
+        assert!(log.contains(" stdout F 0 1000 100000\n"), "{log}");
+        assert!(log.contains(" stderr F oops\n"), "{log}");
+        drop((out_w, err_w));
     }
 }
