@@ -33,6 +33,18 @@ pub enum AppArmorProfile {
     Localhost(String),
 }
 
+impl AppArmorProfile {
+    /// The profile a shim start request names (`apparmor`: 1 RuntimeDefault, 2 Localhost),
+    /// if any.
+    pub(crate) fn of_start(req: &proto::shim::StartContainer) -> Option<AppArmorProfile> {
+        match req.apparmor {
+            1 => Some(AppArmorProfile::RuntimeDefault),
+            2 => Some(AppArmorProfile::Localhost(req.apparmor_profile.clone())),
+            _ => None,
+        }
+    }
+}
+
 /// The profile RuntimeDefault maps to.
 pub const DEFAULT_PROFILE: &str = "berth-default";
 

@@ -150,7 +150,7 @@ fn host_parts(req: &StartContainer, ns_dir: &Path) -> Result<spec::HostParts, St
         2 => SeccompProfile::Localhost(PathBuf::from(&req.seccomp_profile)),
         _ => SeccompProfile::Unconfined,
     };
-    let apparmor = match crate::shim::containers::apparmor_profile(req) {
+    let apparmor = match crate::apparmor::AppArmorProfile::of_start(req) {
         Some(profile @ (AppArmorProfile::RuntimeDefault | AppArmorProfile::Localhost(_))) => {
             crate::apparmor::prepare(&profile)
                 .map_err(|e| format!("apparmor: {e}"))?

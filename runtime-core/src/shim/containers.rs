@@ -564,7 +564,7 @@ fn start_native(
     } = io;
     let mut process = to_process(req, ns_dir, stdio);
     process.seccomp = seccomp;
-    process.apparmor = apparmor_profile(req);
+    process.apparmor = AppArmorProfile::of_start(req);
     clock.mark("stdio");
     let started = if req.restore_dir.is_empty() {
         let spawned = executor::spawn_timed(&process, clock).map_err(|e| e.to_string());
@@ -624,15 +624,6 @@ fn start_oci(
     };
     let started = oci::start(cli, req, ns_dir, io)?;
     Ok((started.pid, (out_r, err_r, stdin_w, None)))
-}
-
-/// The container's AppArmor profile, if it has one.
-pub(crate) fn apparmor_profile(req: &StartContainer) -> Option<AppArmorProfile> {
-    match req.apparmor {
-        1 => Some(AppArmorProfile::RuntimeDefault),
-        2 => Some(AppArmorProfile::Localhost(req.apparmor_profile.clone())),
-        _ => None,
-    }
 }
 
 /// The container's compiled seccomp filter, if it has one.

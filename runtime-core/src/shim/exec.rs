@@ -24,7 +24,8 @@ use proto::shim::{
     ExecFailure, ExecReport, ExecSpec, ExitStatus, exec_report, read_frame, write_frame,
 };
 
-use super::containers::{apparmor_profile, seccomp_filter};
+use super::containers::seccomp_filter;
+use crate::apparmor::AppArmorProfile;
 use crate::executor::{self, ExecError, ExecProcess, Stdio, User};
 
 /// The first argument that selects this mode.
@@ -132,7 +133,7 @@ fn to_process(spec: &ExecSpec) -> Result<ExecProcess, String> {
         oom_score_adj: c.has_oom_score_adj.then_some(c.oom_score_adj),
         cgroup_procs: c.cgroup_procs.iter().map(PathBuf::from).collect(),
         seccomp: seccomp_filter(c)?,
-        apparmor: apparmor_profile(c),
+        apparmor: AppArmorProfile::of_start(c),
         stdio,
         join_user_ns: !c.userns_uids.is_empty(),
     })
