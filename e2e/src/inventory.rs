@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use crate::cleanup::shims_under;
 use crate::daemon::Berthd;
@@ -63,9 +64,35 @@ pub fn leftovers(d: &Berthd, bridge: &str) -> Vec<String> {
     left
 }
 
-/// Panics listing what is left unless [`leftovers`] finds nothing.
+/// How long a stopped pod's network may take to go: berthd deletes the veth pair after
+/// StopPodSandbox returns and frees the address once it is gone (docs/architecture.md).
+pub const NETWORK_SETTLE: Duration = Duration::from_secs(5);
+
+/// Polls `done` every 10 ms until it holds, for at most [`NETWORK_SETTLE`]; whether it held.
+pub fn network_settled(mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if done() {
+            return true;
+        }
+        if start.elapsed() >= NETWORK_SETTLE {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Panics listing what is left unless [`leftovers`] finds nothing (veths and addresses of
+/// stopped pods get [`NETWORK_SETTLE`] to go; everything else must be gone already).
 pub fn assert_clean(d: &Berthd, bridge: &str) {
-    let left = leftovers(d, bridge);
+    let network = |l: &String| l.starts_with("veth ") || l.starts_with("IPAM entry ");
+    let mut left = leftovers(d, bridge);
+    if left.iter().all(network) {
+        network_settled(|| {
+            left = leftovers(d, bridge);
+            left.is_empty() || !left.iter().all(network)
+        });
+    }
     assert!(left.is_empty(), "left on the host:\n{}", left.join("\n"));
 }
 

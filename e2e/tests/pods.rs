@@ -173,21 +173,24 @@ async fn pod_runs_with_its_own_namespaces_ip_and_files_then_leaves_nothing() {
     let err = status(d, &id).await.expect_err("removed pod");
     assert_eq!(err.code(), Code::NotFound);
     assert_pod_gone(&e, &i);
-    assert!(
-        bridge_ports(&e.net.bridge).is_empty(),
-        "veth left: {}",
-        bridge_ports(&e.net.bridge)
-    );
+    // The veth is deleted, then the address freed, in the background after the stop.
     let ipam = d.root_dir.join("network");
-    let leftover_ip = std::process::Command::new("grep")
-        .args(["-rl", &id])
-        .arg(&ipam)
-        .output()
-        .expect("grep");
+    let ip_files = || {
+        let out = std::process::Command::new("grep")
+            .args(["-rl", &id])
+            .arg(&ipam)
+            .output()
+            .expect("grep");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let released = e2e::inventory::network_settled(|| {
+        bridge_ports(&e.net.bridge).is_empty() && ip_files().is_empty()
+    });
     assert!(
-        leftover_ip.stdout.is_empty(),
-        "IPAM entry left: {}",
-        String::from_utf8_lossy(&leftover_ip.stdout)
+        released,
+        "veth left: {}; IPAM entry left: {}",
+        bridge_ports(&e.net.bridge),
+        ip_files()
     );
 }
 
@@ -235,7 +238,10 @@ async fn pods_reach_each_other_and_a_host_port_reaches_the_pod() {
     for id in [&a, &b] {
         d.remove_pod(id).await;
     }
-    assert!(bridge_ports(&e.net.bridge).is_empty());
+    assert!(e2e::inventory::network_settled(|| bridge_ports(
+        &e.net.bridge
+    )
+    .is_empty()));
 }
 
 #[tokio::test]

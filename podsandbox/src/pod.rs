@@ -447,6 +447,27 @@ impl PodRuntime {
         }
     }
 
+    /// Detaches a stopped pod's network: the built-in bridge finishes in the background
+    /// (see [`BridgeNetwork::detach_deferred`]), a CNI plugin's DEL is waited for.
+    async fn stop_network(&self, spec: &PodSpec, netns: Option<&Path>) -> Result<(), PodError> {
+        match &self.networking {
+            Networking::Bridge(net) => net
+                .detach_deferred(&spec.id, !spec.port_mappings.is_empty())
+                .await
+                .map_err(|e| step_err(&spec.id, "detach pod network")(e.to_string())),
+            Networking::Cni(_) => self.detach_network(spec, netns).await,
+        }
+    }
+
+    /// Waits until the network of every stopped pod is fully detached, at most `timeout`;
+    /// true if it is (at shutdown, so nothing is left half done).
+    pub async fn settle_network(&self, timeout: Duration) -> bool {
+        match &self.networking {
+            Networking::Bridge(net) => net.settle(timeout).await,
+            Networking::Cni(_) => true,
+        }
+    }
+
     async fn detach_network(&self, spec: &PodSpec, netns: Option<&Path>) -> Result<(), PodError> {
         let id = spec.id.as_str();
         match &self.networking {
@@ -570,15 +591,19 @@ impl PodRuntime {
         state: &PodHostState,
         clock: &mut StepClock,
     ) -> Result<(), PodError> {
-        if let (Some(cg), false) = (&self.cgroups, state.cgroup.is_empty())
-            && let Err(e) = cg.kill_pod(&state.cgroup)
-        {
-            warn!(pod = %spec.id, error = %e, "kill pod processes");
+        if let (Some(cg), false) = (&self.cgroups, state.cgroup.is_empty()) {
+            // Signalling and waiting for the processes to die blocks: not on a runtime thread.
+            let (cg, path) = (cg.clone(), state.cgroup.clone());
+            match tokio::task::spawn_blocking(move || cg.kill_pod(&path)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(pod = %spec.id, error = %e, "kill pod processes"),
+                Err(e) => warn!(pod = %spec.id, error = %e, "kill pod processes"),
+            }
         }
         clock.mark("kill");
         failpoint::hit("stop_pod.after_kill");
         if !state.network.is_empty() {
-            self.detach_network(spec, state.netns.as_deref()).await?;
+            self.stop_network(spec, state.netns.as_deref()).await?;
         }
         clock.mark("network");
         failpoint::hit("stop_pod.after_network");

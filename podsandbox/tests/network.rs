@@ -106,11 +106,17 @@ struct TestNet {
 
 impl TestNet {
     fn new() -> TestNet {
+        TestNet::with_prefix(24)
+    }
+
+    /// A network on the first `prefix_len` bits of a free /24 (at least 24).
+    fn with_prefix(prefix_len: u8) -> TestNet {
         let tag = format!("{:04x}", random_u32() & 0xffff);
         let state = tempfile::tempdir().expect("create state dir");
+        let subnet = free_subnet();
         let cfg = BridgeConfig {
             bridge: format!("btest{tag}"),
-            pod_cidr: free_subnet(),
+            pod_cidr: ipnet::Ipv4Net::new(subnet.network(), prefix_len).expect("prefix length"),
             state_dir: state.path().join("network"),
             nft_table: format!("berth_test_{tag}"),
         };
@@ -438,6 +444,66 @@ async fn detach_removes_veth_ip_file_and_rules_and_is_idempotent() {
         .await
         .expect("detach without netns");
     assert!(t.nft_table().status.success(), "detach must keep the table");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_detach_frees_ports_at_once_and_the_address_only_after_the_veth() {
+    if !can_run() {
+        return;
+    }
+    let mut t = TestNet::new();
+    let ns = t.add_netns();
+    let pod = t.pod_id("deferred");
+    let att = t
+        .net
+        .attach(&pod, &ns, &[tcp(t.port(), 80, None)])
+        .await
+        .expect("attach");
+
+    t.net
+        .detach_deferred(&pod, true)
+        .await
+        .expect("detach deferred");
+    // Host ports are free when the call returns.
+    let table = String::from_utf8_lossy(&t.nft_table().stdout).into_owned();
+    assert!(!table.contains(&pod), "rules of {pod} remain:\n{table}");
+    // The address is held for as long as the veth exists.
+    let veth_exists = run("ip", &["link", "show", &att.host_veth])
+        .status
+        .success();
+    let address_held = t.net.attachment(&pod).is_some();
+    assert!(
+        address_held || !veth_exists,
+        "address released while {} still exists",
+        att.host_veth
+    );
+    // A second stop while the first runs (or after it) is fine.
+    t.net
+        .detach_deferred(&pod, false)
+        .await
+        .expect("detach deferred again");
+
+    assert!(t.net.settle(Duration::from_secs(5)).await, "detach settled");
+    t.assert_pod_gone(&pod);
+    assert!(t.net.settle(Duration::ZERO).await, "nothing pending");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_range_waits_for_the_address_of_a_pod_being_detached() {
+    if !can_run() {
+        return;
+    }
+    // A /30: the gateway and one pod address.
+    let mut t = TestNet::with_prefix(30);
+    let (ns_a, ns_b) = (t.add_netns(), t.add_netns());
+    let (pod_a, pod_b) = (t.pod_id("a"), t.pod_id("b"));
+    let a = t.net.attach(&pod_a, &ns_a, &[]).await.expect("attach a");
+    t.net.detach_deferred(&pod_a, false).await.expect("stop a");
+
+    let b = t.net.attach(&pod_b, &ns_b, &[]).await.expect("attach b");
+    assert_eq!(b.ip, a.ip, "the only address, freed by a's detach");
+    t.assert_pod_gone(&pod_a);
+    t.net.detach(&pod_b, None).await.expect("detach b");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

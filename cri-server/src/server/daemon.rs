@@ -127,6 +127,10 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
             }
         }
     }
+    // Stopped pods whose veth deletion still runs in the background: let it finish.
+    if !state.pod_runtime.settle_network(SHUTDOWN_GRACE).await {
+        warn!(grace = ?SHUTDOWN_GRACE, "pod network teardown still running; the next start finishes it");
+    }
     stream_task.abort();
     exit_watcher.abort();
     if let Some(task) = metrics_server {

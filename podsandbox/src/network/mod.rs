@@ -5,6 +5,13 @@
 //! State lives only on disk (IPAM files) and in the kernel (links, rules), so
 //! [`BridgeNetwork::detach`] works after a crash or restart.
 //!
+//! Stopping a pod uses [`BridgeNetwork::detach_deferred`]: deleting a veth pair makes the kernel
+//! wait for RCU grace periods (~15 ms here, most of a pod's teardown), so that runs in a
+//! background task after the stop returns; the pod's address stays allocated until its veth is
+//! gone, so no other pod can get it while the old interface still answers for it. A crash
+//! before the task finishes leaves an allocation that the next stop, the removal or the
+//! start-up sweep of orphans detaches again.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), podsandbox::network::NetworkError> {
 //! use podsandbox::network::{BridgeConfig, BridgeNetwork};
@@ -31,6 +38,8 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use rtnetlink::Handle;
@@ -108,8 +117,10 @@ pub struct PodAttachment {
 pub struct BridgeNetwork {
     cfg: BridgeConfig,
     gateway: Ipv4Addr,
-    ipam: Ipam,
+    ipam: Arc<Ipam>,
     nft: NftTable,
+    /// Pods whose veth deletion runs in the background ([`BridgeNetwork::detach_deferred`]).
+    deferred: Arc<Deferred>,
     /// Serializes host-level setup (bridge, sysctls, base nft rules) and remembers that the
     /// sysctls and base rules are in place, so later pods skip the `nft` process.
     host_lock: tokio::sync::Mutex<bool>,
@@ -137,8 +148,9 @@ impl BridgeNetwork {
         Ok(BridgeNetwork {
             cfg,
             gateway,
-            ipam,
+            ipam: Arc::new(ipam),
             nft,
+            deferred: Arc::default(),
             host_lock: tokio::sync::Mutex::new(false),
         })
     }
@@ -156,7 +168,14 @@ impl BridgeNetwork {
         let netns_file = netlink::open_netns(pod_id, netns)?;
         let nl = Netlink::connect(pod_id)?;
         let bridge_index = self.ensure_host(&nl.handle, pod_id).await?;
-        let ip = self.ipam.allocate(pod_id)?;
+        let ip = match self.ipam.allocate(pod_id) {
+            // Stopped pods whose veth is still being deleted hold their addresses until it is
+            // gone: in a full range, wait for them rather than fail.
+            Err(NetworkError::IpamExhausted { .. }) if self.settle(DEFERRED_WAIT).await => {
+                self.ipam.allocate(pod_id)?
+            }
+            other => other?,
+        };
         let target = PodTarget {
             pod_id,
             ip,
@@ -180,6 +199,48 @@ impl BridgeNetwork {
         tracing::debug!(pod_id, netns = ?netns, "detaching pod from bridge");
         let nl = Netlink::connect(pod_id)?;
         self.remove_pod(&nl.handle, pod_id).await
+    }
+
+    /// Detaches a stopped pod, finishing in the background: its hostPort rules (if
+    /// `has_ports`; a pod without host ports has none) are removed before this returns, so its
+    /// ports are free at once; its veth pair is deleted and then its address released by a
+    /// task on the current tokio runtime. A pod already being detached is left to that task.
+    /// [`BridgeNetwork::settle`] waits for the tasks.
+    pub async fn detach_deferred(&self, pod_id: &str, has_ports: bool) -> Result<(), NetworkError> {
+        validate_pod_id(pod_id)?;
+        if has_ports {
+            self.nft.remove_pod(pod_id, &pod_chain_name(pod_id)).await?;
+        }
+        if !self.deferred.begin(pod_id) {
+            return Ok(());
+        }
+        let (ipam, deferred, pod_id) =
+            (self.ipam.clone(), self.deferred.clone(), pod_id.to_string());
+        tokio::spawn(async move {
+            let host = host_veth_name(&pod_id);
+            let deleted = match Netlink::connect(&pod_id) {
+                Ok(nl) => netlink::delete_link(&nl.handle, &pod_id, &host).await,
+                Err(e) => Err(e),
+            };
+            // The address is freed only once nothing holds it; on failure the next stop,
+            // the pod's removal or the start-up sweep detaches it again.
+            match deleted.and_then(|had_veth| Ok((had_veth, ipam.release(&pod_id)?))) {
+                Ok((had_veth, released)) => {
+                    tracing::info!(pod_id, had_veth, released = ?released, "pod detached from bridge");
+                }
+                Err(e) => tracing::warn!(pod_id, error = %e, "detaching pod from bridge"),
+            }
+            deferred.end(&pod_id);
+        });
+        Ok(())
+    }
+
+    /// Waits until no background detach ([`BridgeNetwork::detach_deferred`]) is running, at most
+    /// `timeout`; true if none is.
+    pub async fn settle(&self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, self.deferred.idle())
+            .await
+            .is_ok()
     }
 
     /// The pod's attachment according to the persisted IPAM state.
@@ -292,6 +353,52 @@ impl BridgeNetwork {
             gateway: self.gateway,
             interface: POD_INTERFACE.to_string(),
             host_veth: host_veth_name(pod_id),
+        }
+    }
+}
+
+/// How long an attach that found no free address waits for background detaches to free some.
+const DEFERRED_WAIT: Duration = Duration::from_secs(2);
+
+/// The pods being detached in the background.
+#[derive(Debug, Default)]
+struct Deferred {
+    pods: Mutex<HashSet<String>>,
+    idle: tokio::sync::Notify,
+}
+
+impl Deferred {
+    /// Marks `pod_id` as being detached; false if it already is.
+    fn begin(&self, pod_id: &str) -> bool {
+        self.pods
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pod_id.to_string())
+    }
+
+    fn end(&self, pod_id: &str) {
+        let mut pods = self.pods.lock().unwrap_or_else(|p| p.into_inner());
+        pods.remove(pod_id);
+        if pods.is_empty() {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Returns once no pod is being detached.
+    async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self
+                .pods
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+            {
+                return;
+            }
+            notified.await;
         }
     }
 }
