@@ -163,6 +163,8 @@ pub struct PodRuntime {
 struct Started {
     files: Option<PathBuf>,
     cgroup: Option<String>,
+    /// The network namespace berthd pinned for the shim to join.
+    netns_pin: Option<PathBuf>,
     shim_socket: Option<PathBuf>,
     shim_pid: u32,
     network: bool,
@@ -239,6 +241,7 @@ impl PodRuntime {
         let mut done = Started {
             files: None,
             cgroup: None,
+            netns_pin: None,
             shim_socket: None,
             shim_pid: 0,
             network: false,
@@ -293,6 +296,17 @@ impl PodRuntime {
 
         let ns_dir = self.ns_dir(id);
         let socket = self.shim_socket(id);
+        let netns = (!spec.namespaces.host_network).then(|| ns_dir.join(shim::NS_NET));
+        // Without a user namespace (which must own it), berthd makes the network namespace
+        // itself so the network is wired while the shim starts, instead of after.
+        let premade_net = netns.as_ref().filter(|_| spec.userns.is_none());
+        if let Some(pin) = premade_net {
+            done.netns_pin = Some(pin.clone());
+            pin_new_netns(&ns_dir, pin)
+                .await
+                .map_err(|e| step_err(id, "create network namespace")(e))?;
+            clock.mark("netns");
+        }
         let shim_spec = ShimSpec {
             pod_id: id.into(),
             socket_path: socket.display().to_string(),
@@ -316,14 +330,34 @@ impl PodRuntime {
                 .map(|m| IdMap::to_proto(&m.gids))
                 .unwrap_or_default(),
             oci_runtime: spec.oci_runtime.clone(),
+            join_net: premade_net.is_some(),
         };
         done.shim_socket = Some(socket.clone());
         let (bin, spec_path) = (self.cfg.shim_bin.clone(), files_dir.join("shim.spec"));
-        let shim_pid = client::spawn(&bin, &shim_spec, &spec_path, SHIM_TIMEOUT)
-            .await
-            .map_err(|e| step_err(id, "start shim")(e.to_string()))?;
+        let spawn = async {
+            client::spawn(&bin, &shim_spec, &spec_path, SHIM_TIMEOUT)
+                .await
+                .map_err(|e| step_err(id, "start shim")(e.to_string()))
+        };
+        let mut ips = None;
+        let shim_pid = match premade_net {
+            Some(pin) => {
+                done.network = true;
+                let (shim, network) = tokio::join!(spawn, self.attach_network(spec, pin));
+                if let Ok(pid) = &shim {
+                    done.shim_pid = *pid;
+                }
+                ips = Some(network?);
+                clock.mark("shim_spawn_and_network");
+                shim?
+            }
+            None => {
+                let pid = spawn.await?;
+                clock.mark("shim_spawn");
+                pid
+            }
+        };
         done.shim_pid = shim_pid;
-        clock.mark("shim_spawn");
         if let (Some(cg), true) = (&self.cgroups, systemd) {
             done.cgroup = Some(cgroup.clone());
             let (cg, path, resources) = (cg.clone(), cgroup.clone(), spec.resources.clone());
@@ -339,16 +373,17 @@ impl PodRuntime {
         self.join_reaper_to_cgroup(id, &socket, &cgroup).await;
         clock.mark("shim_cgroup");
 
-        let netns = (!spec.namespaces.host_network).then(|| ns_dir.join(shim::NS_NET));
-        let ips = match &netns {
-            Some(path) => {
+        let ips = match (ips, &netns) {
+            (Some(ips), _) => ips,
+            (None, Some(path)) => {
                 done.network = true;
-                self.attach_network(spec, path).await?
+                let ips = self.attach_network(spec, path).await?;
+                clock.mark("network");
+                ips
             }
-            None => Vec::new(),
+            (None, None) => Vec::new(),
         };
         failpoint::hit("run_pod.after_network");
-        clock.mark("network");
         if let Some(ip) = ips.first().and_then(|ip| ip.parse::<IpAddr>().ok()) {
             self.write_files(spec, &files_dir, Some(ip))?;
         }
@@ -552,6 +587,9 @@ impl PodRuntime {
         let done = Started {
             files: Some(self.files_dir(&spec.id)),
             cgroup: self.cgroup_path(spec),
+            // A start cut short before the shim ran may have left berthd's network pin.
+            netns_pin: (!spec.namespaces.host_network)
+                .then(|| self.ns_dir(&spec.id).join(shim::NS_NET)),
             shim_socket: Some(socket),
             shim_pid,
             network: !spec.namespaces.host_network,
@@ -569,6 +607,10 @@ impl PodRuntime {
         }
         if let Some(socket) = done.shim_socket {
             self.stop_shim(&spec.id, &socket, done.shim_pid).await;
+        }
+        if done.netns_pin.is_some() {
+            // The shim unpins what it joined; if it never started, nothing else does.
+            unpin_namespaces(&self.ns_dir(&spec.id));
         }
         if let (Some(cg), Some(path)) = (&self.cgroups, done.cgroup) {
             remove_cgroup(cg, &spec.id, &path);
@@ -754,6 +796,41 @@ fn give_to_userns_root(path: &Path, userns: Option<&IdMap>) -> Result<(), String
 }
 
 /// Unmounts and removes whatever namespace pins are left in `ns_dir`.
+/// Makes a new network namespace with its loopback down (the shim brings it up) and pins it
+/// at `pin` inside `ns_dir` (created 0711, as the shim makes it). A thread of its own enters
+/// the namespace and ends, so no runtime thread is left in it.
+async fn pin_new_netns(ns_dir: &Path, pin: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(ns_dir)
+        .map_err(|e| format!("create {}: {e}", ns_dir.display()))?;
+    std::fs::File::create(pin).map_err(|e| format!("create {}: {e}", pin.display()))?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let target = pin.to_path_buf();
+    std::thread::Builder::new()
+        .name("berth-netns".into())
+        .spawn(move || {
+            let made = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("unshare network namespace: {e}"))
+                .and_then(|()| {
+                    nix::mount::mount(
+                        Some("/proc/thread-self/ns/net"),
+                        &target,
+                        None::<&str>,
+                        nix::mount::MsFlags::MS_BIND,
+                        None::<&str>,
+                    )
+                    .map_err(|e| format!("pin network namespace at {}: {e}", target.display()))
+                });
+            let _ = tx.send(made);
+        })
+        .map_err(|e| format!("start a thread for the network namespace: {e}"))?;
+    rx.await
+        .map_err(|_| "network namespace thread ended without an answer".to_string())?
+}
+
 fn unpin_namespaces(ns_dir: &Path) {
     for name in [
         shim::NS_NET,

@@ -104,6 +104,12 @@ pub struct ShimSpec {
     /// native executor.
     #[prost(message, optional, tag = "14")]
     pub oci_runtime: Option<OciRuntime>,
+    /// With `new_net`: berthd already made the pod's network namespace and pinned it at
+    /// `<ns_dir>/net` (so it could wire the pod's network while the shim starts); the shim
+    /// joins it instead of creating one, and unpins it with the others. Only without a user
+    /// namespace.
+    #[prost(bool, tag = "15")]
+    pub join_net: bool,
 }
 
 /// An OCI-CLI runtime (runc, crun) the shim drives for every container of its pod.

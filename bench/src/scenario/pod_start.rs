@@ -28,6 +28,8 @@ const STEP_ORDER: &[&str] = &[
     "reserve",
     "files",
     "cgroup",
+    "netns",
+    "shim_spawn_and_network",
     "shim_spawn",
     "systemd_scope",
     "shim_cgroup",

@@ -157,6 +157,9 @@ impl Pod {
             ));
         }
         if self.spec.userns_uids.is_empty() {
+            if self.spec.join_net {
+                self.join_pinned_net()?;
+            }
             unshare(pod_ns_flags(&self.spec))
                 .map_err(|e| format!("unshare pod namespaces: {e}"))?;
             configure_namespaces(&self.spec)?;
@@ -164,6 +167,10 @@ impl Pod {
             for name in pod_ns_names(&self.spec) {
                 self.pin(&format!("/proc/self/ns/{name}"), name)?;
             }
+        } else if self.spec.join_net {
+            return Err("join_net: a pod with a user namespace creates its network namespace \
+                        in it"
+                .into());
         } else {
             self.setup_user_namespace()?;
         }
@@ -171,6 +178,17 @@ impl Pod {
             self.start_reaper()?;
         }
         self.bind_socket()
+    }
+
+    /// Enters the network namespace berthd made and pinned at `<ns_dir>/net`; it is unpinned
+    /// with the shim's own pins.
+    fn join_pinned_net(&mut self) -> Result<(), String> {
+        let pin = Path::new(&self.spec.ns_dir).join(NS_NET);
+        let fd = File::open(&pin).map_err(|e| format!("open {}: {e}", pin.display()))?;
+        nix::sched::setns(fd, CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("join the pod's network namespace: {e}"))?;
+        self.pinned.push(pin);
+        Ok(())
     }
 
     fn create_ns_dir(&self) -> Result<(), String> {
@@ -540,7 +558,7 @@ impl Pod {
 fn pod_ns_flags(spec: &ShimSpec) -> CloneFlags {
     let mut flags = CloneFlags::empty();
     for (wanted, flag) in [
-        (spec.new_net, CloneFlags::CLONE_NEWNET),
+        (spec.new_net && !spec.join_net, CloneFlags::CLONE_NEWNET),
         (spec.new_ipc, CloneFlags::CLONE_NEWIPC),
         (spec.new_uts, CloneFlags::CLONE_NEWUTS),
     ] {
@@ -554,7 +572,7 @@ fn pod_ns_flags(spec: &ShimSpec) -> CloneFlags {
 /// Pin names of those namespaces.
 fn pod_ns_names(spec: &ShimSpec) -> Vec<&'static str> {
     [
-        (spec.new_net, NS_NET),
+        (spec.new_net && !spec.join_net, NS_NET),
         (spec.new_ipc, NS_IPC),
         (spec.new_uts, NS_UTS),
     ]
