@@ -239,7 +239,8 @@ pub(crate) fn poll_until(
     mut done: impl FnMut() -> Result<bool, CgroupError>,
 ) -> Result<(), CgroupError> {
     let start = Instant::now();
-    let mut delay = Duration::from_millis(1);
+    // Freezing a cgroup of sleeping tasks takes a fraction of a millisecond.
+    let mut delay = Duration::from_micros(100);
     while !done()? {
         if start.elapsed() >= timeout {
             return Err(CgroupError::Timeout {
