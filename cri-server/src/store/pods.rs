@@ -68,5 +68,7 @@ pub fn open(root: &Path) -> std::io::Result<PodStore> {
 /// Records a new pod unless another has the same metadata.
 pub fn reserve(store: &PodStore, rec: PodRecord) -> Result<(), ReserveError> {
     let key = name_key(&rec.metadata());
-    store.reserve(rec, |p| name_key(&p.metadata()) == key)
+    // Not fsynced before the pod starts: a machine crash ends the pod, and what it held on
+    // disk (its address) is swept at start-up when no record owns it.
+    store.reserve_live(rec, |p| name_key(&p.metadata()) == key)
 }

@@ -89,18 +89,41 @@ impl<T: Record> RecordStore<T> {
     /// Check and insert happen under one lock; a record that cannot be saved is forgotten
     /// again, its directory included.
     pub fn reserve(&self, rec: T, conflicts: impl Fn(&T) -> bool) -> Result<(), ReserveError> {
+        self.reserve_as(rec, conflicts, true)
+    }
+
+    /// [`reserve`](Self::reserve) for a record whose loss in a machine crash costs nothing
+    /// the start-up sweep does not reclaim: written atomically, fsynced in the background
+    /// after this returns (as [`update_live`](Self::update_live)).
+    pub fn reserve_live(&self, rec: T, conflicts: impl Fn(&T) -> bool) -> Result<(), ReserveError> {
+        self.reserve_as(rec, conflicts, false)
+    }
+
+    fn reserve_as(
+        &self,
+        rec: T,
+        conflicts: impl Fn(&T) -> bool,
+        durable: bool,
+    ) -> Result<(), ReserveError> {
         let mut map = self.map();
         if let Some(existing) = map.values().find(|r| conflicts(r)) {
             return Err(ReserveError::Conflict(existing.id().to_string()));
         }
         map.insert(rec.id().to_string(), rec.clone());
         drop(map);
-        if let Err(e) = self.persist(&rec) {
-            self.map().remove(rec.id());
-            let _ = std::fs::remove_dir_all(self.dir.join(rec.id()));
-            return Err(ReserveError::Io(e));
+        match self.write(&rec, durable) {
+            Ok(path) => {
+                if !durable {
+                    background_sync(path);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.map().remove(rec.id());
+                let _ = std::fs::remove_dir_all(self.dir.join(rec.id()));
+                Err(ReserveError::Io(e))
+            }
         }
-        Ok(())
     }
 
     /// Saves a changed record.
@@ -309,8 +332,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store: RecordStore<Thing> = RecordStore::open(dir.path(), "thing.json").expect("open");
         store
-            .reserve(thing("a1", "created"), |_| false)
+            .reserve_live(thing("a1", "created"), |_| false)
             .expect("add");
+        let clash = store.reserve_live(thing("a2", "created"), |t| t.name == "created");
+        assert!(matches!(clash, Err(ReserveError::Conflict(id)) if id == "a1"));
+        let reopened: RecordStore<Thing> =
+            RecordStore::open(dir.path(), "thing.json").expect("reopen");
+        assert_eq!(reopened.get("a1").map(|t| t.name), Some("created".into()));
         store.update_live(thing("a1", "running")).expect("live");
         assert_eq!(store.get("a1").map(|t| t.name), Some("running".into()));
         let reopened: RecordStore<Thing> =

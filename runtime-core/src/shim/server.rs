@@ -168,9 +168,11 @@ impl Pod {
                 self.pin(&format!("/proc/self/ns/{name}"), name)?;
             }
         } else if self.spec.join_net {
-            return Err("join_net: a pod with a user namespace creates its network namespace \
+            return Err(
+                "join_net: a pod with a user namespace creates its network namespace \
                         in it"
-                .into());
+                    .into(),
+            );
         } else {
             self.setup_user_namespace()?;
         }
