@@ -7,7 +7,8 @@
 //! - [`stream`] serves streaming sessions (exec, attach, port-forward), [`metrics`] the
 //!   Prometheus endpoint;
 //! - the domain: [`lifecycle`] (exits, shim death, events), [`container`] (a container's
-//!   host side), [`pod`], [`view`] (CRI views of records), [`nri_hooks`];
+//!   home: create with rollback, start, stop, remove, update), [`pod`] (run with rollback,
+//!   stop), [`view`] (CRI views of records), [`nri_hooks`];
 //! - [`state`] (`DaemonState`, with the shared parts it holds beside it: event hub, exit
 //!   watcher, metrics registry, stream tokens), built from [`stats`] (samples and their
 //!   cache), [`store`] (pod and container records) and [`config`].
