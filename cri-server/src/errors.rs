@@ -1,23 +1,17 @@
-//! The one place where berth's internal errors become gRPC statuses.
+//! gRPC statuses for the errors of code not yet converted to the domain's typed
+//! [`Error`] (`lifecycle/`, `nri_hooks.rs`, the spec builders, the RPC files' own checks).
+//! Image and pod errors get the kind [`Error`] gives them; an I/O error here is
+//! ResourceExhausted for a full disk or quota and Internal otherwise, as these callers have
+//! always answered (`Error::io` also tells a missing or existing file apart).
 
 use images::ImageError;
 use tonic::Status;
 
-/// The gRPC status for an image store or pull error.
+use crate::error::Error;
+
+/// The gRPC status for an image store or pull error (the kind [`Error`] gives it).
 pub fn image_status(e: ImageError) -> Status {
-    let msg = e.to_string();
-    match e {
-        ImageError::InvalidReference { .. } => Status::invalid_argument(msg),
-        ImageError::NotFound(_) => Status::not_found(msg),
-        ImageError::Unauthorized { .. } => Status::unauthenticated(msg),
-        ImageError::Registry { .. } => Status::unavailable(msg),
-        ImageError::Unsupported { .. } | ImageError::UnsafeLayer { .. } => {
-            Status::failed_precondition(msg)
-        }
-        ImageError::Corrupt { .. } => Status::data_loss(msg),
-        ImageError::Io { .. } if e.is_no_space() => Status::resource_exhausted(msg),
-        ImageError::Io { .. } => Status::internal(msg),
-    }
+    Error::from(e).into()
 }
 
 /// The gRPC status for an I/O error while doing `what`: ResourceExhausted when the disk (or
@@ -31,17 +25,9 @@ pub fn io_status(what: &str, e: &std::io::Error) -> Status {
 }
 
 /// The gRPC status for a pod sandbox error: a step that found the disk full is
-/// ResourceExhausted, as for [`io_status`].
+/// ResourceExhausted, as for [`io_status`] (the kind [`Error`] gives it).
 pub fn pod_status(e: podsandbox::pod::PodError) -> Status {
-    use podsandbox::pod::{Failure, PodError};
-    match e {
-        PodError::Invalid(m) => Status::invalid_argument(m),
-        PodError::Step {
-            failure: Failure::NoSpace,
-            ..
-        } => Status::resource_exhausted(e.to_string()),
-        other => Status::internal(other.to_string()),
-    }
+    Error::from(e).into()
 }
 
 #[cfg(test)]

@@ -13,12 +13,15 @@
 //!   watcher, metrics registry, stream tokens), built from [`stats`] (samples and their
 //!   cache), [`store`] (pod and container records) and [`config`].
 //!
-//! [`errors`] is the one place internal errors become gRPC statuses; [`config`] and [`cli`]
-//! make the effective configuration.
+//! [`error`] is the domain layer's typed error (`container/` and `pod/` return it; its kind
+//! comes from the errno, image or pod error and becomes the gRPC code in one `From`);
+//! [`errors`] maps the errors of code not yet converted to it; [`config`] and [`cli`] make
+//! the effective configuration.
 
 pub mod cli;
 pub mod config;
 pub mod container;
+pub mod error;
 pub mod errors;
 pub mod lifecycle;
 pub mod memory;

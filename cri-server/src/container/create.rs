@@ -8,13 +8,12 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use crate::error::Error;
 use proto::cri::{ContainerConfig, ContainerEventType};
-use tonic::Status;
 use tracing::info;
 
 use crate::container::restore::Restoring;
 use crate::container::spec::process_spec;
-use crate::errors;
 use crate::state::DaemonState;
 use crate::store::containers::{ContainerPhase, ContainerRecord};
 use crate::store::ids::{new_id, now_ns};
@@ -27,7 +26,7 @@ pub async fn create(
     pod_sandbox_id: &str,
     config: &ContainerConfig,
     restoring: Option<&Restoring>,
-) -> Result<String, Status> {
+) -> Result<String, Error> {
     let name = config
         .metadata
         .as_ref()
@@ -43,7 +42,7 @@ pub async fn create(
     let pod = crate::lifecycle::record::find_pod(state, pod_sandbox_id)?;
     if pod.phase == PodPhase::Creating {
         // Still being created (RunPodSandbox holds its lock): not ready, do not wait.
-        return Err(Status::failed_precondition(format!(
+        return Err(Error::failed_precondition(format!(
             "pod sandbox {} is not ready",
             pod.id
         )));
@@ -53,7 +52,7 @@ pub async fn create(
     let _pod_guard = pod_lock.lock().await;
     let pod = crate::lifecycle::record::find_pod(state, &pod_id)?;
     if pod.phase != PodPhase::Ready {
-        return Err(Status::failed_precondition(format!(
+        return Err(Error::failed_precondition(format!(
             "pod sandbox {} is not ready",
             pod.id
         )));
@@ -62,9 +61,9 @@ pub async fn create(
     crate::container::userns::check_container(config, pod_userns.as_ref())?;
     let image_volumes = crate::container::mounts::check(state, config)?;
     let image = state.images.resolve(image_name).ok_or_else(|| {
-        Status::not_found(format!("image `{image_name}` not found: pull it first"))
+        Error::not_found(format!("image `{image_name}` not found: pull it first"))
     })?;
-    let (image_config, _) = state.images.config(&image).map_err(errors::image_status)?;
+    let (image_config, _) = state.images.config(&image)?;
     let lower = state.images.lower_dirs(&image);
     let process = process_spec(config, &image_config, &lower)?;
     let stop_signal = crate::view::stop_signal::effective(
@@ -119,12 +118,12 @@ pub async fn create(
     if let Err(e) = crate::store::containers::reserve(&state.containers, rec.clone()) {
         crate::nri_hooks::undo_create(state, &pod, &rec).await; // NRI
         return Err(match e {
-            ReserveError::Conflict(existing) => Status::already_exists(format!(
+            ReserveError::Conflict(existing) => Error::already_exists(format!(
                 "container `{name}` (attempt {}) already exists in pod sandbox {} as {existing}",
                 rec.metadata().attempt,
                 pod.id
             )),
-            ReserveError::Io(e) => errors::io_status(&format!("record container {id}"), &e),
+            ReserveError::Io(e) => Error::io(&format!("record container {id}"), &e),
         });
     }
     failpoint::hit("create_container.after_record");
@@ -132,7 +131,7 @@ pub async fn create(
         if let Err(e) = std::fs::create_dir_all(d) {
             let _ = state.containers.remove(&id);
             crate::nri_hooks::undo_create(state, &pod, &rec).await; // NRI
-            return Err(errors::io_status(&format!("create {}", d.display()), &e));
+            return Err(Error::io(&format!("create {}", d.display()), &e));
         }
     }
     if let Some(r) = restoring
@@ -140,7 +139,7 @@ pub async fn create(
     {
         let _ = state.containers.remove(&id);
         crate::nri_hooks::undo_create(state, &pod, &rec).await; // NRI
-        return Err(e);
+        return Err(e.into());
     }
     failpoint::hit("create_container.after_dirs");
     state.images.hold(&id, &image);
@@ -161,12 +160,12 @@ pub async fn create(
 /// absolute `log_path` is taken relative to the directory. Unlike containerd, a `log_path` with
 /// a `..` component is refused: it could name a file outside the log directory (`/etc/...`),
 /// which the shim, running as root, would create and append to.
-fn log_path(dir: &str, path: &str) -> Result<String, Status> {
+fn log_path(dir: &str, path: &str) -> Result<String, Error> {
     if Path::new(path)
         .components()
         .any(|c| c == Component::ParentDir)
     {
-        return Err(Status::invalid_argument(format!(
+        return Err(Error::invalid(format!(
             "config.log_path `{path}` must not contain `..`: it must stay inside the pod's log_directory"
         )));
     }
@@ -189,7 +188,7 @@ mod tests {
         assert_eq!(log_path("/logs/p", "").unwrap(), "");
         for bad in ["../../../../etc/x", "c/../../x", "/logs/../etc/x"] {
             let err = log_path("/logs/p", bad).expect_err(bad);
-            assert_eq!(err.code(), tonic::Code::InvalidArgument);
+            assert_eq!(err.kind(), crate::error::Kind::Invalid);
             assert!(
                 err.message().contains("config.log_path"),
                 "{}",

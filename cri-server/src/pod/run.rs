@@ -6,12 +6,11 @@
 //! nothing of the pod remains. Each step is timed (`StepClock`) into berthd's step metrics.
 //! The CRI request is checked before this by `rpc/sandbox_run.rs`.
 
+use crate::error::Error;
 use proto::cri::{self, PodSandboxConfig};
 use runtime_core::steps::StepClock;
-use tonic::Status;
 use tracing::info;
 
-use crate::errors;
 use crate::pod::spec::pod_spec;
 use crate::state::DaemonState;
 use crate::store::ids::{new_id, now_ns};
@@ -23,16 +22,13 @@ pub async fn run(
     state: &DaemonState,
     config: &PodSandboxConfig,
     runtime_handler: &str,
-) -> Result<String, Status> {
+) -> Result<String, Error> {
     let mut clock = StepClock::start();
     let oci_runtime = crate::container::handler::oci_runtime(&state.config, runtime_handler)?;
     let id = new_id();
     let mut spec = pod_spec(&id, config)?;
     spec.oci_runtime = oci_runtime;
-    state
-        .pod_runtime
-        .validate(&spec)
-        .map_err(errors::pod_status)?;
+    state.pod_runtime.validate(&spec)?;
 
     let record = PodRecord {
         id: id.clone(),
@@ -47,19 +43,19 @@ pub async fn run(
     crate::store::pods::reserve(&state.pods, record.clone()).map_err(|e| match e {
         ReserveError::Conflict(existing) => {
             let m = record.metadata();
-            Status::already_exists(format!(
+            Error::already_exists(format!(
                 "pod sandbox {}/{} (uid {}, attempt {}) already exists as {existing}",
                 m.namespace, m.name, m.uid, m.attempt
             ))
         }
-        ReserveError::Io(e) => errors::io_status(&format!("record pod {id}"), &e),
+        ReserveError::Io(e) => Error::io(&format!("record pod {id}"), &e),
     })?;
     clock.mark("reserve");
     let host = match state.pod_runtime.start(&spec, &mut clock).await {
         Ok(h) => h,
         Err(e) => {
             let _ = state.pods.remove(&id);
-            return Err(errors::pod_status(e));
+            return Err(e.into());
         }
     };
     let ready = PodRecord {
@@ -77,7 +73,7 @@ pub async fn run(
         let _ = state.pod_runtime.stop(&spec, &ready.host).await;
         let _ = state.pod_runtime.remove(&spec, &ready.host).await;
         let _ = state.pods.remove(&id);
-        return Err(status);
+        return Err(status.into());
     }
     // --- end NRI ---
     clock.mark("nri");
@@ -86,7 +82,7 @@ pub async fn run(
         let _ = state.pod_runtime.stop(&spec, &ready.host).await;
         let _ = state.pod_runtime.remove(&spec, &ready.host).await;
         let _ = state.pods.remove(&id);
-        return Err(errors::io_status(&format!("record pod {id}"), &e));
+        return Err(Error::io(&format!("record pod {id}"), &e));
     }
     info!(pod_id = %id, name = %spec.name, namespace = %spec.namespace, "RunPodSandbox");
     // Like containerd: the pod's own events carry its ID as the container ID.
