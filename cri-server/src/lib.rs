@@ -13,16 +13,14 @@
 //!   watcher, metrics registry, stream tokens), built from [`stats`] (samples and their
 //!   cache), [`store`] (pod and container records) and [`config`].
 //!
-//! [`error`] is the domain layer's typed error (`container/` and `pod/` return it; its kind
-//! comes from the errno, image or pod error and becomes the gRPC code in one `From`);
-//! [`errors`] maps the errors of code not yet converted to it; [`config`] and [`cli`] make
-//! the effective configuration.
+//! [`error`] is the domain's typed error (its kind comes from the errno, image or pod error
+//! and becomes the gRPC code in the one `From<Error> for Status`); [`config`] and [`cli`]
+//! make the effective configuration.
 
 pub mod cli;
 pub mod config;
 pub mod container;
 pub mod error;
-pub mod errors;
 pub mod lifecycle;
 pub mod memory;
 pub mod metrics;

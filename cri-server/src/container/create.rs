@@ -139,7 +139,7 @@ pub async fn create(
     {
         let _ = state.containers.remove(&id);
         crate::nri_hooks::undo_create(state, &pod, &rec).await; // NRI
-        return Err(e.into());
+        return Err(e);
     }
     failpoint::hit("create_container.after_dirs");
     state.images.hold(&id, &image);

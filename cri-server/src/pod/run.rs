@@ -73,7 +73,7 @@ pub async fn run(
         let _ = state.pod_runtime.stop(&spec, &ready.host).await;
         let _ = state.pod_runtime.remove(&spec, &ready.host).await;
         let _ = state.pods.remove(&id);
-        return Err(status.into());
+        return Err(status);
     }
     // --- end NRI ---
     clock.mark("nri");
