@@ -345,7 +345,7 @@ pub fn container(rec: &ContainerRecord) -> api::Container {
 }
 
 /// CRI resources as NRI's (unset where CRI says "not given": zero or empty).
-pub fn resources(r: &cri::LinuxContainerResources) -> api::LinuxResources {
+fn resources(r: &cri::LinuxContainerResources) -> api::LinuxResources {
     let i64v = |v: i64| (v != 0).then_some(api::OptionalInt64 { value: v });
     let u64v = |v: i64| (v > 0).then_some(api::OptionalUInt64 { value: v as u64 });
     api::LinuxResources {

@@ -87,10 +87,7 @@ fn recorded(rec: &ContainerRecord) -> LinuxContainerResources {
 /// The recorded resources with the request's set fields replacing them (containerd's rule:
 /// zero or empty means "not given"). `oom_score_adj` keeps its value; `unified` keys given
 /// replace the same keys.
-pub fn merge(
-    old: &LinuxContainerResources,
-    new: &LinuxContainerResources,
-) -> LinuxContainerResources {
+fn merge(old: &LinuxContainerResources, new: &LinuxContainerResources) -> LinuxContainerResources {
     let pick = |n: i64, o: i64| if n != 0 { n } else { o };
     let pick_str = |n: &String, o: &String| if n.is_empty() { o.clone() } else { n.clone() };
     let mut unified = old.unified.clone();
@@ -118,7 +115,7 @@ pub fn merge(
 
 /// Checks the request's values the kernel would refuse (or half-apply) before anything is
 /// written; `cpus` and `mems` are the host's online CPUs and memory nodes (empty: unknown).
-pub fn validate(
+fn validate(
     r: &LinuxContainerResources,
     cpus: &BTreeSet<u32>,
     mems: &BTreeSet<u32>,
