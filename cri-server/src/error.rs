@@ -226,6 +226,34 @@ mod tests {
     }
 
     #[test]
+    fn image_errors_keep_their_kind() {
+        let io = |errno| ImageError::io("unpack layer", std::io::Error::from_raw_os_error(errno));
+        for (e, kind) in [
+            (ImageError::NotFound("busybox".into()), Kind::NotFound),
+            (
+                ImageError::InvalidReference {
+                    reference: "A:b".into(),
+                    reason: "uppercase".into(),
+                },
+                Kind::Invalid,
+            ),
+            (
+                ImageError::Registry {
+                    reference: "r/x".into(),
+                    message: "connection reset".into(),
+                },
+                Kind::Unavailable,
+            ),
+            (io(libc::ENOSPC), Kind::Exhausted),
+            (io(libc::EIO), Kind::Internal),
+        ] {
+            let message = e.to_string();
+            let err = Error::from(e);
+            assert_eq!((err.kind(), err.message()), (kind, message.as_str()));
+        }
+    }
+
+    #[test]
     fn a_pod_step_that_found_the_disk_full_is_exhausted() {
         use podsandbox::pod::{Failure, PodError};
         let step = |failure| PodError::Step {
