@@ -7,18 +7,20 @@
 //! - [`stream`] serves streaming sessions (exec, attach, port-forward), [`metrics`] the
 //!   Prometheus endpoint;
 //! - the domain: [`lifecycle`] (exits, shim death, events), [`container`] (a container's
-//!   host side), [`pod`], [`view`] (CRI views of records), [`nri_hooks`];
+//!   home: create with rollback, start, stop, remove, update), [`pod`] (run with rollback,
+//!   stop), [`view`] (CRI views of records), [`nri_hooks`];
 //! - [`state`] (`DaemonState`, with the shared parts it holds beside it: event hub, exit
 //!   watcher, metrics registry, stream tokens), built from [`stats`] (samples and their
 //!   cache), [`store`] (pod and container records) and [`config`].
 //!
-//! [`errors`] is the one place internal errors become gRPC statuses; [`config`] and [`cli`]
+//! [`error`] is the domain's typed error (its kind comes from the errno, image or pod error
+//! and becomes the gRPC code in the one `From<Error> for Status`); [`config`] and [`cli`]
 //! make the effective configuration.
 
 pub mod cli;
 pub mod config;
 pub mod container;
-pub mod errors;
+pub mod error;
 pub mod lifecycle;
 pub mod memory;
 pub mod metrics;

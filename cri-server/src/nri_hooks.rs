@@ -7,9 +7,9 @@
 //! (`RunPodSandbox`, `CreateContainer`, `StartContainer`, `UpdateContainer`) fail it with
 //! the plugin's error; the others are notifications whose failures are logged.
 
+use crate::error::Error;
 use nri::api;
 use proto::cri;
-use tonic::Status;
 use tracing::warn;
 
 use crate::state::DaemonState;
@@ -25,12 +25,12 @@ pub async fn guard(state: &DaemonState) -> Option<tokio::sync::RwLockReadGuard<'
     }
 }
 
-fn vetoed(e: nri::NriError) -> Status {
-    Status::failed_precondition(e.to_string())
+fn vetoed(e: nri::NriError) -> Error {
+    Error::failed_precondition(e.to_string())
 }
 
 /// `RunPodSandbox`: after the pod's namespaces and network exist, before it is Ready.
-pub async fn run_pod_sandbox(state: &DaemonState, pod: &PodRecord) -> Result<(), Status> {
+pub async fn run_pod_sandbox(state: &DaemonState, pod: &PodRecord) -> Result<(), Error> {
     let Some(h) = &state.nri else { return Ok(()) };
     h.nri
         .run_pod_sandbox(&pod_sandbox(pod))
@@ -61,7 +61,7 @@ pub async fn create_container(
     state: &DaemonState,
     pod: &PodRecord,
     rec: &mut ContainerRecord,
-) -> Result<Vec<api::ContainerUpdate>, Status> {
+) -> Result<Vec<api::ContainerUpdate>, Error> {
     let Some(h) = &state.nri else {
         return Ok(Vec::new());
     };
@@ -81,7 +81,7 @@ pub async fn create_container(
         if let Err(e) = apply_adjustment(rec, adjust) {
             // The plugins saw a container that will not exist.
             undo_create(state, pod, rec).await;
-            return Err(Status::failed_precondition(format!(
+            return Err(Error::failed_precondition(format!(
                 "NRI plugin {plugin}: adjustment refused: {e}"
             )));
         }
@@ -124,7 +124,7 @@ pub async fn start_container(
     state: &DaemonState,
     pod: &PodRecord,
     rec: &ContainerRecord,
-) -> Result<(), Status> {
+) -> Result<(), Error> {
     let Some(h) = &state.nri else { return Ok(()) };
     h.nri
         .start_container(&pod_sandbox(pod), &container(rec))
@@ -150,7 +150,7 @@ pub async fn update_container(
     state: &DaemonState,
     id: &str,
     new: &cri::LinuxContainerResources,
-) -> Result<Vec<api::ContainerUpdate>, Status> {
+) -> Result<Vec<api::ContainerUpdate>, Error> {
     let Some(h) = &state.nri else {
         return Ok(Vec::new());
     };
@@ -345,7 +345,7 @@ pub fn container(rec: &ContainerRecord) -> api::Container {
 }
 
 /// CRI resources as NRI's (unset where CRI says "not given": zero or empty).
-pub fn resources(r: &cri::LinuxContainerResources) -> api::LinuxResources {
+fn resources(r: &cri::LinuxContainerResources) -> api::LinuxResources {
     let i64v = |v: i64| (v != 0).then_some(api::OptionalInt64 { value: v });
     let u64v = |v: i64| (v > 0).then_some(api::OptionalUInt64 { value: v as u64 });
     api::LinuxResources {

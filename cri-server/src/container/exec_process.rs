@@ -8,11 +8,11 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::Stdio;
 
+use crate::error::Error;
 use nix::errno::Errno;
 use proto::shim::{ExecFailure, ExecReport, ExecSpec, ExitStatus, exec_report};
 use tokio::net::UnixStream;
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
-use tonic::Status;
 
 use crate::container::start;
 use crate::lifecycle::record;
@@ -57,12 +57,12 @@ pub enum StartError {
 }
 
 impl StartError {
-    /// The gRPC status for a streaming Exec or an ExecSync that could not start.
-    pub fn status(&self) -> Status {
+    /// The error of a streaming Exec or an ExecSync that could not start.
+    pub fn error(&self) -> Error {
         match self {
-            StartError::NotRunning(m) => Status::failed_precondition(m.clone()),
-            StartError::Command { message, .. } => Status::unknown(message.clone()),
-            StartError::Runtime(m) => Status::internal(m.clone()),
+            StartError::NotRunning(m) => Error::failed_precondition(m.clone()),
+            StartError::Command { message, .. } => Error::unknown(message.clone()),
+            StartError::Runtime(m) => Error::internal(m.clone()),
         }
     }
 
@@ -80,7 +80,7 @@ impl StartError {
 pub async fn running_container(
     state: &DaemonState,
     id: &str,
-) -> Result<(ContainerRecord, PodRecord), Status> {
+) -> Result<(ContainerRecord, PodRecord), Error> {
     let rec = record::find(state, required(id)?)?;
     let rec = crate::lifecycle::refresh::refresh(state, rec).await;
     running(state, rec)
@@ -92,13 +92,13 @@ pub async fn running_container(
 pub fn recorded_running_container(
     state: &DaemonState,
     id: &str,
-) -> Result<(ContainerRecord, PodRecord), Status> {
+) -> Result<(ContainerRecord, PodRecord), Error> {
     running(state, record::find(state, required(id)?)?)
 }
 
-fn required(id: &str) -> Result<&str, Status> {
+fn required(id: &str) -> Result<&str, Error> {
     if id.is_empty() {
-        return Err(Status::invalid_argument("container_id is required"));
+        return Err(Error::invalid("container_id is required"));
     }
     Ok(id)
 }
@@ -106,9 +106,9 @@ fn required(id: &str) -> Result<&str, Status> {
 fn running(
     state: &DaemonState,
     rec: ContainerRecord,
-) -> Result<(ContainerRecord, PodRecord), Status> {
+) -> Result<(ContainerRecord, PodRecord), Error> {
     if rec.phase != ContainerPhase::Running {
-        return Err(Status::failed_precondition(format!(
+        return Err(Error::failed_precondition(format!(
             "container {} is not running ({:?})",
             rec.id, rec.phase
         )));
@@ -124,7 +124,7 @@ pub fn exec_spec(
     pod: &PodRecord,
     cmd: &[String],
     tty: bool,
-) -> Result<ExecSpec, Status> {
+) -> Result<ExecSpec, Error> {
     let procs = state.pod_runtime.container_cgroup_procs(&rec.cgroup);
     let mut container = start::start_message(rec, pod, procs)?;
     container.args = cmd.to_vec();

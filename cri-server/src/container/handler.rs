@@ -1,21 +1,21 @@
 //! Which executor runs a pod's containers: the native one, or the OCI runtime of a
 //! `[runtimes.<name>]` handler (docs/runtime-handlers.md).
 
+use crate::error::Error;
 use proto::shim::OciRuntime;
-use tonic::Status;
 
 use crate::config::{Config, NATIVE_HANDLERS};
 
 /// The OCI runtime a pod with `handler` runs its containers with: `None` for the native
 /// executor; an unknown handler is refused naming the configured ones.
-pub fn oci_runtime(config: &Config, handler: &str) -> Result<Option<OciRuntime>, Status> {
+pub fn oci_runtime(config: &Config, handler: &str) -> Result<Option<OciRuntime>, Error> {
     if NATIVE_HANDLERS.contains(&handler) {
         return Ok(None);
     }
     let Some(h) = config.runtimes.get(handler) else {
         let mut known: Vec<&str> = NATIVE_HANDLERS.to_vec();
         known.extend(config.runtimes.keys().map(String::as_str));
-        return Err(Status::invalid_argument(format!(
+        return Err(Error::invalid(format!(
             "runtime_handler `{handler}` is not configured (configured: {})",
             known
                 .iter()
@@ -59,7 +59,7 @@ mod tests {
         assert_eq!(runc.path, "/usr/bin/runc");
         assert_eq!(runc.root, "/run/berth/oci/runc");
         let err = oci_runtime(&config, "kata").expect_err("unknown");
-        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(err.kind(), crate::error::Kind::Invalid);
         assert!(err.message().contains("`kata`") && err.message().contains("`runc`"));
     }
 }

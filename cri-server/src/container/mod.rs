@@ -1,7 +1,9 @@
-//! A container's home: the host side of create/start/stop/remove and updates, with its
-//! process spec, mounts, user namespace and exec processes, and what each
-//! runtime handler supports.
+//! A container's home: create (with rollback), start, stop, remove and live updates of its
+//! host side, with its process spec, mounts, user namespace, checkpoint restore and exec
+//! processes, and what each runtime handler supports. The RPC files in `rpc/` only check
+//! and convert the CRI request and call in here.
 
+pub mod create;
 pub mod exec_process;
 pub mod handler;
 pub mod mounts;

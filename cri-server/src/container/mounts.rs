@@ -5,18 +5,18 @@
 
 use std::path::PathBuf;
 
+use crate::error::Error;
 use proto::cri::{self, ContainerConfig, MountPropagation};
 use proto::shim::MountSpec;
 use runtime_core::mount_api;
 use runtime_core::userns::IdMap;
-use tonic::Status;
 
 use crate::state::DaemonState;
 use crate::store::containers::{ContainerRecord, ImageVolume};
 
 /// Checks every recursive read-only, idmapped and image mount of `config`; resolves the image
 /// volumes' images (NotFound naming the mount and image when one is not pulled).
-pub fn check(state: &DaemonState, config: &ContainerConfig) -> Result<Vec<ImageVolume>, Status> {
+pub fn check(state: &DaemonState, config: &ContainerConfig) -> Result<Vec<ImageVolume>, Error> {
     let mut volumes = Vec::new();
     for (i, m) in config.mounts.iter().enumerate() {
         let field = format!("config.mounts[{i}]");
@@ -33,9 +33,9 @@ pub fn check(state: &DaemonState, config: &ContainerConfig) -> Result<Vec<ImageV
 
 /// The CRI rules for `recursive_read_only`: `readonly` set, propagation private, and a
 /// kernel that can do it.
-fn check_recursive_readonly(m: &cri::Mount, field: &str) -> Result<(), Status> {
+fn check_recursive_readonly(m: &cri::Mount, field: &str) -> Result<(), Error> {
     let invalid = |why: &str| {
-        Err(Status::invalid_argument(format!(
+        Err(Error::invalid(format!(
             "{field}.recursive_read_only: {why}"
         )))
     };
@@ -56,12 +56,12 @@ fn check_recursive_readonly(m: &cri::Mount, field: &str) -> Result<(), Status> {
 }
 
 /// A mount's idmapping, checked like a pod's user namespace mappings; `None` without one.
-fn mappings(m: &cri::Mount, field: &str) -> Result<Option<IdMap>, Status> {
+fn mappings(m: &cri::Mount, field: &str) -> Result<Option<IdMap>, Error> {
     if m.uid_mappings.is_empty() && m.gid_mappings.is_empty() {
         return Ok(None);
     }
     if !mount_api::idmapped_mounts_supported() {
-        return Err(Status::invalid_argument(format!(
+        return Err(Error::invalid(format!(
             "{field}.uidMappings: this host cannot make idmapped mounts (Linux 5.19+ with user namespaces)"
         )));
     }
@@ -77,33 +77,33 @@ fn image_volume(
     spec: &cri::ImageSpec,
     m: &cri::Mount,
     field: &str,
-) -> Result<ImageVolume, Status> {
+) -> Result<ImageVolume, Error> {
     if spec.image.is_empty() {
-        return Err(Status::invalid_argument(format!(
+        return Err(Error::invalid(format!(
             "{field}.image.image is required for an image volume"
         )));
     }
     if !m.host_path.is_empty() {
-        return Err(Status::invalid_argument(format!(
+        return Err(Error::invalid(format!(
             "{field}: host_path `{}` and image are mutually exclusive",
             m.host_path
         )));
     }
     // The CRI: image volumes are read-only by definition; a client asking otherwise is told.
     if !m.readonly {
-        return Err(Status::invalid_argument(format!(
+        return Err(Error::invalid(format!(
             "{field}.readonly: an image volume is always read-only; set readonly to true"
         )));
     }
     let image = state.images.resolve(&spec.image).ok_or_else(|| {
-        Status::not_found(format!(
+        Error::not_found(format!(
             "{field}.image: image `{}` for the volume at {} is not present: pull it first",
             spec.image, m.container_path
         ))
     })?;
     let lower = state.images.lower_dirs(&image);
     if lower.is_empty() {
-        return Err(Status::failed_precondition(format!(
+        return Err(Error::failed_precondition(format!(
             "{field}.image: image `{}` has no layers to mount",
             spec.image
         )));
@@ -121,8 +121,8 @@ fn image_volume(
 
 /// An image volume's `image_sub_path`: relative, without `..`, and an existing directory of
 /// the image (resolved inside its merged layers, as the container will see it).
-fn check_sub_path(sub: &str, image: &str, lower: &[PathBuf], field: &str) -> Result<(), Status> {
-    let invalid = |why: String| Status::invalid_argument(format!("{field}.image_sub_path: {why}"));
+fn check_sub_path(sub: &str, image: &str, lower: &[PathBuf], field: &str) -> Result<(), Error> {
+    let invalid = |why: String| Error::invalid(format!("{field}.image_sub_path: {why}"));
     let path = std::path::Path::new(sub);
     if path.is_absolute()
         || path
@@ -139,10 +139,10 @@ fn check_sub_path(sub: &str, image: &str, lower: &[PathBuf], field: &str) -> Res
         Ok(_) => Err(invalid(format!(
             "`{sub}` in image `{image}` is not a directory (berth mounts directories of images only)"
         ))),
-        Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ENOTDIR) => Err(Status::not_found(
+        Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ENOTDIR) => Err(Error::not_found(
             format!("{field}.image_sub_path: `{sub}` does not exist in image `{image}`"),
         )),
-        Err(e) => Err(Status::internal(format!(
+        Err(e) => Err(Error::internal(format!(
             "{field}.image_sub_path: look up `{sub}` in image `{image}`: {e}"
         ))),
     }
@@ -164,14 +164,14 @@ pub fn hold(state: &DaemonState, rec: &ContainerRecord) {
 }
 
 /// Ends the holds of [`hold`], removing layers no image needs any more.
-pub async fn release(state: &DaemonState, rec: &ContainerRecord) -> Result<(), Status> {
+pub async fn release(state: &DaemonState, rec: &ContainerRecord) -> Result<(), Error> {
     for v in &rec.image_volumes {
         state
             .images
             .release(&holder(&rec.id, v.index))
             .await
             .map_err(|e| {
-                Status::internal(format!(
+                Error::internal(format!(
                     "release image volume {} of {}: {e}",
                     v.image, rec.id
                 ))

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use crate::error::Error;
 use proto::shim::{ContainerRef, ShimRequest, shim_request::Kind};
 use runtime_core::shim::client;
-use tonic::Status;
 use tracing::info;
 
 use crate::container::stop;
@@ -32,7 +32,7 @@ async fn forget_in_oci_runtime(state: &DaemonState, rec: &ContainerRecord) {
     }
 }
 
-pub async fn remove(state: &DaemonState, rec: ContainerRecord) -> Result<(), Status> {
+pub async fn remove(state: &DaemonState, rec: ContainerRecord) -> Result<(), Error> {
     let rec = stop::stop(state, rec, Duration::ZERO).await?;
     if let Some(pod) = state.pods.get(&rec.pod_id) {
         let request = ShimRequest {
@@ -43,10 +43,7 @@ pub async fn remove(state: &DaemonState, rec: ContainerRecord) -> Result<(), Sta
         if let Err(e) = answer
             && !e.is_gone()
         {
-            return Err(Status::internal(format!(
-                "remove container {}: {e}",
-                rec.id
-            )));
+            return Err(Error::internal(format!("remove container {}: {e}", rec.id)));
         }
     }
     // The shim unmounts the root; if the shim is gone, do it here.
@@ -58,12 +55,12 @@ pub async fn remove(state: &DaemonState, rec: ContainerRecord) -> Result<(), Sta
         .images
         .release(&rec.id)
         .await
-        .map_err(|e| Status::internal(format!("release image of {}: {e}", rec.id)))?;
+        .map_err(|e| Error::internal(format!("release image of {}: {e}", rec.id)))?;
     crate::container::mounts::release(state, &rec).await?;
     state
         .containers
         .remove(&rec.id)
-        .map_err(|e| Status::internal(format!("remove state of container {}: {e}", rec.id)))?;
+        .map_err(|e| Error::internal(format!("remove state of container {}: {e}", rec.id)))?;
     info!(container_id = %rec.id, "RemoveContainer");
     crate::nri_hooks::remove_container(state, None, &rec).await; // NRI
     crate::lifecycle::events::emit(

@@ -9,9 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::error::Error;
 use proto::cri::{CreateContainerRequest, ImageSpec, KeyValue};
 use runtime_core::checkpoint::archive;
-use tonic::Status;
 
 use crate::state::DaemonState;
 use crate::store::containers::ContainerRecord;
@@ -45,7 +45,7 @@ pub fn restore_dir(rec: &ContainerRecord) -> String {
 pub async fn from_archive(
     state: &DaemonState,
     req: &CreateContainerRequest,
-) -> Result<Option<Restoring>, Status> {
+) -> Result<Option<Restoring>, Error> {
     let Some(config) = req.config.as_ref() else {
         return Ok(None);
     };
@@ -71,23 +71,22 @@ pub async fn from_archive(
     let read = if image.starts_with('/') {
         let path = PathBuf::from(&image);
         if !path.is_file() {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::invalid(format!(
                 "{field}: no checkpoint archive at this path"
             )));
         }
         tokio::task::spawn_blocking(move || {
             if !archive::is_archive(&path) {
-                return Err(Status::invalid_argument(format!(
+                return Err(Error::invalid(format!(
                     "{field}: not a checkpoint archive (no config.dump and checkpoint/ in it)"
                 )));
             }
             archive::extract(&path, &extracted)
-                .map_err(|e| Status::invalid_argument(format!("{field}: extract: {e}")))?;
-            archive::read_dumps(&extracted)
-                .map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+                .map_err(|e| Error::invalid(format!("{field}: extract: {e}")))?;
+            archive::read_dumps(&extracted).map_err(|e| Error::invalid(format!("{field}: {e}")))
         })
         .await
-        .map_err(|e| Status::internal(format!("restore task: {e}")))?
+        .map_err(|e| Error::internal(format!("restore task: {e}")))?
     } else {
         let Some(layer) = checkpoint_image_layer(state, &image, &field)? else {
             return Ok(None);
@@ -98,19 +97,17 @@ pub async fn from_archive(
         let copied = tokio::task::spawn_blocking(move || {
             let src = layer.0;
             if !archive::is_extracted(&src) {
-                return Err(Status::invalid_argument(format!(
+                return Err(Error::invalid(format!(
                     "{field}: the image has a checkpoint annotation but its layer holds no \
                      checkpoint (no config.dump and checkpoint/ at its root)"
                 )));
             }
-            archive::copy_tree(&src, &extracted).map_err(|e| {
-                crate::errors::io_status(&format!("{field}: copy the checkpoint"), &e)
-            })?;
-            archive::read_dumps(&extracted)
-                .map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+            archive::copy_tree(&src, &extracted)
+                .map_err(|e| Error::io(&format!("{field}: copy the checkpoint"), &e))?;
+            archive::read_dumps(&extracted).map_err(|e| Error::invalid(format!("{field}: {e}")))
         })
         .await
-        .map_err(|e| Status::internal(format!("restore task: {e}")));
+        .map_err(|e| Error::internal(format!("restore task: {e}")));
         if let Err(e) = state.images.release(&holder).await {
             tracing::warn!(error = %e, "release the checkpoint image's layer");
         }
@@ -118,7 +115,7 @@ pub async fn from_archive(
     };
     let (dump, spec) = read?;
     if spec.process.terminal {
-        return Err(Status::failed_precondition(format!(
+        return Err(Error::failed_precondition(format!(
             "config.image.image `{image}`: the checkpointed container has a TTY, which berth does not restore"
         )));
     }
@@ -131,12 +128,12 @@ pub async fn from_archive(
     .find(|s| !s.is_empty())
     .cloned()
     .ok_or_else(|| {
-        Status::invalid_argument(format!(
+        Error::invalid(format!(
             "config.image.image `{image}`: config.dump names no image"
         ))
     })?;
     if spec.process.args.is_empty() {
-        return Err(Status::invalid_argument(format!(
+        return Err(Error::invalid(format!(
             "config.image.image `{image}`: spec.dump has no process.args"
         )));
     }
@@ -145,7 +142,7 @@ pub async fn from_archive(
         .request
         .config
         .as_mut()
-        .ok_or_else(|| Status::invalid_argument("config is required"))?;
+        .ok_or_else(|| Error::invalid("config is required"))?;
     c.image = Some(ImageSpec {
         image: checkpointed_image,
         ..Default::default()
@@ -172,7 +169,7 @@ fn checkpoint_image_layer(
     state: &DaemonState,
     image: &str,
     field: &str,
-) -> Result<Option<(PathBuf, images::ImageRecord)>, Status> {
+) -> Result<Option<(PathBuf, images::ImageRecord)>, Error> {
     let Some(rec) = state.images.resolve(image) else {
         return Ok(None);
     };
@@ -190,7 +187,7 @@ fn checkpoint_image_layer(
     tracing::info!(image, container = name, "restoring from a checkpoint image");
     match state.images.lower_dirs(&rec).as_slice() {
         [layer] => Ok(Some((layer.clone(), rec))),
-        layers => Err(Status::invalid_argument(format!(
+        layers => Err(Error::invalid(format!(
             "{field}: a checkpoint image has one layer (the archive's files, as `buildah add` \
              makes it); this one has {}",
             layers.len()
@@ -201,17 +198,16 @@ fn checkpoint_image_layer(
 impl Restoring {
     /// Moves the extracted archive into the new container's directory and applies its
     /// writable-layer diff to the container's (empty) upper dir.
-    pub fn apply(&self, rec: &ContainerRecord) -> Result<(), Status> {
+    pub fn apply(&self, rec: &ContainerRecord) -> Result<(), Error> {
         let dir = rec.upper.parent().unwrap_or(Path::new("/")).join("restore");
-        std::fs::rename(&self.extracted, &dir).map_err(|e| {
-            crate::errors::io_status(&format!("move the checkpoint into {}", dir.display()), &e)
-        })?;
+        std::fs::rename(&self.extracted, &dir)
+            .map_err(|e| Error::io(&format!("move the checkpoint into {}", dir.display()), &e))?;
         archive::apply_rootfs_diff(&dir, &rec.upper).map_err(|e| {
             // The tar crate says where in its message and why in the source.
             let why = std::error::Error::source(&e)
                 .map(|s| format!(": {s}"))
                 .unwrap_or_default();
-            Status::invalid_argument(format!(
+            Error::invalid(format!(
                 "config.image.image: apply the checkpoint's rootfs-diff.tar: {e}{why}"
             ))
         })

@@ -5,9 +5,9 @@
 
 use std::path::PathBuf;
 
+use crate::error::Error;
 use images::manifest::ImageConfig;
 use proto::cri::{ContainerConfig, LinuxContainerSecurityContext, SupplementalGroupsPolicy};
-use tonic::Status;
 
 use crate::store::containers::ProcessSpec;
 
@@ -19,7 +19,7 @@ pub fn process_spec(
     config: &ContainerConfig,
     image: &ImageConfig,
     lower_dirs: &[PathBuf],
-) -> Result<ProcessSpec, Status> {
+) -> Result<ProcessSpec, Error> {
     let img = image.config.clone().unwrap_or_default();
     let entrypoint = img.entrypoint.unwrap_or_default();
     let cmd = img.cmd.unwrap_or_default();
@@ -30,7 +30,7 @@ pub fn process_spec(
         (true, true) => [entrypoint, cmd].concat(),
     };
     if args.is_empty() {
-        return Err(Status::invalid_argument(
+        return Err(Error::invalid(
             "config.command: no command given and the image defines no entrypoint or cmd",
         ));
     }
@@ -41,7 +41,7 @@ pub fn process_spec(
         (w, _) => w.to_string(),
     };
     if !cwd.starts_with('/') {
-        return Err(Status::invalid_argument(format!(
+        return Err(Error::invalid(format!(
             "config.working_dir `{cwd}` must be absolute"
         )));
     }
@@ -63,11 +63,11 @@ pub fn process_spec(
 
 /// The CRI carries env values as bytes; Kubernetes only admits UTF-8 (and a process
 /// environment here is text end to end), so other bytes are refused naming the variable.
-fn merge_env(image_env: &[String], config: &ContainerConfig) -> Result<Vec<String>, Status> {
+fn merge_env(image_env: &[String], config: &ContainerConfig) -> Result<Vec<String>, Error> {
     let mut env: Vec<String> = image_env.to_vec();
     for (i, kv) in config.envs.iter().enumerate() {
         let value = std::str::from_utf8(&kv.value).map_err(|_| {
-            Status::invalid_argument(format!(
+            Error::invalid(format!(
                 "config.envs[{i}] ({}): value is not valid UTF-8",
                 kv.key
             ))
@@ -93,7 +93,7 @@ fn resolve_user(
     config: &ContainerConfig,
     image_user: &str,
     lower_dirs: &[PathBuf],
-) -> Result<(u32, u32, Vec<u32>), Status> {
+) -> Result<(u32, u32, Vec<u32>), Error> {
     let sc = config
         .linux
         .as_ref()
@@ -106,14 +106,13 @@ fn resolve_user(
         None => (image_user, None),
     };
     let (uid, name, passwd_gid) = if let Some(u) = &sc.run_as_user {
-        let uid = u32::try_from(u.value).map_err(|_| {
-            Status::invalid_argument(format!("run_as_user {} is out of range", u.value))
-        })?;
+        let uid = u32::try_from(u.value)
+            .map_err(|_| Error::invalid(format!("run_as_user {} is out of range", u.value)))?;
         let entry = passwd_by_uid(&passwd, uid);
         (uid, entry.as_ref().map(|e| e.0.clone()), entry.map(|e| e.2))
     } else if !sc.run_as_username.is_empty() {
         let (uid, gid) = passwd_by_name(&passwd, &sc.run_as_username).ok_or_else(|| {
-            Status::invalid_argument(format!(
+            Error::invalid(format!(
                 "run_as_username `{}` is not in the image's /etc/passwd",
                 sc.run_as_username
             ))
@@ -123,9 +122,8 @@ fn resolve_user(
         user_from_image(user_part, &passwd)?
     };
     let gid = match (&sc.run_as_group, group_part) {
-        (Some(g), _) => u32::try_from(g.value).map_err(|_| {
-            Status::invalid_argument(format!("run_as_group {} is out of range", g.value))
-        })?,
+        (Some(g), _) => u32::try_from(g.value)
+            .map_err(|_| Error::invalid(format!("run_as_group {} is out of range", g.value)))?,
         (None, Some(g)) if sc.run_as_user.is_none() && sc.run_as_username.is_empty() => {
             group_id(&group, g)?
         }
@@ -138,9 +136,8 @@ fn resolve_user(
         extra.extend(name.map(|n| groups_of(&group, &n, gid)).unwrap_or_default());
     }
     for g in &sc.supplemental_groups {
-        let g = u32::try_from(*g).map_err(|_| {
-            Status::invalid_argument(format!("supplemental group {g} is out of range"))
-        })?;
+        let g = u32::try_from(*g)
+            .map_err(|_| Error::invalid(format!("supplemental group {g} is out of range")))?;
         if !extra.contains(&g) {
             extra.push(g);
         }
@@ -149,11 +146,11 @@ fn resolve_user(
 }
 
 /// Whether `supplemental_groups_policy` is Strict (Merge, the default, adds the image's groups).
-fn strict_groups(sc: &LinuxContainerSecurityContext) -> Result<bool, Status> {
+fn strict_groups(sc: &LinuxContainerSecurityContext) -> Result<bool, Error> {
     match SupplementalGroupsPolicy::try_from(sc.supplemental_groups_policy) {
         Ok(SupplementalGroupsPolicy::Merge) => Ok(false),
         Ok(SupplementalGroupsPolicy::Strict) => Ok(true),
-        Err(_) => Err(Status::invalid_argument(format!(
+        Err(_) => Err(Error::invalid(format!(
             "config.linux.security_context.supplemental_groups_policy: unknown policy {}",
             sc.supplemental_groups_policy
         ))),
@@ -162,7 +159,7 @@ fn strict_groups(sc: &LinuxContainerSecurityContext) -> Result<bool, Status> {
 
 type UserEntry = (u32, Option<String>, Option<u32>);
 
-fn user_from_image(user: &str, passwd: &str) -> Result<UserEntry, Status> {
+fn user_from_image(user: &str, passwd: &str) -> Result<UserEntry, Error> {
     if user.is_empty() {
         return Ok((0, Some("root".into()), Some(0)));
     }
@@ -171,14 +168,14 @@ fn user_from_image(user: &str, passwd: &str) -> Result<UserEntry, Status> {
         return Ok((uid, entry.as_ref().map(|e| e.0.clone()), entry.map(|e| e.2)));
     }
     let (uid, gid) = passwd_by_name(passwd, user).ok_or_else(|| {
-        Status::invalid_argument(format!(
+        Error::invalid(format!(
             "image user `{user}` is not in the image's /etc/passwd"
         ))
     })?;
     Ok((uid, Some(user.to_string()), Some(gid)))
 }
 
-fn group_id(group: &str, g: &str) -> Result<u32, Status> {
+fn group_id(group: &str, g: &str) -> Result<u32, Error> {
     if let Ok(n) = g.parse::<u32>() {
         return Ok(n);
     }
@@ -192,7 +189,7 @@ fn group_id(group: &str, g: &str) -> Result<u32, Status> {
         })
         .next()
         .ok_or_else(|| {
-            Status::invalid_argument(format!(
+            Error::invalid(format!(
                 "image group `{g}` is not in the image's /etc/group"
             ))
         })
@@ -449,7 +446,7 @@ mod tests {
             },
         ];
         let err = process_spec(&c, &image(&[], &[], ""), &[]).expect_err("not UTF-8");
-        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(err.kind(), crate::error::Kind::Invalid);
         assert!(
             err.message().contains("config.envs[1] (BAD)"),
             "{}",

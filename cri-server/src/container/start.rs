@@ -5,13 +5,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::error::Error;
 use proto::cri::{self, ContainerEventType, NamespaceMode};
 use proto::shim::{MountSpec, ShimRequest, StartContainer, shim_request::Kind};
 use runtime_core::cgroups::CgroupResources;
 use runtime_core::executor;
 use runtime_core::shim::client;
 use runtime_core::steps::StepClock;
-use tonic::Status;
 use tracing::{info, warn};
 
 use crate::lifecycle::events;
@@ -26,20 +26,20 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Starts Created container `id`: its cgroup, then the shim starts the process. A failure
 /// leaves it Exited with reason `StartError` (or Created again if only recording it failed).
-pub async fn start(state: &DaemonState, id: &str) -> Result<(), Status> {
+pub async fn start(state: &DaemonState, id: &str) -> Result<(), Error> {
     let mut clock = StepClock::start();
     let lock = state.containers.lock_for(id);
     let _guard = lock.lock().await;
     let mut rec = record::find(state, id)?;
     if rec.phase != ContainerPhase::Created {
-        return Err(Status::failed_precondition(format!(
+        return Err(Error::failed_precondition(format!(
             "container {} is {:?}, not Created: create a new container to run again",
             rec.id, rec.phase
         )));
     }
     let pod = crate::lifecycle::record::find_pod(state, &rec.pod_id)?;
     if pod.phase != PodPhase::Ready {
-        return Err(Status::failed_precondition(format!(
+        return Err(Error::failed_precondition(format!(
             "pod sandbox {} is not ready",
             pod.id
         )));
@@ -58,15 +58,13 @@ pub async fn start(state: &DaemonState, id: &str) -> Result<(), Status> {
         Ok(Some((path, procs))) => (path, procs),
         // Fail closed: no cgroup means no device filter.
         Ok(None) => {
-            return Err(Status::failed_precondition(format!(
+            return Err(Error::failed_precondition(format!(
                 "container {}: pod {} has no cgroup; berth does not start containers without a device cgroup",
                 rec.id, pod.id
             )));
         }
         Err(e) => {
-            return Err(Status::invalid_argument(format!(
-                "config.linux.resources: {e}"
-            )));
+            return Err(Error::invalid(format!("config.linux.resources: {e}")));
         }
     };
     rec.cgroup = cgroup_path;
@@ -76,10 +74,7 @@ pub async fn start(state: &DaemonState, id: &str) -> Result<(), Status> {
     // Live state: the cgroup does not outlive a machine crash (see `update_live`).
     if let Err(e) = state.containers.update_live(rec.clone()) {
         state.pod_runtime.remove_container_cgroup(&rec.cgroup);
-        return Err(crate::errors::io_status(
-            &format!("record container {id}"),
-            &e,
-        ));
+        return Err(Error::io(&format!("record container {id}"), &e));
     }
     clock.mark("record_created");
     failpoint::hit("start_container.before_shim");
@@ -108,7 +103,7 @@ pub async fn start(state: &DaemonState, id: &str) -> Result<(), Status> {
             if let Err(e) = state.containers.update_live(rec.clone()) {
                 // Running but not recorded (the disk is full, say): take the start back.
                 undo_start(state, &created, &pod.host.shim_socket).await;
-                return Err(crate::errors::io_status(
+                return Err(Error::io(
                     &format!("record container {id} as running (the start was undone)"),
                     &e,
                 ));
@@ -177,7 +172,7 @@ async fn undo_start(state: &DaemonState, rec: &ContainerRecord, socket: &std::pa
     let _ = std::fs::remove_file(&rec.status_path);
 }
 
-async fn start_failed(state: &DaemonState, mut rec: ContainerRecord, message: &str) -> Status {
+async fn start_failed(state: &DaemonState, mut rec: ContainerRecord, message: &str) -> Error {
     warn!(container_id = %rec.id, error = message, "container failed to start");
     state.pod_runtime.remove_container_cgroup(&rec.cgroup);
     rec.phase = ContainerPhase::Exited;
@@ -197,21 +192,21 @@ async fn start_failed(state: &DaemonState, mut rec: ContainerRecord, message: &s
         &pod_id,
         ContainerEventType::ContainerStoppedEvent,
     );
-    Status::failed_precondition(format!("start container {id}: {message}"))
+    Error::failed_precondition(format!("start container {id}: {message}"))
 }
 
-fn persist(state: &DaemonState, rec: ContainerRecord) -> Result<(), Status> {
+fn persist(state: &DaemonState, rec: ContainerRecord) -> Result<(), Error> {
     let id = rec.id.clone();
     state
         .containers
         .update(rec)
-        .map_err(|e| crate::errors::io_status(&format!("record container {id}"), &e))
+        .map_err(|e| Error::io(&format!("record container {id}"), &e))
 }
 
 /// The seccomp setting for the shim: (0 unconfined | 1 runtime default | 2 localhost, path).
 /// No profile means unconfined (kubelet's default); privileged containers are unconfined.
 /// A Localhost profile is compiled here once so a bad one fails with its reason.
-pub fn seccomp_setting(sc: &cri::LinuxContainerSecurityContext) -> Result<(i32, String), Status> {
+pub fn seccomp_setting(sc: &cri::LinuxContainerSecurityContext) -> Result<(i32, String), Error> {
     use cri::security_profile::ProfileType;
     // Deprecated in the CRI but still honoured, as containerd does, when `seccomp` is unset.
     #[allow(deprecated)]
@@ -230,12 +225,11 @@ pub fn seccomp_setting(sc: &cri::LinuxContainerSecurityContext) -> Result<(i32, 
         Ok(ProfileType::Localhost) => {
             let profile =
                 runtime_core::seccomp::SeccompProfile::Localhost(p.localhost_ref.clone().into());
-            runtime_core::seccomp::compile(&profile).map_err(|e| {
-                Status::invalid_argument(format!("linux.security_context.seccomp: {e}"))
-            })?;
+            runtime_core::seccomp::compile(&profile)
+                .map_err(|e| Error::invalid(format!("linux.security_context.seccomp: {e}")))?;
             Ok((2, p.localhost_ref.clone()))
         }
-        Err(_) => Err(Status::invalid_argument(format!(
+        Err(_) => Err(Error::invalid(format!(
             "linux.security_context.seccomp.profile_type: unknown type {}",
             p.profile_type
         ))),
@@ -244,7 +238,7 @@ pub fn seccomp_setting(sc: &cri::LinuxContainerSecurityContext) -> Result<(i32, 
 
 /// The deprecated `seccomp_profile_path` (`runtime/default`, `docker/default`, `unconfined`,
 /// `localhost/<path>`), used as containerd does when `seccomp` is unset.
-fn legacy_seccomp(path: &str) -> Result<Option<cri::SecurityProfile>, Status> {
+fn legacy_seccomp(path: &str) -> Result<Option<cri::SecurityProfile>, Error> {
     use cri::security_profile::ProfileType;
     let (profile_type, localhost_ref) = match path {
         "" => return Ok(None),
@@ -253,7 +247,7 @@ fn legacy_seccomp(path: &str) -> Result<Option<cri::SecurityProfile>, Status> {
         p => match p.strip_prefix("localhost/") {
             Some(file) if file.starts_with('/') => (ProfileType::Localhost, file.to_string()),
             _ => {
-                return Err(Status::invalid_argument(format!(
+                return Err(Error::invalid(format!(
                     "linux.security_context.seccomp_profile_path `{path}`: expected runtime/default, docker/default, unconfined or localhost/<absolute path>"
                 )));
             }
@@ -267,7 +261,7 @@ fn legacy_seccomp(path: &str) -> Result<Option<cri::SecurityProfile>, Status> {
 
 /// The AppArmor setting for the shim, checked against the host (a named profile on a host
 /// without AppArmor is refused).
-pub fn apparmor_setting(sc: &cri::LinuxContainerSecurityContext) -> Result<(i32, String), Status> {
+pub fn apparmor_setting(sc: &cri::LinuxContainerSecurityContext) -> Result<(i32, String), Error> {
     use cri::security_profile::ProfileType;
     use runtime_core::apparmor::{self, AppArmorProfile};
     let Some(p) = sc.apparmor.as_ref().filter(|_| !sc.privileged) else {
@@ -278,14 +272,14 @@ pub fn apparmor_setting(sc: &cri::LinuxContainerSecurityContext) -> Result<(i32,
         Ok(ProfileType::RuntimeDefault) => (1, AppArmorProfile::RuntimeDefault),
         Ok(ProfileType::Localhost) => (2, AppArmorProfile::Localhost(p.localhost_ref.clone())),
         Err(_) => {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::invalid(format!(
                 "linux.security_context.apparmor.profile_type: unknown type {}",
                 p.profile_type
             )));
         }
     };
     apparmor::validate(&profile)
-        .map_err(|e| Status::invalid_argument(format!("linux.security_context.apparmor: {e}")))?;
+        .map_err(|e| Error::invalid(format!("linux.security_context.apparmor: {e}")))?;
     Ok((kind, p.localhost_ref.clone()))
 }
 
@@ -296,25 +290,24 @@ struct DeviceGrant {
 }
 
 /// The CRI `devices`, checked on the host: each must be a character or block device node.
-fn devices(config: &cri::ContainerConfig) -> Result<Vec<DeviceGrant>, Status> {
+fn devices(config: &cri::ContainerConfig) -> Result<Vec<DeviceGrant>, Error> {
     use nix::sys::stat::{SFlag, major, minor, stat};
     let mut out = Vec::new();
     for (i, d) in config.devices.iter().enumerate() {
         let field = format!("config.devices[{i}]");
         if !d.container_path.starts_with('/') {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::invalid(format!(
                 "{field}.container_path `{}` must be absolute",
                 d.container_path
             )));
         }
-        let st = stat(d.host_path.as_str()).map_err(|e| {
-            Status::invalid_argument(format!("{field}.host_path `{}`: {e}", d.host_path))
-        })?;
+        let st = stat(d.host_path.as_str())
+            .map_err(|e| Error::invalid(format!("{field}.host_path `{}`: {e}", d.host_path)))?;
         let kind = match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
             SFlag::S_IFCHR => 'c',
             SFlag::S_IFBLK => 'b',
             _ => {
-                return Err(Status::invalid_argument(format!(
+                return Err(Error::invalid(format!(
                     "{field}.host_path `{}` is not a device node",
                     d.host_path
                 )));
@@ -326,7 +319,7 @@ fn devices(config: &cri::ContainerConfig) -> Result<Vec<DeviceGrant>, Status> {
             d.permissions.clone()
         };
         if perms.chars().any(|c| !"rwm".contains(c)) {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::invalid(format!(
                 "{field}.permissions `{perms}` must be made of r, w and m"
             )));
         }
@@ -409,7 +402,7 @@ pub fn cgroup_resources(r: &cri::LinuxContainerResources) -> CgroupResources {
 fn target_pid_namespace(
     state: &DaemonState,
     rec: &ContainerRecord,
-) -> Result<Option<String>, Status> {
+) -> Result<Option<String>, Error> {
     let field = "config.linux.security_context.namespace_options";
     let Some(ns) = rec
         .config
@@ -422,7 +415,7 @@ fn target_pid_namespace(
         return Ok(None);
     };
     if ns.target_id.is_empty() {
-        return Err(Status::invalid_argument(format!(
+        return Err(Error::invalid(format!(
             "{field}.target_id is required when pid is TARGET"
         )));
     }
@@ -431,7 +424,7 @@ fn target_pid_namespace(
         .find(&ns.target_id)
         .filter(|t| t.pod_id == rec.pod_id)
         .ok_or_else(|| {
-            Status::not_found(format!(
+            Error::not_found(format!(
                 "{field}.target_id: container {} not found in pod sandbox {}",
                 ns.target_id, rec.pod_id
             ))
@@ -442,7 +435,7 @@ fn target_pid_namespace(
             || std::fs::read_to_string(format!("/proc/{}/cgroup", target.pid))
                 .is_ok_and(|c| c.contains(target.cgroup.trim_start_matches('/'))));
     if !in_cgroup {
-        return Err(Status::failed_precondition(format!(
+        return Err(Error::failed_precondition(format!(
             "{field}.target_id: container {} is not running",
             target.id
         )));
@@ -454,7 +447,7 @@ pub(crate) fn start_message(
     rec: &ContainerRecord,
     pod: &PodRecord,
     cgroup_procs: Vec<PathBuf>,
-) -> Result<StartContainer, Status> {
+) -> Result<StartContainer, Error> {
     let sc = rec
         .config
         .linux
@@ -550,7 +543,7 @@ pub(crate) fn start_message(
 
 /// The capability set: everything when privileged, else the default set with `add`
 /// (`ALL` = every capability) and `drop` (`ALL` = none) applied; names with or without `CAP_`.
-fn capabilities(sc: &cri::LinuxContainerSecurityContext) -> Result<(Vec<String>, bool), Status> {
+fn capabilities(sc: &cri::LinuxContainerSecurityContext) -> Result<(Vec<String>, bool), Error> {
     if sc.privileged {
         return Ok((Vec::new(), true));
     }

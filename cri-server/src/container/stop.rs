@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::error::Error;
 use proto::shim::{ShimRequest, SignalContainer, shim_request::Kind};
 use runtime_core::shim::client;
-use tonic::Status;
 use tracing::info;
 
 use crate::lifecycle::refresh::refresh;
@@ -20,7 +20,7 @@ pub async fn stop(
     state: &DaemonState,
     rec: ContainerRecord,
     timeout: Duration,
-) -> Result<ContainerRecord, Status> {
+) -> Result<ContainerRecord, Error> {
     let rec = refresh(state, rec).await;
     if rec.phase != ContainerPhase::Running {
         return Ok(rec);
@@ -38,18 +38,18 @@ pub async fn stop(
             info!(container_id = %rec.id, "StopContainer: killed");
             Ok(done)
         }
-        None => Err(Status::deadline_exceeded(format!(
+        None => Err(Error::deadline_exceeded(format!(
             "container {} did not die within {KILL_WAIT:?} of SIGKILL",
             rec.id
         ))),
     }
 }
 
-async fn signal(state: &DaemonState, rec: &ContainerRecord, signal: i32) -> Result<(), Status> {
+async fn signal(state: &DaemonState, rec: &ContainerRecord, signal: i32) -> Result<(), Error> {
     let pod = state
         .pods
         .get(&rec.pod_id)
-        .ok_or_else(|| Status::not_found(format!("pod sandbox {} not found", rec.pod_id)))?;
+        .ok_or_else(|| Error::not_found(format!("pod sandbox {} not found", rec.pod_id)))?;
     let request = ShimRequest {
         kind: Some(Kind::SignalContainer(SignalContainer {
             id: rec.id.clone(),
@@ -62,7 +62,7 @@ async fn signal(state: &DaemonState, rec: &ContainerRecord, signal: i32) -> Resu
         Ok(_) => Ok(()),
         // A gone shim means a gone container: the refresh that follows records it.
         Err(e) if e.is_gone() => Ok(()),
-        Err(e) => Err(Status::internal(e.to_string())),
+        Err(e) => Err(Error::internal(e.to_string())),
     }
 }
 

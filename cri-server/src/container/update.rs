@@ -12,13 +12,13 @@
 
 use std::collections::BTreeSet;
 
+use crate::error::Error;
 use nix::errno::Errno;
 use proto::cri::{
     LinuxContainerConfig, LinuxContainerResources, UpdateContainerResourcesRequest,
     UpdateContainerResourcesResponse,
 };
 use runtime_core::cgroups::{CgroupError, CgroupResources};
-use tonic::Status;
 use tracing::{info, warn};
 
 use crate::container::start::cgroup_resources;
@@ -31,12 +31,12 @@ use crate::store::containers::{ContainerPhase, ContainerRecord};
 pub async fn update_resources(
     state: &DaemonState,
     req: &UpdateContainerResourcesRequest,
-) -> Result<UpdateContainerResourcesResponse, Status> {
+) -> Result<UpdateContainerResourcesResponse, Error> {
     if req.container_id.is_empty() {
-        return Err(Status::invalid_argument("container_id is required"));
+        return Err(Error::invalid("container_id is required"));
     }
     let Some(new) = req.linux.as_ref() else {
-        return Err(Status::invalid_argument(
+        return Err(Error::invalid(
             "linux is required: berth runs Linux containers only",
         ));
     };
@@ -54,7 +54,7 @@ pub async fn update_resources(
     check_swap(&merged)?;
     cgroup_resources(&merged)
         .check()
-        .map_err(|e| Status::invalid_argument(format!("linux: {e}")))?;
+        .map_err(|e| Error::invalid(format!("linux: {e}")))?;
     if rec.phase == ContainerPhase::Running {
         apply(state, &rec, &old, &merged)?;
     }
@@ -67,11 +67,9 @@ pub async fn update_resources(
                 .resources = Some(merged.clone());
             true
         })
-        .map_err(|e| {
-            crate::errors::io_status(&format!("record resources of container {id}"), &e)
-        })?;
+        .map_err(|e| Error::io(&format!("record resources of container {id}"), &e))?;
     if saved.is_none() {
-        return Err(Status::not_found(format!("container {id} not found")));
+        return Err(Error::not_found(format!("container {id} not found")));
     }
     info!(container_id = %id, phase = ?rec.phase, resources = ?merged, "UpdateContainerResources");
     Ok(UpdateContainerResourcesResponse {})
@@ -89,10 +87,7 @@ fn recorded(rec: &ContainerRecord) -> LinuxContainerResources {
 /// The recorded resources with the request's set fields replacing them (containerd's rule:
 /// zero or empty means "not given"). `oom_score_adj` keeps its value; `unified` keys given
 /// replace the same keys.
-pub fn merge(
-    old: &LinuxContainerResources,
-    new: &LinuxContainerResources,
-) -> LinuxContainerResources {
+fn merge(old: &LinuxContainerResources, new: &LinuxContainerResources) -> LinuxContainerResources {
     let pick = |n: i64, o: i64| if n != 0 { n } else { o };
     let pick_str = |n: &String, o: &String| if n.is_empty() { o.clone() } else { n.clone() };
     let mut unified = old.unified.clone();
@@ -120,13 +115,12 @@ pub fn merge(
 
 /// Checks the request's values the kernel would refuse (or half-apply) before anything is
 /// written; `cpus` and `mems` are the host's online CPUs and memory nodes (empty: unknown).
-pub fn validate(
+fn validate(
     r: &LinuxContainerResources,
     cpus: &BTreeSet<u32>,
     mems: &BTreeSet<u32>,
-) -> Result<(), Status> {
-    let bad =
-        |field: &str, why: String| Err(Status::invalid_argument(format!("linux.{field}: {why}")));
+) -> Result<(), Error> {
+    let bad = |field: &str, why: String| Err(Error::invalid(format!("linux.{field}: {why}")));
     if r.cpu_period != 0 && !(1_000..=1_000_000).contains(&r.cpu_period) {
         return bad(
             "cpu_period",
@@ -173,8 +167,7 @@ pub fn validate(
         if list.is_empty() {
             continue;
         }
-        let set = parse_list(list)
-            .map_err(|e| Status::invalid_argument(format!("linux.{field}: {e}")))?;
+        let set = parse_list(list).map_err(|e| Error::invalid(format!("linux.{field}: {e}")))?;
         if let Some(missing) = set.iter().find(|n| !host.is_empty() && !host.contains(n)) {
             return bad(
                 field,
@@ -194,10 +187,10 @@ pub fn validate(
 }
 
 /// A memory+swap limit below the memory limit (after merging) cannot be applied.
-fn check_swap(r: &LinuxContainerResources) -> Result<(), Status> {
+fn check_swap(r: &LinuxContainerResources) -> Result<(), Error> {
     let (mem, swap) = (r.memory_limit_in_bytes, r.memory_swap_limit_in_bytes);
     if mem > 0 && swap > 0 && swap < mem {
-        return Err(Status::invalid_argument(format!(
+        return Err(Error::invalid(format!(
             "linux.memory_swap_limit_in_bytes {swap} (memory plus swap) is below linux.memory_limit_in_bytes {mem}"
         )));
     }
@@ -244,7 +237,7 @@ fn apply(
     rec: &ContainerRecord,
     old: &LinuxContainerResources,
     merged: &LinuxContainerResources,
-) -> Result<(), Status> {
+) -> Result<(), Error> {
     let all = cgroup_resources(merged);
     let memory = CgroupResources {
         memory_limit: all.memory_limit,
@@ -288,7 +281,7 @@ fn apply(
 }
 
 /// The gRPC status for a cgroup write that failed, naming the CRI field where possible.
-fn cgroup_status(id: &str, r: &LinuxContainerResources, e: CgroupError) -> Status {
+fn cgroup_status(id: &str, r: &LinuxContainerResources, e: CgroupError) -> Error {
     let errno = match &e {
         CgroupError::Io { source, .. } => source.raw_os_error().map(Errno::from_raw),
         _ => None,
@@ -300,7 +293,7 @@ fn cgroup_status(id: &str, r: &LinuxContainerResources, e: CgroupError) -> Statu
     .unwrap_or_default();
     match (&e, errno) {
         (CgroupError::Io { .. }, Some(Errno::EBUSY)) if file.starts_with("memory.") => {
-            Status::failed_precondition(format!(
+            Error::failed_precondition(format!(
                 "linux.memory_limit_in_bytes {}: container {id} uses more memory than that and \
                  the kernel could not reclaim enough (writing {file} failed with EBUSY); \
                  nothing was changed",
@@ -308,13 +301,13 @@ fn cgroup_status(id: &str, r: &LinuxContainerResources, e: CgroupError) -> Statu
             ))
         }
         (CgroupError::Io { .. }, Some(Errno::EINVAL | Errno::ERANGE | Errno::ENOENT))
-        | (CgroupError::InvalidResources { .. }, _) => Status::invalid_argument(format!(
+        | (CgroupError::InvalidResources { .. }, _) => Error::invalid(format!(
             "linux: the kernel refused the update of container {id}: {e}"
         )),
         (CgroupError::MissingController { .. }, _) => {
-            Status::failed_precondition(format!("linux: container {id}: {e}"))
+            Error::failed_precondition(format!("linux: container {id}: {e}"))
         }
-        _ => Status::internal(format!("update resources of container {id}: {e}")),
+        _ => Error::internal(format!("update resources of container {id}: {e}")),
     }
 }
 

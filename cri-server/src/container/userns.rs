@@ -3,12 +3,12 @@
 //! each container (which must ask for the pod's namespace or none), with errors naming the
 //! field.
 
+use crate::error::Error;
 use proto::cri::{self, IdMapping, NamespaceMode, UserNamespace};
 use runtime_core::userns::{IdMap, IdRange, MAX_RANGES};
-use tonic::Status;
 
 /// The pod's user namespace mappings from its config, `None` for the host's user namespace.
-pub fn pod_user_namespace(config: &cri::PodSandboxConfig) -> Result<Option<IdMap>, Status> {
+pub fn pod_user_namespace(config: &cri::PodSandboxConfig) -> Result<Option<IdMap>, Error> {
     let ns = config
         .linux
         .as_ref()
@@ -22,12 +22,12 @@ pub fn pod_user_namespace(config: &cri::PodSandboxConfig) -> Result<Option<IdMap
             .into_iter()
             .find(|(_, mode)| *mode == NamespaceMode::Node as i32);
         if let Some((kind, _)) = host {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::invalid(format!(
                 "{field}.userns_options: a user namespace cannot be combined with the host's {kind} namespace ({field}.{kind} is NODE)"
             )));
         }
         if !runtime_core::mount_api::idmapped_mounts_supported() {
-            return Err(Status::failed_precondition(format!(
+            return Err(Error::failed_precondition(format!(
                 "{field}.userns_options: this host cannot run pods in user namespaces (they need user namespaces enabled and idmapped mounts of overlayfs layers, Linux 5.19+)"
             )));
         }
@@ -37,7 +37,7 @@ pub fn pod_user_namespace(config: &cri::PodSandboxConfig) -> Result<Option<IdMap
 
 /// Checks a container's `userns_options` against its pod's namespace: none, NODE for a pod
 /// without one, or POD with exactly the pod's mappings.
-pub fn check_container(config: &cri::ContainerConfig, pod: Option<&IdMap>) -> Result<(), Status> {
+pub fn check_container(config: &cri::ContainerConfig, pod: Option<&IdMap>) -> Result<(), Error> {
     let sc = config
         .linux
         .as_ref()
@@ -49,14 +49,14 @@ pub fn check_container(config: &cri::ContainerConfig, pod: Option<&IdMap>) -> Re
     if let Some(opts) = requested {
         let own = user_namespace(Some(opts), field)?;
         if own.as_ref() != pod {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::invalid(format!(
                 "{field}.userns_options must match the pod sandbox's user namespace (containers run in their pod's)"
             )));
         }
     }
     let Some(map) = pod else { return Ok(()) };
     if sc.is_some_and(|s| s.privileged) {
-        return Err(Status::invalid_argument(
+        return Err(Error::invalid(
             "config.linux.security_context.privileged: a privileged container cannot run in a user namespace",
         ));
     }
@@ -65,7 +65,7 @@ pub fn check_container(config: &cri::ContainerConfig, pod: Option<&IdMap>) -> Re
 
 /// Checks the user and groups a container asks for are mapped in the pod's namespace (an
 /// unmapped ID would fail at start).
-fn check_mapped(map: &IdMap, config: &cri::ContainerConfig) -> Result<(), Status> {
+fn check_mapped(map: &IdMap, config: &cri::ContainerConfig) -> Result<(), Error> {
     let sc = config
         .linux
         .as_ref()
@@ -73,7 +73,7 @@ fn check_mapped(map: &IdMap, config: &cri::ContainerConfig) -> Result<(), Status
         .unwrap_or_default();
     let unmapped = |what: &str, id: i64, host: Option<u32>| {
         if host.is_none() {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::invalid(format!(
                 "config.linux.security_context.{what} {id} is not mapped in the pod's user namespace"
             )));
         }
@@ -106,13 +106,13 @@ fn check_mapped(map: &IdMap, config: &cri::ContainerConfig) -> Result<(), Status
 
 /// The mappings of a `UserNamespace` option: `None` for NODE (or no option), the checked
 /// mappings for POD; CONTAINER and TARGET are not modes kubelet uses for user namespaces.
-fn user_namespace(opts: Option<&UserNamespace>, field: &str) -> Result<Option<IdMap>, Status> {
+fn user_namespace(opts: Option<&UserNamespace>, field: &str) -> Result<Option<IdMap>, Error> {
     let Some(opts) = opts else { return Ok(None) };
     let field = format!("{field}.userns_options");
     match NamespaceMode::try_from(opts.mode) {
         Ok(NamespaceMode::Node) => {
             if !opts.uids.is_empty() || !opts.gids.is_empty() {
-                return Err(Status::invalid_argument(format!(
+                return Err(Error::invalid(format!(
                     "{field}: uids and gids must be empty for mode NODE (the host's user namespace)"
                 )));
             }
@@ -122,11 +122,11 @@ fn user_namespace(opts: Option<&UserNamespace>, field: &str) -> Result<Option<Id
             uids: ranges(&opts.uids, &format!("{field}.uids"))?,
             gids: ranges(&opts.gids, &format!("{field}.gids"))?,
         })),
-        Ok(mode) => Err(Status::invalid_argument(format!(
+        Ok(mode) => Err(Error::invalid(format!(
             "{field}.mode: {} is not supported for user namespaces (POD or NODE)",
             mode.as_str_name()
         ))),
-        Err(_) => Err(Status::invalid_argument(format!(
+        Err(_) => Err(Error::invalid(format!(
             "{field}.mode: unknown mode {}",
             opts.mode
         ))),
@@ -136,8 +136,8 @@ fn user_namespace(opts: Option<&UserNamespace>, field: &str) -> Result<Option<Id
 /// Checks one list of mappings: present, non-empty ranges that fit in 32 bits, overlap neither
 /// inside nor outside, in at most [`MAX_RANGES`] ranges. The CRI sets no limit on how many IDs
 /// a pod maps (kubelet gives each pod 65536 by default, but its range length is configurable).
-pub fn ranges(mappings: &[IdMapping], field: &str) -> Result<Vec<IdRange>, Status> {
-    let invalid = |reason: String| Err(Status::invalid_argument(format!("{field}: {reason}")));
+pub fn ranges(mappings: &[IdMapping], field: &str) -> Result<Vec<IdRange>, Error> {
+    let invalid = |reason: String| Err(Error::invalid(format!("{field}: {reason}")));
     if mappings.is_empty() {
         return invalid("at least one mapping is required for mode POD".into());
     }

@@ -61,7 +61,7 @@ pub async fn recover(state: &DaemonState) {
 
 /// Asks about every Running container: its exit record, else its shim; and notices Ready
 /// pods whose shim died.
-pub async fn sweep(state: &DaemonState) {
+async fn sweep(state: &DaemonState) {
     crate::lifecycle::shim_death::sweep(state).await;
     for rec in state
         .containers

@@ -2,9 +2,9 @@
 //! from its pod's shim, or from the exit record the shim left; the Running → Exited change is
 //! recorded once, however many observers see it. Also the lookups by ID every caller uses.
 
+use crate::error::Error;
 use proto::cri::ContainerEventType;
 use proto::shim::ContainerInfo;
-use tonic::Status;
 
 use crate::state::DaemonState;
 use crate::store::containers::{ContainerPhase, ContainerRecord};
@@ -12,19 +12,19 @@ use crate::store::ids::now_ns;
 use crate::store::pods::{Lookup, PodRecord};
 
 /// The container with this ID or unique prefix, or NotFound.
-pub fn find(state: &DaemonState, id: &str) -> Result<ContainerRecord, Status> {
+pub fn find(state: &DaemonState, id: &str) -> Result<ContainerRecord, Error> {
     state
         .containers
         .find(id)
-        .ok_or_else(|| Status::not_found(format!("container {id} not found")))
+        .ok_or_else(|| Error::not_found(format!("container {id} not found")))
 }
 
 /// The pod with this ID or unique ID prefix, or NotFound.
-pub fn find_pod(state: &DaemonState, id: &str) -> Result<PodRecord, Status> {
+pub fn find_pod(state: &DaemonState, id: &str) -> Result<PodRecord, Error> {
     match state.pods.lookup(id) {
         Lookup::Found(r) => Ok(*r),
-        Lookup::Missing => Err(Status::not_found(format!("pod sandbox {id} not found"))),
-        Lookup::Ambiguous(n) => Err(Status::not_found(format!(
+        Lookup::Missing => Err(Error::not_found(format!("pod sandbox {id} not found"))),
+        Lookup::Ambiguous(n) => Err(Error::not_found(format!(
             "pod sandbox id prefix {id} matches {n} pods"
         ))),
     }

@@ -4,26 +4,26 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use crate::error::Error;
 use podsandbox::dns::DnsSettings;
 use podsandbox::network::{PortMapping, Protocol};
 use podsandbox::pod::{NamespaceModes, PodSpec};
 use proto::cri::{self, LinuxContainerResources, NamespaceMode, PodSandboxConfig};
 use runtime_core::cgroups::CgroupResources;
-use tonic::Status;
 
 /// The pod's host-side spec from its CRI config; every refusal names the field.
-pub fn pod_spec(id: &str, c: &PodSandboxConfig) -> Result<PodSpec, Status> {
+pub fn pod_spec(id: &str, c: &PodSandboxConfig) -> Result<PodSpec, Error> {
     let m = c
         .metadata
         .as_ref()
-        .ok_or_else(|| Status::invalid_argument("config.metadata is required"))?;
+        .ok_or_else(|| Error::invalid("config.metadata is required"))?;
     for (field, value) in [
         ("name", &m.name),
         ("namespace", &m.namespace),
         ("uid", &m.uid),
     ] {
         if value.is_empty() {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::invalid(format!(
                 "config.metadata.{field} is required"
             )));
         }
@@ -43,7 +43,7 @@ pub fn pod_spec(id: &str, c: &PodSandboxConfig) -> Result<PodSpec, Status> {
             !(o.user.is_empty() && o.role.is_empty() && o.r#type.is_empty() && o.level.is_empty())
         });
     if labelled && selinux_enabled() {
-        return Err(Status::failed_precondition(
+        return Err(Error::failed_precondition(
             "config.linux.security_context.selinux_options: berth does not apply SELinux labels, and SELinux is enabled on this host",
         ));
     }
@@ -52,7 +52,7 @@ pub fn pod_spec(id: &str, c: &PodSandboxConfig) -> Result<PodSpec, Status> {
     let hostname = if c.hostname.is_empty() {
         nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
-            .map_err(|e| Status::internal(format!("read the node's hostname: {e}")))?
+            .map_err(|e| Error::internal(format!("read the node's hostname: {e}")))?
     } else {
         c.hostname.clone()
     };
@@ -85,10 +85,10 @@ pub fn pod_spec(id: &str, c: &PodSandboxConfig) -> Result<PodSpec, Status> {
     })
 }
 
-fn namespace_modes(ns: &cri::NamespaceOption) -> Result<NamespaceModes, Status> {
+fn namespace_modes(ns: &cri::NamespaceOption) -> Result<NamespaceModes, Error> {
     let mode = |v: i32, field: &str| {
         NamespaceMode::try_from(v).map_err(|_| {
-            Status::invalid_argument(format!(
+            Error::invalid(format!(
                 "config.linux.security_context.namespace_options.{field}: unknown mode {v}"
             ))
         })
@@ -99,7 +99,7 @@ fn namespace_modes(ns: &cri::NamespaceOption) -> Result<NamespaceModes, Status> 
         mode(ns.pid, "pid")?,
     );
     if pid == NamespaceMode::Target {
-        return Err(Status::invalid_argument(
+        return Err(Error::invalid(
             "config.linux.security_context.namespace_options.pid: TARGET is for containers, not pods",
         ));
     }
@@ -111,7 +111,7 @@ fn namespace_modes(ns: &cri::NamespaceOption) -> Result<NamespaceModes, Status> 
     })
 }
 
-fn port_mappings(ports: &[cri::PortMapping]) -> Result<Vec<PortMapping>, Status> {
+fn port_mappings(ports: &[cri::PortMapping]) -> Result<Vec<PortMapping>, Error> {
     let mut out = Vec::new();
     for (i, p) in ports.iter().enumerate() {
         if p.host_port == 0 {
@@ -119,16 +119,17 @@ fn port_mappings(ports: &[cri::PortMapping]) -> Result<Vec<PortMapping>, Status>
         }
         let field = |f: &str| format!("config.port_mappings[{i}].{f}");
         let port = |v: i32, f: &str| {
-            u16::try_from(v).ok().filter(|&n| n > 0).ok_or_else(|| {
-                Status::invalid_argument(format!("{} must be 1..65535, got {v}", field(f)))
-            })
+            u16::try_from(v)
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| Error::invalid(format!("{} must be 1..65535, got {v}", field(f))))
         };
         let protocol = match cri::Protocol::try_from(p.protocol) {
             Ok(cri::Protocol::Tcp) => Protocol::Tcp,
             Ok(cri::Protocol::Udp) => Protocol::Udp,
             Ok(cri::Protocol::Sctp) => Protocol::Sctp,
             Err(_) => {
-                return Err(Status::invalid_argument(format!(
+                return Err(Error::invalid(format!(
                     "{}: unknown protocol {}",
                     field("protocol"),
                     p.protocol
@@ -138,7 +139,7 @@ fn port_mappings(ports: &[cri::PortMapping]) -> Result<Vec<PortMapping>, Status>
         let host_ip = match p.host_ip.as_str() {
             "" | "0.0.0.0" => None,
             s => Some(s.parse::<Ipv4Addr>().map_err(|_| {
-                Status::invalid_argument(format!(
+                Error::invalid(format!(
                     "{}: `{s}` is not an IPv4 address",
                     field("host_ip")
                 ))

@@ -1,18 +1,17 @@
 //! Stopping a pod: its containers are stopped with it, its host side (network, shim,
 //! namespaces) is torn down by `podsandbox`, and it becomes NotReady.
 
+use crate::error::Error;
 use runtime_core::steps::StepClock;
-use tonic::Status;
 use tracing::info;
 
-use crate::errors;
 use crate::pod::spec::pod_spec;
 use crate::state::DaemonState;
 use crate::store::pods::PodPhase;
 
 /// Stops the pod if it exists; a pod already stopped is stopped again (every step is
 /// idempotent), which also finishes a stop a crash interrupted.
-pub async fn stop(state: &DaemonState, id: &str) -> Result<(), Status> {
+pub async fn stop(state: &DaemonState, id: &str) -> Result<(), Error> {
     let mut clock = StepClock::start();
     let lock = state.pods.lock_for(id);
     let _guard = lock.lock().await;
@@ -36,8 +35,7 @@ pub async fn stop(state: &DaemonState, id: &str) -> Result<(), Status> {
     state
         .pod_runtime
         .stop_timed(&spec, &rec.host, &mut clock)
-        .await
-        .map_err(errors::pod_status)?;
+        .await?;
     // The pod's processes are dead and its shim recorded their exits: bring records in step.
     for c in crate::store::containers::of_pod(&state.containers, id) {
         crate::lifecycle::refresh::refresh(state, c).await;
@@ -52,7 +50,7 @@ pub async fn stop(state: &DaemonState, id: &str) -> Result<(), Status> {
         state
             .pods
             .update(rec)
-            .map_err(|e| errors::io_status(&format!("record pod {id}"), &e))?;
+            .map_err(|e| Error::io(&format!("record pod {id}"), &e))?;
     }
     if was_ready {
         info!(pod_id = %id, "StopPodSandbox");

@@ -50,7 +50,7 @@ pub async fn exec_sync(
                 exit_code: e.exit_code(),
             });
         }
-        Err(e) => return Err(e.status()),
+        Err(e) => return Err(e.error().into()),
     };
     let stdout = Captured::start(running.stdout.take());
     let stderr = Captured::start(running.stderr.take());

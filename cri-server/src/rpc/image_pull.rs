@@ -5,7 +5,7 @@ use proto::cri::{AuthConfig, PullImageRequest, PullImageResponse};
 use tonic::Status;
 use tracing::info;
 
-use crate::errors;
+use crate::error::Error;
 use crate::state::DaemonState;
 use crate::view::image::required_image;
 
@@ -24,7 +24,7 @@ pub async fn pull_image(
     state
         .metrics
         .record_pull(pulled.is_ok(), bytes, started.elapsed());
-    let outcome = pulled.map_err(errors::image_status)?;
+    let outcome = pulled.map_err(Error::from)?;
     info!(
         image,
         image_id = %outcome.image_id,

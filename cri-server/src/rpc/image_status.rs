@@ -6,7 +6,7 @@ use images::Images;
 use proto::cri::{ImageStatusRequest, ImageStatusResponse};
 use tonic::Status;
 
-use crate::errors;
+use crate::error::Error;
 use crate::view::image::{required_image, to_cri_image};
 
 /// Answers with the image, and with `verbose` its config and layers as JSON in `info["info"]`.
@@ -20,7 +20,7 @@ pub fn image_status(
     };
     let mut info = HashMap::new();
     if req.verbose {
-        let (_, raw) = images.config(&rec).map_err(errors::image_status)?;
+        let (_, raw) = images.config(&rec).map_err(Error::from)?;
         let config: serde_json::Value = serde_json::from_slice(&raw)
             .map_err(|e| Status::internal(format!("image config: {e}")))?;
         let doc = serde_json::json!({

@@ -11,6 +11,7 @@ use runtime_core::cgroups;
 use tonic::Status;
 use tracing::{info, warn};
 
+use crate::error::Error;
 use crate::state::DaemonState;
 
 /// Answers `RuntimeConfig` with the cgroup driver berth names cgroups with.
@@ -47,7 +48,7 @@ pub async fn update_runtime_config(
     state
         .kubelet_config
         .set_pod_cidr(&cidr)
-        .map_err(|e| crate::errors::io_status("record kubelet's pod CIDR", &e))?;
+        .map_err(|e| Error::io("record kubelet's pod CIDR", &e))?;
     if previous != cidr {
         info!(pod_cidr = %cidr, previous = %previous, "UpdateRuntimeConfig: kubelet's pod CIDR recorded");
     }

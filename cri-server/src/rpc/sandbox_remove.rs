@@ -6,7 +6,7 @@ use runtime_core::steps::StepClock;
 use tonic::Status;
 use tracing::info;
 
-use crate::errors;
+use crate::error::Error;
 use crate::pod::spec::pod_spec;
 use crate::pod::stop;
 use crate::state::DaemonState;
@@ -41,7 +41,7 @@ pub async fn remove_pod_sandbox(
         .pod_runtime
         .remove(&spec, &rec.host)
         .await
-        .map_err(errors::pod_status)?;
+        .map_err(Error::from)?;
     clock.mark("cgroup_and_files");
     state
         .pods

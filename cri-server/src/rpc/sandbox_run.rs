@@ -1,100 +1,20 @@
-//! `RunPodSandbox`: validate the config, reserve the pod's name, create its host side.
+//! `RunPodSandbox`: check the request and let the pod's home run it (`pod::run`, which
+//! reserves the pod's name, creates its host side and undoes it all on failure).
 
-use proto::cri::{self, RunPodSandboxRequest, RunPodSandboxResponse};
-use runtime_core::steps::StepClock;
+use proto::cri::{RunPodSandboxRequest, RunPodSandboxResponse};
 use tonic::Status;
-use tracing::info;
 
-use crate::errors;
-use crate::pod::spec::pod_spec;
 use crate::state::DaemonState;
-use crate::store::ids::{new_id, now_ns};
-use crate::store::pods::{PodPhase, PodRecord, ReserveError};
 
 /// Creates and starts a pod sandbox; on any failure nothing of it remains.
 pub async fn run_pod_sandbox(
     state: &DaemonState,
     req: &RunPodSandboxRequest,
 ) -> Result<RunPodSandboxResponse, Status> {
-    let mut clock = StepClock::start();
     let config = req
         .config
         .as_ref()
         .ok_or_else(|| Status::invalid_argument("config is required"))?;
-    let oci_runtime = crate::container::handler::oci_runtime(&state.config, &req.runtime_handler)?;
-    let id = new_id();
-    let mut spec = pod_spec(&id, config)?;
-    spec.oci_runtime = oci_runtime;
-    state
-        .pod_runtime
-        .validate(&spec)
-        .map_err(errors::pod_status)?;
-
-    let record = PodRecord {
-        id: id.clone(),
-        config: config.clone(),
-        runtime_handler: req.runtime_handler.clone(),
-        phase: PodPhase::Creating,
-        created_at: now_ns(),
-        host: Default::default(),
-    };
-    let lock = state.pods.lock_for(&id);
-    let _guard = lock.lock().await;
-    crate::store::pods::reserve(&state.pods, record.clone()).map_err(|e| match e {
-        ReserveError::Conflict(existing) => {
-            let m = record.metadata();
-            Status::already_exists(format!(
-                "pod sandbox {}/{} (uid {}, attempt {}) already exists as {existing}",
-                m.namespace, m.name, m.uid, m.attempt
-            ))
-        }
-        ReserveError::Io(e) => errors::io_status(&format!("record pod {id}"), &e),
-    })?;
-    clock.mark("reserve");
-    let host = match state.pod_runtime.start(&spec, &mut clock).await {
-        Ok(h) => h,
-        Err(e) => {
-            let _ = state.pods.remove(&id);
-            return Err(errors::pod_status(e));
-        }
-    };
-    let ready = PodRecord {
-        phase: PodPhase::Ready,
-        host,
-        ..record
-    };
-    // --- NRI: RunPodSandbox before the pod is Ready; a plugin's error undoes the pod ---
-    let nri_pod = PodRecord {
-        phase: PodPhase::Creating,
-        ..ready.clone()
-    };
-    let _nri = crate::nri_hooks::guard(state).await; // held until the pod is recorded Ready
-    if let Err(status) = crate::nri_hooks::run_pod_sandbox(state, &nri_pod).await {
-        let _ = state.pod_runtime.stop(&spec, &ready.host).await;
-        let _ = state.pod_runtime.remove(&spec, &ready.host).await;
-        let _ = state.pods.remove(&id);
-        return Err(status);
-    }
-    // --- end NRI ---
-    clock.mark("nri");
-    // Ready is live state (the shim and namespaces end with the machine): see `update_live`.
-    if let Err(e) = state.pods.update_live(ready.clone()) {
-        let _ = state.pod_runtime.stop(&spec, &ready.host).await;
-        let _ = state.pod_runtime.remove(&spec, &ready.host).await;
-        let _ = state.pods.remove(&id);
-        return Err(errors::io_status(&format!("record pod {id}"), &e));
-    }
-    info!(pod_id = %id, name = %spec.name, namespace = %spec.namespace, "RunPodSandbox");
-    // Like containerd: the pod's own events carry its ID as the container ID.
-    for kind in [
-        cri::ContainerEventType::ContainerCreatedEvent,
-        cri::ContainerEventType::ContainerStartedEvent,
-    ] {
-        crate::lifecycle::events::emit(state, &id, &id, kind);
-    }
-    clock.mark("record_ready");
-    state
-        .metrics
-        .record_steps("RunPodSandbox", &id, clock.steps());
+    let id = crate::pod::run::run(state, config, &req.runtime_handler).await?;
     Ok(RunPodSandboxResponse { pod_sandbox_id: id })
 }

@@ -7,6 +7,7 @@
 use proto::cri::{UpdatePodSandboxResourcesRequest, UpdatePodSandboxResourcesResponse};
 use tonic::Status;
 
+use crate::error::Error;
 use crate::state::DaemonState;
 
 pub async fn update_pod_sandbox_resources(
@@ -32,6 +33,6 @@ pub async fn update_pod_sandbox_resources(
             }
             true
         })
-        .map_err(|e| crate::errors::io_status("record the pod's resources", &e))?;
+        .map_err(|e| Error::io("record the pod's resources", &e))?;
     Ok(UpdatePodSandboxResourcesResponse {})
 }

@@ -28,7 +28,7 @@ pub fn stopping() -> io::Result<bool> {
 }
 
 /// Sends `state` to `$NOTIFY_SOCKET`; `Ok(false)` when the variable is unset or empty.
-pub fn notify(state: &str) -> io::Result<bool> {
+fn notify(state: &str) -> io::Result<bool> {
     match std::env::var_os(NOTIFY_SOCKET_ENV) {
         Some(target) if !target.is_empty() => {
             send_to(&target.to_string_lossy(), state)?;

@@ -39,7 +39,7 @@ pub enum StreamRequest {
 
 impl StreamRequest {
     /// The URL path segment: `exec`, `attach` or `portforward`.
-    pub fn kind(&self) -> &'static str {
+    fn kind(&self) -> &'static str {
         match self {
             StreamRequest::Exec(_) => "exec",
             StreamRequest::Attach(_) => "attach",

@@ -26,7 +26,7 @@ struct Inner {
 impl StatsCache {
     /// Reads cgroups through `cgroups` (`None` on a host without usable cgroups: stats then
     /// carry no CPU, memory or process figures).
-    pub fn new(cgroups: Option<Cgroups>) -> StatsCache {
+    fn new(cgroups: Option<Cgroups>) -> StatsCache {
         StatsCache {
             inner: Arc::new(Inner {
                 cgroups,

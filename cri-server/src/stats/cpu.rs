@@ -22,7 +22,7 @@ pub struct CpuSample {
 
 /// CPU cores used on average between `prev` and `cur`, in nano-cores (1e9 = one full core);
 /// `None` if time did not advance or the counter went backwards (a recreated cgroup).
-pub fn nano_cores(prev: CpuSample, cur: CpuSample) -> Option<u64> {
+fn nano_cores(prev: CpuSample, cur: CpuSample) -> Option<u64> {
     let window = u128::try_from(cur.at_ns.checked_sub(prev.at_ns)?).ok()?;
     if window == 0 {
         return None;
@@ -78,13 +78,9 @@ impl CpuRates {
     }
 
     /// How many IDs have a previous sample.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    /// Whether no ID has a previous sample.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

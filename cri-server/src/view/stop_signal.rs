@@ -13,7 +13,7 @@ pub fn effective(config: &ContainerConfig, image_signal: Option<&str>) -> i32 {
 }
 
 /// The number of a CRI signal; None for `RUNTIME_DEFAULT`.
-pub fn number(sig: Signal) -> Option<i32> {
+fn number(sig: Signal) -> Option<i32> {
     let name = sig.as_str_name();
     if let Some(n) = name.strip_prefix("SIGRTMINPLUS") {
         return n.parse::<i32>().ok().map(|n| libc::SIGRTMIN() + n);
