@@ -29,6 +29,9 @@ impl TestNetwork {
         loop {
             let r: u32 = rand_u32();
             let third_octet = 100 + (r % 150) as u8;
+            if routed_on_host(third_octet) {
+                continue;
+            }
             if claim_subnet(third_octet) {
                 return TestNetwork {
                     bridge: format!("bte{:08x}", r)[..11].to_string(),
@@ -92,6 +95,26 @@ pub fn remove_empty_cgroup(name: &str) {
 
 /// Where test processes lease their /24s.
 pub const LEASE_DIR: &str = "/run/berth-e2e-subnets";
+
+/// Whether the host routes 10.88.`octet`.0/24, or a network holding it, somewhere (another
+/// berthd's bridge, a real installation): a test network there would not be reachable.
+fn routed_on_host(octet: u8) -> bool {
+    let cidr = format!("10.88.{octet}.0/24");
+    let routes = |args: &[&str]| {
+        Command::new("ip")
+            .args(["-4", "-o", "route", "show", "table", "all"])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let inside = routes(&["root", &cidr]);
+    let covering = routes(&["match", &cidr]);
+    !inside.trim().is_empty()
+        || covering
+            .lines()
+            .any(|l| !l.starts_with("default") && !l.starts_with("broadcast"))
+}
 
 /// Claims 10.88.`octet`.0/24 for this process: a new lease file, or a lease whose holder
 /// process is gone.
