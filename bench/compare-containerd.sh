@@ -335,7 +335,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        BinaryName = "${RUNC:-$(command -v runc)}"
+        BinaryName = "$(command -v runc)"
         Root = "$RUN/runc"
         SystemdCgroup = false$CRUN_RUNTIME
   [plugins."io.containerd.grpc.v1.cri".cni]
