@@ -6,9 +6,11 @@
 //! [`BridgeNetwork::detach`] works after a crash or restart.
 //!
 //! Stopping a pod uses [`BridgeNetwork::detach_deferred`]: deleting a veth pair makes the kernel
-//! wait for RCU grace periods (~15 ms here, most of a pod's teardown), so that runs in a
-//! background task after the stop returns; the pod's address stays allocated until its veth is
-//! gone, so no other pod can get it while the old interface still answers for it. A crash
+//! wait for RCU grace periods (~15 ms here, most of a pod's teardown), so a background task
+//! finishes it after the stop returns. It lets the kernel delete the pair with the pod's dying
+//! network namespace (batched with every namespace dying meanwhile) and deletes it itself only
+//! if that has not happened within a second; the pod's address stays allocated until its veth
+//! is gone, so no other pod can get it while the old interface still answers for it. A crash
 //! before the task finishes leaves an allocation that the next stop, the removal or the
 //! start-up sweep of orphans detaches again.
 //!
@@ -218,15 +220,15 @@ impl BridgeNetwork {
             (self.ipam.clone(), self.deferred.clone(), pod_id.to_string());
         tokio::spawn(async move {
             let host = host_veth_name(&pod_id);
-            let deleted = match Netlink::connect(&pod_id) {
-                Ok(nl) => netlink::delete_link(&nl.handle, &pod_id, &host).await,
+            let gone = match Netlink::connect(&pod_id) {
+                Ok(nl) => netlink::await_link_gone(&nl.handle, &pod_id, &host, NETNS_GRACE).await,
                 Err(e) => Err(e),
             };
             // The address is freed only once nothing holds it; on failure the next stop,
             // the pod's removal or the start-up sweep detaches it again.
-            match deleted.and_then(|had_veth| Ok((had_veth, ipam.release(&pod_id)?))) {
-                Ok((had_veth, released)) => {
-                    tracing::info!(pod_id, had_veth, released = ?released, "pod detached from bridge");
+            match gone.and_then(|deleted| Ok((deleted, ipam.release(&pod_id)?))) {
+                Ok((deleted_here, released)) => {
+                    tracing::info!(pod_id, deleted_here, released = ?released, "pod detached from bridge");
                 }
                 Err(e) => tracing::warn!(pod_id, error = %e, "detaching pod from bridge"),
             }
@@ -356,6 +358,10 @@ impl BridgeNetwork {
         }
     }
 }
+
+/// How long a background detach waits for the kernel to delete a stopped pod's veth with its
+/// network namespace before deleting it itself.
+const NETNS_GRACE: Duration = Duration::from_secs(1);
 
 /// How long an attach that found no free address waits for background detaches to free some.
 const DEFERRED_WAIT: Duration = Duration::from_secs(2);

@@ -82,6 +82,32 @@ pub(crate) async fn set_up(
     req.await.map_err(netlink_err(pod_id, name, "bring up"))
 }
 
+/// Waits for the kernel to delete a pod's veth with its dying network namespace, and deletes
+/// it here if that takes longer than `grace` (something else still holds the namespace);
+/// returns whether this call deleted it. The kernel deletes the devices of every namespace
+/// that dies meanwhile in one batch, behind one set of RCU grace periods; deleting each veth
+/// with RTM_DELLINK costs each its own (~15 ms here), one after another under the RTNL lock,
+/// which a burst of stops turns into seconds that pods starting meanwhile wait for.
+pub(crate) async fn await_link_gone(
+    handle: &Handle,
+    pod_id: &str,
+    name: &str,
+    grace: std::time::Duration,
+) -> Result<bool, NetworkError> {
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut delay = std::time::Duration::from_millis(2);
+    loop {
+        if find_link(handle, pod_id, name).await?.is_none() {
+            return Ok(false);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return delete_link(handle, pod_id, name).await;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Deletes a link by name; returns whether it existed.
 pub(crate) async fn delete_link(
     handle: &Handle,
