@@ -671,10 +671,13 @@ impl PodRuntime {
     /// Asks the shim to shut down; if it does not answer, kills it by PID (after checking the
     /// PID is still a berth-shim) and unpins the namespaces itself.
     async fn stop_shim(&self, id: &str, socket: &Path, pid: u32) {
+        // Taken before asking, so it names this shim even if its PID is reused afterwards.
+        let ours = pid != 0 && is_shim(pid);
+        let exit = ours.then(|| pidfd_open(pid).ok()).flatten();
         let sock = socket.to_path_buf();
         let asked = client::shutdown(&sock, SHIM_TIMEOUT).await;
         if !matches!(asked, Ok(())) {
-            if pid != 0 && is_shim(pid) {
+            if ours {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid as i32),
                     nix::sys::signal::Signal::SIGKILL,
@@ -682,6 +685,12 @@ impl PodRuntime {
             }
             unpin_namespaces(&self.ns_dir(id));
             let _ = std::fs::remove_file(socket);
+        }
+        // The shim answers before it exits: a stopped pod has no shim left when this returns.
+        if let Some(fd) = exit
+            && !wait_exit(fd, SHIM_TIMEOUT).await
+        {
+            warn!(pod = %id, shim_pid = pid, "shim still running after its shutdown");
         }
     }
 
@@ -767,6 +776,33 @@ fn remove_cgroup(cg: &Cgroups, pod: &str, path: &str) {
     if let Err(e) = cg.remove_pod(path) {
         warn!(pod, cgroup = path, error = %e, "remove pod cgroup");
     }
+}
+
+/// A pidfd for `pid` (readable once the process has exited).
+fn pidfd_open(pid: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor this call owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Waits until the process of `pidfd` has exited, at most `timeout`; whether it has.
+async fn wait_exit(pidfd: std::os::fd::OwnedFd, timeout: Duration) -> bool {
+    // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open for as long as it is
+    // registered, and `as_raw_fd` always returns that one descriptor.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+    };
+    let Ok(fd) = registered else {
+        return false;
+    };
+    tokio::time::timeout(timeout, fd.readable())
+        .await
+        .is_ok_and(|ready| ready.is_ok())
 }
 
 /// True if `pid` runs the berth-shim binary (so a recycled PID is never killed).
