@@ -669,7 +669,8 @@ impl PodRuntime {
     }
 
     /// Asks the shim to shut down; if it does not answer, kills it by PID (after checking the
-    /// PID is still a berth-shim) and unpins the namespaces itself.
+    /// PID is still a berth-shim) and unpins the namespaces itself. Returns once it has exited
+    /// (or after [`SHIM_TIMEOUT`]).
     async fn stop_shim(&self, id: &str, socket: &Path, pid: u32) {
         // Taken before asking, so it names this shim even if its PID is reused afterwards.
         let ours = pid != 0 && is_shim(pid);
@@ -831,7 +832,6 @@ fn give_to_userns_root(path: &Path, userns: Option<&IdMap>) -> Result<(), String
     .map_err(|e| format!("give {} to the user namespace's root: {e}", path.display()))
 }
 
-/// Unmounts and removes whatever namespace pins are left in `ns_dir`.
 /// Makes a new network namespace with its loopback down (the shim brings it up) and pins it
 /// at `pin` inside `ns_dir` (created 0711, as the shim makes it). A thread of its own enters
 /// the namespace and ends, so no runtime thread is left in it.
@@ -867,6 +867,7 @@ async fn pin_new_netns(ns_dir: &Path, pin: &Path) -> Result<(), String> {
         .map_err(|_| "network namespace thread ended without an answer".to_string())?
 }
 
+/// Unmounts and removes whatever namespace pins are left in `ns_dir`.
 fn unpin_namespaces(ns_dir: &Path) {
     for name in [
         shim::NS_NET,
