@@ -205,8 +205,9 @@ impl BridgeNetwork {
 
     /// Detaches a stopped pod, finishing in the background: its hostPort rules (if
     /// `has_ports`; a pod without host ports has none) are removed before this returns, so its
-    /// ports are free at once; its veth pair is deleted and then its address released by a
-    /// task on the current tokio runtime. A pod already being detached is left to that task.
+    /// ports are free at once; a task on the current tokio runtime waits for its veth pair to
+    /// go with its network namespace (deleting it after [`NETNS_GRACE`] if it has not) and then
+    /// releases its address. A pod already being detached is left to that task.
     /// [`BridgeNetwork::settle`] waits for the tasks.
     pub async fn detach_deferred(&self, pod_id: &str, has_ports: bool) -> Result<(), NetworkError> {
         validate_pod_id(pod_id)?;
