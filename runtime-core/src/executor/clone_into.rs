@@ -158,12 +158,30 @@ mod tests {
             PathBuf::from("/nonexistent/cgroup.procs"),
             dir.join("cgroup.procs"),
         ];
-        // SAFETY: the child only reads a file, compares and _exits.
+        let expected = format!("0::/{name}");
+        let own_cgroup = c"/proc/self/cgroup";
+        // SAFETY: the child only reads a file into a stack buffer, compares and _exits.
         let forked = unsafe { fork_into(&procs) }.expect("fork");
         match forked.result {
             ForkResult::Child => {
-                let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-                let born_there = own.lines().any(|l| l == format!("0::/{name}"));
+                // clone3 runs no atfork handlers, so a lock another test thread held (malloc's,
+                // say) stays held in the child: it must not allocate. Raw open/read, no heap.
+                let mut buf = [0u8; 4096];
+                // SAFETY: a NUL-terminated path and a buffer of the length given.
+                let n = unsafe {
+                    let fd = libc::open(own_cgroup.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                    if fd < 0 {
+                        -1
+                    } else {
+                        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+                        libc::close(fd);
+                        n
+                    }
+                };
+                let born_there = n > 0
+                    && buf[..n as usize]
+                        .split(|&b| b == b'\n')
+                        .any(|l| l == expected.as_bytes());
                 let code = if born_there && forked.born_in == Some(1) {
                     0
                 } else {
