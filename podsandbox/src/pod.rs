@@ -674,7 +674,9 @@ impl PodRuntime {
     async fn stop_shim(&self, id: &str, socket: &Path, pid: u32) {
         // Taken before asking, so it names this shim even if its PID is reused afterwards.
         let ours = pid != 0 && is_shim(pid);
-        let exit = ours.then(|| pidfd_open(pid).ok()).flatten();
+        let exit = ours
+            .then(|| runtime_core::executor::pidfd_open(pid as i32).ok())
+            .flatten();
         let sock = socket.to_path_buf();
         let asked = client::shutdown(&sock, SHIM_TIMEOUT).await;
         if !matches!(asked, Ok(())) {
@@ -777,18 +779,6 @@ fn remove_cgroup(cg: &Cgroups, pod: &str, path: &str) {
     if let Err(e) = cg.remove_pod(path) {
         warn!(pod, cgroup = path, error = %e, "remove pod cgroup");
     }
-}
-
-/// A pidfd for `pid` (readable once the process has exited).
-fn pidfd_open(pid: u32) -> std::io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor this call owns.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Waits until the process of `pidfd` has exited, at most `timeout`; whether it has.

@@ -9,7 +9,7 @@
 //! seccomp, capabilities, user and no_new_privs exactly like the container process.
 
 use std::convert::Infallible;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
 
 use nix::errno::Errno;
@@ -68,21 +68,16 @@ pub fn exec_in_container(spec: &ExecProcess) -> Result<Pid, ExecError> {
 
 /// A pidfd for the container's process.
 fn pidfd_open(pid: i32) -> Result<OwnedFd, Failure> {
-    // SAFETY: pidfd_open with integer arguments; a non-negative result is a new fd we own.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if raw < 0 {
-        let errno = Errno::last();
-        return Err(if errno == Errno::ESRCH {
+    super::pidfd_open(pid).map_err(|errno| {
+        if errno == Errno::ESRCH {
             Failure::plain(
                 format!("container process {pid} is not running"),
                 Some(errno),
             )
         } else {
             Failure::new(format_args!("pidfd_open {pid}"), errno)
-        });
-    }
-    // SAFETY: pidfd_open returned a new descriptor (O_CLOEXEC by default).
-    Ok(unsafe { OwnedFd::from_raw_fd(raw as i32) })
+        }
+    })
 }
 
 /// Checks that the target process is in the container's cgroup: a recycled PID is not.

@@ -335,6 +335,18 @@ pub struct Stdio {
     pub stderr: OwnedFd,
 }
 
+/// A pidfd for `pid` (close-on-exec; readable once the process has exited): names that
+/// process even if its PID is reused later.
+pub fn pidfd_open(pid: i32) -> nix::Result<OwnedFd> {
+    // SAFETY: pidfd_open with integer arguments; a non-negative result is a new fd we own.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if raw < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    // SAFETY: pidfd_open returned a new descriptor (O_CLOEXEC by default).
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(raw as i32) })
+}
+
 /// Runs `f` (which starts processes) with the calling thread's children born in its own PID
 /// namespace: a pod shim's `pid_for_children` is the pod's shared PID namespace, where a
 /// helper like an OCI runtime must not run (it reads `/proc` by its own PIDs).
