@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -62,9 +62,11 @@ struct ContainerIo {
 
 /// Attacher input taken per loop turn while the container's stdin is backed up.
 const MAX_PENDING_STDIN: usize = 256 * 1024;
-/// Reads of 64 KiB taken from each output pipe when its process exits: 1 MiB, the most a pipe
-/// enlarged with F_SETPIPE_SZ by an unprivileged process holds by default.
+/// Reads of [`READ_CHUNK`] taken from each output pipe when its process exits: 1 MiB, the most
+/// a pipe enlarged with F_SETPIPE_SZ by an unprivileged process holds by default.
 const EXIT_DRAIN_READS: usize = 16;
+/// One read from an output pipe: a default pipe's whole capacity.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// What the shim loop polls for a container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +81,26 @@ pub enum Io {
 #[derive(Default)]
 pub struct Containers {
     by_id: BTreeMap<String, Container>,
+    /// The buffer output is read into (its spare capacity; see [`read_into`]).
+    read_buf: Vec<u8>,
+}
+
+/// Reads up to [`READ_CHUNK`] bytes from `file` into `buf`, which holds exactly them after.
+///
+/// The bytes go into the vector's uninitialised capacity: a zeroed buffer would be touched in
+/// full, and a 64 KiB one on the stack is too (the frame's stack probes), and those pages then
+/// stay in every idle shim's RSS. Pages of fresh heap capacity are touched only as far as
+/// output fills them.
+fn read_into(file: &File, buf: &mut Vec<u8>) -> io::Result<usize> {
+    buf.clear();
+    buf.reserve(READ_CHUNK);
+    // SAFETY: read(2) writes at most READ_CHUNK bytes into the spare capacity just reserved,
+    // and the length is set to what it reported written.
+    let n = unsafe { libc::read(file.as_raw_fd(), buf.as_mut_ptr().cast(), READ_CHUNK) };
+    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+    // SAFETY: the first n bytes were written by read(2) above (n <= READ_CHUNK <= capacity).
+    unsafe { buf.set_len(n) };
+    Ok(n)
 }
 
 fn now_ns() -> i64 {
@@ -187,6 +209,10 @@ impl Containers {
 
     /// Moves attacher input to the container and queued output to attachers, as far as each
     /// can go without blocking; drops attachers that hung up or fell behind.
+    ///
+    /// Not inlined (nor `drain`): the shim's waiting loop keeps a small frame, so that the
+    /// stack its handlers use lies below it and is released after each turn (`shim::trim`).
+    #[inline(never)]
     pub fn pump(&mut self, id: &str) {
         let Some(c) = self.by_id.get_mut(id) else {
             return;
@@ -334,16 +360,17 @@ impl Containers {
     }
 
     /// Moves what is readable on one pipe to the log and attachers; closes it at EOF.
+    #[inline(never)]
     pub fn drain(&mut self, id: &str, stream: Stream) {
         self.drain_bounded(id, stream, usize::MAX);
     }
 
-    /// [`Containers::drain`] with at most `reads` reads of 64 KiB.
+    /// [`Containers::drain`] with at most `reads` reads of [`READ_CHUNK`].
     fn drain_bounded(&mut self, id: &str, stream: Stream, reads: usize) {
-        let Some(c) = self.by_id.get_mut(id) else {
+        let Containers { by_id, read_buf } = self;
+        let Some(c) = by_id.get_mut(id) else {
             return;
         };
-        let mut buf = [0u8; 64 * 1024];
         for _ in 0..reads {
             let pipe = match stream {
                 Stream::Stdout => &mut c.stdout,
@@ -351,7 +378,7 @@ impl Containers {
             };
             let Some(file) = pipe.as_mut() else { return };
             // A PTY's primary side reports EIO once the container side is closed: that is EOF.
-            let read = match file.read(&mut buf) {
+            let read = match read_into(file, read_buf) {
                 Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(0),
                 other => other,
             };
@@ -368,11 +395,11 @@ impl Containers {
                 }
                 Ok(n) => {
                     if let Some(log) = c.log.as_mut()
-                        && let Err(e) = log.write(stream, &buf[..n])
+                        && let Err(e) = log.write(stream, &read_buf[..n])
                     {
                         eprintln!("berth-shim: log of {id}: {e}");
                     }
-                    c.fan_out(stream, &buf[..n]);
+                    c.fan_out(stream, &read_buf[..n]);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

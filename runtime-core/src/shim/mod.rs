@@ -13,6 +13,7 @@ pub mod containers;
 pub mod exec;
 mod reaper;
 mod server;
+mod trim;
 
 pub use binary::ShimBinary;
 pub use server::main;

@@ -22,6 +22,7 @@ use proto::shim::{
 };
 
 use super::containers::{Containers, Io};
+use super::trim;
 use super::{ERROR_PREFIX, NS_IPC, NS_NET, NS_PID, NS_USER, NS_UTS, READY_PREFIX};
 use crate::userns::{self, Helper, IdMap};
 
@@ -376,6 +377,9 @@ impl Pod {
             {
                 break;
             }
+            if sig_ready || conn_ready {
+                trim::release_idle_memory();
+            }
         }
         drop(listener);
         self.teardown();
@@ -414,7 +418,9 @@ impl Pod {
         Ok((ready(&fds[0]), ready(&fds[1]), readable))
     }
 
-    /// Handles pending signals; true means shut down.
+    /// Handles pending signals; true means shut down. Not inlined, like `on_connection`: its
+    /// frame then lies below `serve`'s, where `trim` releases it after each turn.
+    #[inline(never)]
     fn on_signal(&mut self, sigfd: &SignalFd) -> bool {
         let mut stop = false;
         while let Ok(Some(info)) = sigfd.read_signal() {
@@ -444,6 +450,7 @@ impl Pod {
     }
 
     /// Serves one request; true means shut down.
+    #[inline(never)]
     fn on_connection(&mut self, mut stream: UnixStream) -> bool {
         let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
         let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
@@ -535,6 +542,7 @@ impl Pod {
     }
 
     /// Kills the reaper, unpins the namespaces, removes the socket. Idempotent.
+    #[inline(never)]
     fn teardown(&mut self) {
         self.containers.kill_all();
         if let Some(pid) = self.reaper.take() {
