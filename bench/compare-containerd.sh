@@ -13,7 +13,8 @@
 #   EXEC_RUNS [200], CHURN_WORKERS [4], CHURN_SECONDS [30], PULL_RUNS [3], BURST_PODS [110],
 #   BURST_CLIENTS [1,4,16], BURST_ROUNDS [3],
 #   CRUN [0] (1: also pod-start against containerd with crun), RUNC [0] (1: also pod-start of
-#   berth's runc RuntimeClass handler against berth's native executor), OUT_DIR
+#   berth's runc RuntimeClass handler against berth's native executor), BERTH_SHIM [the
+#   static berth-shim beside berthd in target/dist] another berth-shim to run, OUT_DIR
 #   [target/bench-results/<UTC time>]: tables (*.txt), reports (*.json), pod-start.png.
 #
 # Network: containerd's pods use CNI bridge bbn-ctrd on 10.88.250.0/24, berth's built-in
@@ -89,9 +90,11 @@ install_packages() {
 ((BERTH_ONLY)) || install_packages
 ((BERTH_ONLY)) && scripts/install-deps.sh test
 log "building (release)"
-cargo build --release --locked -p cri-server -p runtime-core -p berth-bench --bins
-BIN=$REPO/target/release
-BENCH=$BIN/berth-bench
+# berthd and berth-shim as shipped (the shim linked statically), berth-bench beside cargo's.
+scripts/build-release.sh target/dist >/dev/null
+cargo build --release --locked -p berth-bench --bins
+BIN=$REPO/target/dist
+BENCH=$REPO/target/release/berth-bench
 
 # Persistent state (images, snapshots) of both runtimes on the same disk filesystem; sockets
 # and volatile state under /run (tmpfs, short paths: unix socket paths are limited to 108
@@ -244,6 +247,7 @@ PULL_IMAGE=$REGISTRY/berth-bench/pull:latest
 # --- berthd --------------------------------------------------------------------------------
 mkdir -p "$WORK/berth/net.d"
 cat >"$WORK/berth/berth.toml" <<EOF
+shim_path = "${BERTH_SHIM:-}"
 [log]
 level = "warn"
 [metrics]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the berth Debian package from release binaries with plain dpkg-deb.
-# Usage: packaging/build-deb.sh [BIN_DIR [OUT_DIR]]   (defaults: target/release, target/deb)
+# Usage: packaging/build-deb.sh [BIN_DIR [OUT_DIR]]   (defaults: target/dist, target/deb)
 # Prints the path of the .deb it wrote.
 #
 # Not cargo-deb: the package is two binaries, a unit, a tmpfiles entry and a conffile, which
@@ -10,10 +10,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bin_dir=${1:-target/release}
+bin_dir=${1:-target/dist}
 out_dir=${2:-target/deb}
 for b in berthd berth-shim; do
-    [[ -x $bin_dir/$b ]] || { echo "build-deb: $bin_dir/$b missing: cargo build --release -p cri-server -p runtime-core" >&2; exit 1; }
+    [[ -x $bin_dir/$b ]] || { echo "build-deb: $bin_dir/$b missing: scripts/build-release.sh" >&2; exit 1; }
 done
 
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)

@@ -8,5 +8,5 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh build
 # The built-in pod network programs NAT and host ports with nft.
 command -v nft >/dev/null || apt-get install -y -qq nftables >/dev/null
-cargo build --release --locked -p cri-server -p runtime-core --bin berthd --bin berth-shim
-exec target/release/berthd "$@"
+scripts/build-release.sh target/dist >/dev/null
+exec target/dist/berthd "$@"

@@ -5,12 +5,12 @@
 # installer script run for real against a scratch directory standing in for the host root:
 # the berth it installs serves a pod through its unit's ExecStart (e2e test `packaging`), kubelet
 # is switched to berth and back, and uninstall leaves the scratch root as it found it.
-# Usage: scripts/test-chart.sh [BIN_DIR]  (default target/release; berthd and berth-shim there)
+# Usage: scripts/test-chart.sh [BIN_DIR]  (default target/dist, from scripts/build-release.sh)
 # Needs the tools scripts/install-deps.sh puts in target/ops-tools. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bin_dir=$(realpath "${1:-target/release}")
+bin_dir=$(realpath "${1:-target/dist}")
 tools=target/ops-tools
 helm=$tools/bin/helm
 validate=$tools/venv/bin/kubernetes-validate

@@ -3,14 +3,14 @@
 # it with dpkg -i, checks its files and `systemd-analyze verify` on its unit, runs the unit's
 # ExecStart as systemd would and serves a pod through it (e2e test `packaging`), then purges
 # the package and checks nothing of it is left.
-# Usage: scripts/test-packaging.sh [BIN_DIR]   (default target/release). Run as root.
+# Usage: scripts/test-packaging.sh [BIN_DIR]   (default target/dist, from scripts/build-release.sh). Run as root.
 #
 # It installs the package on this machine for the duration of the test: it refuses to run where
 # berth is already installed or its directories exist, so it cannot clobber a real install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bin_dir=${1:-target/release}
+bin_dir=${1:-target/dist}
 start=$SECONDS
 step() { echo "test-packaging: $*"; }
 fail() { echo "test-packaging: FAILED: $*" >&2; exit 1; }

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds what berth ships into target/dist (or OUT_DIR): berthd, and berth-shim as a static PIE.
+# Usage: scripts/build-release.sh [OUT_DIR]   Prints OUT_DIR.
+#
+# berth-shim runs once per pod. Linked statically it maps no ld.so, libc.so or libgcc_s: each
+# shim kept their relocated data privately and had libc's text mapped in full by fault-around
+# (docs/performance.md, "berth-shim linked statically"). It stays position-independent, so
+# ASLR still places its code. The shim is built for an explicit --target so the static link
+# flags reach only it: with --target, cargo keeps target rustflags away from build scripts and
+# proc macros. A plain `cargo build` still makes a dynamically linked shim (tests use that one).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out=${1:-target/dist}
+host=$(rustc -vV | sed -n 's/^host: //p')
+if [[ -n ${RUSTFLAGS:-} || -n ${CARGO_ENCODED_RUSTFLAGS:-} ]]; then
+    # Either would replace the target rustflags below, and the shim would link dynamically.
+    echo "build-release: unset RUSTFLAGS/CARGO_ENCODED_RUSTFLAGS (they override the shim's static link)" >&2
+    exit 1
+fi
+cargo build --release --locked -p cri-server --bin berthd
+cargo build --release --locked -p runtime-core --bin berth-shim --target "$host" \
+    --config "target.$host.rustflags = [\"-C\", \"target-feature=+crt-static\"]"
+shim=target/$host/release/berth-shim
+if readelf -lW "$shim" | grep -q 'Requesting program interpreter'; then
+    echo "build-release: $shim is dynamically linked" >&2
+    exit 1
+fi
+mkdir -p "$out"
+install -m 0755 target/release/berthd "$shim" "$out/"
+echo "$out"
