@@ -264,49 +264,36 @@ impl PodRuntime {
         clock: &mut StepClock,
     ) -> Result<PodHostState, PodError> {
         let id = spec.id.as_str();
-        let files_dir = self.files_dir(id);
-        done.files = Some(files_dir.clone());
-        self.write_files(spec, &files_dir, None)?;
-        clock.mark("files");
-
-        // The systemd driver's scope is started holding the shim, so it is made after it.
+        let ns_dir = self.ns_dir(id);
+        let netns = (!spec.namespaces.host_network).then(|| ns_dir.join(shim::NS_NET));
+        // Without a user namespace (which must own it), berthd makes the network namespace
+        // itself so the network is wired while the shim starts, instead of after. Its thread
+        // starts first and works while the pod's files and cgroup are made.
+        let premade_net = netns.as_ref().filter(|_| spec.userns.is_none());
+        let pending_net = match premade_net {
+            Some(pin) => {
+                done.netns_pin = Some(pin.clone());
+                Some(start_netns(&ns_dir, pin).map_err(step_err(id, "create network namespace"))?)
+            }
+            None => None,
+        };
+        let files_and_cgroup = self.files_and_cgroup(spec, done, clock);
+        // Awaited whatever the steps above did: a rollback must not race the pinning.
+        let made_net = match pending_net {
+            Some(pending) => Some(pending.await),
+            None => None,
+        };
+        let (files_dir, cgroup) = files_and_cgroup?;
+        if let Some(made) = made_net {
+            made.map_err(step_err(id, "create network namespace"))?;
+            clock.mark("netns");
+        }
+        let socket = self.shim_socket(id);
         let systemd = self
             .cgroups
             .as_ref()
             .is_some_and(|cg| cg.driver() == CgroupDriver::Systemd);
-        let cgroup = match &self.cgroups {
-            Some(cg) => {
-                let path = cg
-                    .pod_path(&spec.cgroup_parent, id)
-                    .map_err(|e| PodError::Invalid(format!("linux.cgroup_parent: {e}")))?;
-                // Named beside the pod's files first, so the start-up sweep can find the
-                // cgroup of a pod whose record is lost (its parent is kubelet's choice).
-                std::fs::write(files_dir.join(POD_CGROUP_FILE), &path)
-                    .map_err(|e| step_io(id, "record pod cgroup", POD_CGROUP_FILE, &e))?;
-                if !systemd {
-                    cg.create_pod(&path, &spec.resources, 0)
-                        .map_err(|e| step_err(id, "create pod cgroup")(e.to_string()))?;
-                    done.cgroup = Some(path.clone());
-                }
-                path
-            }
-            None => String::new(),
-        };
-        clock.mark("cgroup");
 
-        let ns_dir = self.ns_dir(id);
-        let socket = self.shim_socket(id);
-        let netns = (!spec.namespaces.host_network).then(|| ns_dir.join(shim::NS_NET));
-        // Without a user namespace (which must own it), berthd makes the network namespace
-        // itself so the network is wired while the shim starts, instead of after.
-        let premade_net = netns.as_ref().filter(|_| spec.userns.is_none());
-        if let Some(pin) = premade_net {
-            done.netns_pin = Some(pin.clone());
-            pin_new_netns(&ns_dir, pin)
-                .await
-                .map_err(|e| step_err(id, "create network namespace")(e))?;
-            clock.mark("netns");
-        }
         let shim_spec = ShimSpec {
             pod_id: id.into(),
             socket_path: socket.display().to_string(),
@@ -403,6 +390,47 @@ impl PodRuntime {
                 self.networking.label()
             },
         })
+    }
+
+    /// The pod's files (hostname, hosts, resolv.conf) and, except under the systemd driver
+    /// (whose scope is started holding the shim, so made after it), its cgroup; returns the
+    /// files' directory and the cgroup path.
+    fn files_and_cgroup(
+        &self,
+        spec: &PodSpec,
+        done: &mut Started,
+        clock: &mut StepClock,
+    ) -> Result<(PathBuf, String), PodError> {
+        let id = spec.id.as_str();
+        let files_dir = self.files_dir(id);
+        done.files = Some(files_dir.clone());
+        self.write_files(spec, &files_dir, None)?;
+        clock.mark("files");
+        let systemd = self
+            .cgroups
+            .as_ref()
+            .is_some_and(|cg| cg.driver() == CgroupDriver::Systemd);
+        let cgroup = match &self.cgroups {
+            Some(cg) => {
+                let path = cg
+                    .pod_path(&spec.cgroup_parent, id)
+                    .map_err(|e| PodError::Invalid(format!("linux.cgroup_parent: {e}")))?;
+                // Named beside the pod's files first, so the start-up sweep can find the
+                // cgroup of a pod whose record is lost (its parent is kubelet's choice).
+                std::fs::write(files_dir.join(POD_CGROUP_FILE), &path)
+                    .map_err(|e| step_io(id, "record pod cgroup", POD_CGROUP_FILE, &e))?;
+                if !systemd {
+                    cg.create_pod(&path, &spec.resources, 0)
+                        .map_err(|e| step_err(id, "create pod cgroup")(e.to_string()))?;
+                    done.cgroup = Some(path.clone());
+                }
+                path
+            }
+            None => String::new(),
+        };
+        clock.mark("cgroup");
+
+        Ok((files_dir, cgroup))
     }
 
     async fn join_reaper_to_cgroup(&self, id: &str, socket: &Path, cgroup: &str) {
@@ -822,10 +850,14 @@ fn give_to_userns_root(path: &Path, userns: Option<&IdMap>) -> Result<(), String
     .map_err(|e| format!("give {} to the user namespace's root: {e}", path.display()))
 }
 
-/// Makes a new network namespace with its loopback down (the shim brings it up) and pins it
-/// at `pin` inside `ns_dir` (created 0711, as the shim makes it). A thread of its own enters
-/// the namespace and ends, so no runtime thread is left in it.
-async fn pin_new_netns(ns_dir: &Path, pin: &Path) -> Result<(), String> {
+/// Starts making a new network namespace with its loopback down (the shim brings it up),
+/// pinned at `pin` inside `ns_dir` (created 0711, as the shim makes it); the future answers
+/// when it is done. A thread of its own enters the namespace and ends, so no runtime thread is
+/// left in it.
+fn start_netns(
+    ns_dir: &Path,
+    pin: &Path,
+) -> Result<impl Future<Output = Result<(), String>> + use<>, String> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -853,8 +885,10 @@ async fn pin_new_netns(ns_dir: &Path, pin: &Path) -> Result<(), String> {
             let _ = tx.send(made);
         })
         .map_err(|e| format!("start a thread for the network namespace: {e}"))?;
-    rx.await
-        .map_err(|_| "network namespace thread ended without an answer".to_string())?
+    Ok(async move {
+        rx.await
+            .map_err(|_| "network namespace thread ended without an answer".to_string())?
+    })
 }
 
 /// Unmounts and removes whatever namespace pins are left in `ns_dir`.
