@@ -246,9 +246,8 @@ async fn each_step_of_a_pod_start_and_teardown_is_timed() {
             &[
                 "validate",
                 "files",
-                "cgroup",
                 "netns",
-                "shim_spawn_and_network",
+                "shim_network_cgroup",
                 "record_ready",
             ][..],
         ),

@@ -453,6 +453,9 @@ async fn bad_requests_are_rejected_by_field_and_leave_nothing() {
         .map(|r| r.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "pod files left: {left:?}");
+    // The pod cgroup, made while the shim started, is gone with it.
+    let cgroups = e2e::inventory::cgroups_under(&e2e::pods::test_cgroup_parent());
+    assert!(cgroups.is_empty(), "pod cgroups left: {cgroups:?}");
 }
 
 #[tokio::test]

@@ -277,7 +277,8 @@ impl PodRuntime {
             }
             None => None,
         };
-        let files_and_cgroup = self.files_and_cgroup(spec, done, clock);
+        let files_and_cgroup = self.files_and_cgroup(spec, done);
+        clock.mark("files");
         // Awaited whatever the steps above did: a rollback must not race the pinning.
         let made_net = match pending_net {
             Some(pending) => Some(pending.await),
@@ -326,25 +327,34 @@ impl PodRuntime {
                 .await
                 .map_err(|e| step_err(id, "start shim")(e.to_string()))
         };
+        // The pod's cgroup is made alongside: nothing in it runs before the shim answers.
+        let make_cgroup = self.make_pod_cgroup(spec, &cgroup);
         let mut ips = None;
-        let shim_pid = match premade_net {
+        let (shim, made_cgroup) = match premade_net {
             Some(pin) => {
                 done.network = true;
-                let (shim, network) = tokio::join!(spawn, self.attach_network(spec, pin));
-                if let Ok(pid) = &shim {
-                    done.shim_pid = *pid;
-                }
-                ips = Some(network?);
-                clock.mark("shim_spawn_and_network");
-                shim?
+                let (shim, network, made_cgroup) =
+                    tokio::join!(spawn, self.attach_network(spec, pin), make_cgroup);
+                clock.mark("shim_network_cgroup");
+                ips = Some(network);
+                (shim, made_cgroup)
             }
             None => {
-                let pid = spawn.await?;
+                let (shim, made_cgroup) = tokio::join!(spawn, make_cgroup);
                 clock.mark("shim_spawn");
-                pid
+                (shim, made_cgroup)
             }
         };
-        done.shim_pid = shim_pid;
+        // Everything that was made is in `done` before any error returns.
+        if let Ok(pid) = &shim {
+            done.shim_pid = *pid;
+        }
+        if let Ok(true) = &made_cgroup {
+            done.cgroup = Some(cgroup.clone());
+        }
+        let ips = ips.transpose()?;
+        made_cgroup?;
+        let shim_pid = shim?;
         if let (Some(cg), true) = (&self.cgroups, systemd) {
             done.cgroup = Some(cgroup.clone());
             let (cg, path, resources) = (cg.clone(), cgroup.clone(), spec.resources.clone());
@@ -392,24 +402,17 @@ impl PodRuntime {
         })
     }
 
-    /// The pod's files (hostname, hosts, resolv.conf) and, except under the systemd driver
-    /// (whose scope is started holding the shim, so made after it), its cgroup; returns the
-    /// files' directory and the cgroup path.
+    /// Writes the pod's files (hostname, hosts, resolv.conf) and names its cgroup beside them;
+    /// returns the files' directory and the cgroup path.
     fn files_and_cgroup(
         &self,
         spec: &PodSpec,
         done: &mut Started,
-        clock: &mut StepClock,
     ) -> Result<(PathBuf, String), PodError> {
         let id = spec.id.as_str();
         let files_dir = self.files_dir(id);
         done.files = Some(files_dir.clone());
         self.write_files(spec, &files_dir, None)?;
-        clock.mark("files");
-        let systemd = self
-            .cgroups
-            .as_ref()
-            .is_some_and(|cg| cg.driver() == CgroupDriver::Systemd);
         let cgroup = match &self.cgroups {
             Some(cg) => {
                 let path = cg
@@ -419,18 +422,29 @@ impl PodRuntime {
                 // cgroup of a pod whose record is lost (its parent is kubelet's choice).
                 std::fs::write(files_dir.join(POD_CGROUP_FILE), &path)
                     .map_err(|e| step_io(id, "record pod cgroup", POD_CGROUP_FILE, &e))?;
-                if !systemd {
-                    cg.create_pod(&path, &spec.resources, 0)
-                        .map_err(|e| step_err(id, "create pod cgroup")(e.to_string()))?;
-                    done.cgroup = Some(path.clone());
-                }
                 path
             }
             None => String::new(),
         };
-        clock.mark("cgroup");
-
         Ok((files_dir, cgroup))
+    }
+
+    /// Makes the pod's cgroup on a blocking thread (cgroupfs driver; the systemd driver's
+    /// scope is made after the shim, holding it); true when it made one.
+    async fn make_pod_cgroup(&self, spec: &PodSpec, path: &str) -> Result<bool, PodError> {
+        let Some(cg) = self.cgroups.as_ref() else {
+            return Ok(false);
+        };
+        if path.is_empty() || cg.driver() == CgroupDriver::Systemd {
+            return Ok(false);
+        }
+        let (cg, path, resources) = (cg.clone(), path.to_string(), spec.resources.clone());
+        tokio::task::spawn_blocking(move || cg.create_pod(&path, &resources, 0).map(drop))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|made| made.map_err(|e| e.to_string()))
+            .map_err(step_err(&spec.id, "create pod cgroup"))?;
+        Ok(true)
     }
 
     async fn join_reaper_to_cgroup(&self, id: &str, socket: &Path, cgroup: &str) {

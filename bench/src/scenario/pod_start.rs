@@ -30,6 +30,7 @@ const STEP_ORDER: &[&str] = &[
     "cgroup",
     "netns",
     "shim_spawn_and_network",
+    "shim_network_cgroup",
     "shim_spawn",
     "systemd_scope",
     "shim_cgroup",
