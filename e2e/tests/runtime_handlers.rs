@@ -6,7 +6,7 @@
 //! crun 1.8 refuses hybrid cgroup hosts, where its tests check and print that refusal instead
 //! (the cgroup v2 lane, scripts/v2-lane.sh, runs them fully).
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -582,6 +582,12 @@ fn host_bind(container_path: &str, host_path: &Path, readonly: bool) -> cri::Mou
 #[tokio::test]
 async fn runc_runs_a_user_namespace_pod_with_an_idmapped_rootfs_and_volumes() {
     let Some(env) = runc_env().await else { return };
+    // Any runc command (`state`, `delete`, ...) makes the missing parents of its --root 0700:
+    // after a berthd's first runc command was not a start (critest runs its specs in random
+    // order), `<state>/oci` is 0700, and the user namespace's root must still reach its bundle.
+    let oci = env.d.state_dir.join("oci");
+    std::fs::create_dir_all(&oci).expect("oci dir");
+    std::fs::set_permissions(&oci, std::fs::Permissions::from_mode(0o700)).expect("chmod oci");
     let vol = tempfile::tempdir().expect("volume dir");
     std::fs::write(vol.path().join("owned-by-root"), "root's\n").expect("file");
     std::fs::write(vol.path().join("owned-by-1000"), "user's\n").expect("file");

@@ -17,7 +17,7 @@ pub mod image_volumes;
 pub mod spec;
 
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -78,12 +78,19 @@ fn try_start(
     let host = host_parts(req, ns_dir)?;
     remove_bundle(bundle)?;
     if let Some(dir) = bundle.parent() {
-        // Traversable (see `idmapped::grant_bundle`); each bundle stays private.
+        // Traversable (see `idmapped::grant_bundle`); each bundle stays private. Set on the
+        // bundles' directory and its parent even when they exist: any runc command (`state`,
+        // `delete`, ...) makes the missing parents of its `--root`, `<state>/oci/<handler>`,
+        // 0700, and a user namespace's root could then not reach its bundle.
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o711)
             .create(dir)
             .map_err(|e| format!("create {}: {e}", dir.display()))?;
+        for d in [Some(dir), dir.parent()].into_iter().flatten() {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711))
+                .map_err(|e| format!("chmod {}: {e}", d.display()))?;
+        }
     }
     std::fs::DirBuilder::new()
         .mode(0o700)
