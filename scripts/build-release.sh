@@ -4,7 +4,7 @@
 #
 # berth-shim runs once per pod. Linked statically it maps no ld.so, libc.so or libgcc_s: each
 # shim kept their relocated data privately and had libc's text mapped in full by fault-around
-# (docs/performance.md, "berth-shim linked statically"). It stays position-independent, so
+# (docs/performance.md, "berth-shim's memory, by mapping"). It stays position-independent, so
 # ASLR still places its code. The shim is built for an explicit --target so the static link
 # flags reach only it: with --target, cargo keeps target rustflags away from build scripts and
 # proc macros. A plain `cargo build` still makes a dynamically linked shim (tests use that one).
