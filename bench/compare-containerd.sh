@@ -14,7 +14,8 @@
 #   BURST_CLIENTS [1,4,16], BURST_ROUNDS [3],
 #   CRUN [0] (1: also pod-start against containerd with crun), RUNC [0] (1: also pod-start of
 #   berth's runc RuntimeClass handler against berth's native executor), BERTH_SHIM [the
-#   static berth-shim beside berthd in target/dist] another berth-shim to run, OUT_DIR
+#   static berth-shim beside berthd in target/dist] another shim to run (a file named
+#   berth-shim, so the helper pattern finds its processes), OUT_DIR
 #   [target/bench-results/<UTC time>]: tables (*.txt), reports (*.json), pod-start.png.
 #
 # Network: containerd's pods use CNI bridge bbn-ctrd on 10.88.250.0/24, berth's built-in
