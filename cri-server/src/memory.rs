@@ -1,6 +1,7 @@
 //! Keeping berthd's resident memory small: a pull allocates tens of MiB of buffers across
 //! worker threads (decompression, hashing, TLS), and glibc's malloc keeps freed memory in
-//! per-thread arenas. berthd caps the arenas and trims after each pull.
+//! per-thread arenas. berthd caps the arenas, and trims after each pull
+//! (`runtime_core::memory::release_free_heap`).
 
 /// Caps malloc arenas and lowers the thresholds at which freed memory goes back to the
 /// kernel. Call first thing in `main`, before any thread exists.
@@ -10,13 +11,5 @@ pub fn tune_allocator() {
         libc::mallopt(libc::M_ARENA_MAX, 2);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-    }
-}
-
-/// Returns free heap memory to the kernel (after a pull).
-pub fn release_free_memory() {
-    // SAFETY: malloc_trim is thread-safe and only releases free memory.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }

@@ -10,6 +10,7 @@ pub mod cgroups;
 pub mod checkpoint;
 pub mod executor;
 pub mod logs;
+pub mod memory;
 pub mod mount_api;
 pub mod oci;
 pub mod seccomp;

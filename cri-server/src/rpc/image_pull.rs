@@ -19,7 +19,7 @@ pub async fn pull_image(
     let cred = credential(req.auth.as_ref())?;
     let started = std::time::Instant::now();
     let pulled = state.images.pull(image, cred.as_ref()).await;
-    crate::memory::release_free_memory();
+    runtime_core::memory::release_free_heap();
     let bytes = pulled.as_ref().map_or(0, |o| o.bytes_fetched);
     state
         .metrics

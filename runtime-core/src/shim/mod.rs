@@ -13,7 +13,6 @@ pub mod containers;
 pub mod exec;
 mod reaper;
 mod server;
-mod trim;
 
 pub use binary::ShimBinary;
 pub use server::main;

@@ -22,7 +22,6 @@ use proto::shim::{
 };
 
 use super::containers::{Containers, Io};
-use super::trim;
 use super::{ERROR_PREFIX, NS_IPC, NS_NET, NS_PID, NS_USER, NS_UTS, READY_PREFIX};
 use crate::userns::{self, Helper, IdMap};
 
@@ -378,7 +377,7 @@ impl Pod {
                 break;
             }
             if sig_ready || conn_ready {
-                trim::release_idle_memory();
+                crate::memory::release_idle_memory();
             }
         }
         drop(listener);
@@ -419,7 +418,7 @@ impl Pod {
     }
 
     /// Handles pending signals; true means shut down. Not inlined, like `on_connection`: its
-    /// frame then lies below `serve`'s, where `trim` releases it after each turn.
+    /// frame then lies below `serve`'s, where `memory::release_idle_memory` releases it after each turn.
     #[inline(never)]
     fn on_signal(&mut self, sigfd: &SignalFd) -> bool {
         let mut stop = false;

@@ -1,4 +1,5 @@
-//! Gives memory an idle shim no longer uses back to the kernel.
+//! Gives memory a process no longer uses back to the kernel: free heap pages (berthd after a
+//! pull, berth-shim after each request) and, for berth-shim, the stack below its waiting loop.
 //!
 //! A shim spends its life waiting in `poll`. Handling a request (starting a container builds
 //! its plan, mounts and spec on the stack and heap) leaves the stack pages those calls touched
@@ -16,7 +17,13 @@ const KEEP_BELOW: usize = 2;
 #[inline(never)]
 pub fn release_idle_memory() {
     release_stack_below_here();
-    // SAFETY: malloc_trim only releases pages malloc holds free; no pointer is invalidated.
+    release_free_heap();
+}
+
+/// Returns the heap pages malloc holds free to the kernel.
+pub fn release_free_heap() {
+    // SAFETY: malloc_trim is thread-safe and only releases pages malloc holds free; no pointer
+    // is invalidated.
     #[cfg(target_env = "gnu")]
     unsafe {
         libc::malloc_trim(0);
