@@ -469,13 +469,27 @@ async fn devices_are_granted_and_everything_else_is_denied() {
         host_path: "/etc/hostname".into(),
         permissions: "rw".into(),
     }];
-    let id = e.create(&pod, &pc, bad).await.expect("create");
-    let err = e.start(&id).await.expect_err("not a device");
+    // Refused by CreateContainer, as containerd does (its device filter is made there).
+    let err = e.create(&pod, &pc, bad).await.expect_err("not a device");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(
         err.message().contains("config.devices[0].host_path"),
         "{}",
         err.message()
+    );
+    let left =
+        e.d.runtime()
+            .await
+            .expect("client")
+            .list_containers(ListContainersRequest::default())
+            .await
+            .expect("ListContainers")
+            .into_inner()
+            .containers;
+    assert!(
+        left.iter()
+            .all(|c| c.metadata.as_ref().is_some_and(|m| m.name != "baddev")),
+        "refused container kept: {left:?}"
     );
 }
 
@@ -722,6 +736,67 @@ fn hugetlb_enforced() -> bool {
     } else {
         Path::new("/sys/fs/cgroup/hugetlb/tasks").exists()
     }
+}
+
+#[tokio::test]
+async fn create_whose_cgroup_the_kernel_refuses_leaves_nothing() {
+    let Some(e) = env().await else { return };
+    let pc = e.pod("refused-limit");
+    let pod = e.run_pod(&pc).await;
+    // CreateContainer makes the cgroup (as `runc create` does in containerd's).
+    let good = e
+        .create(&pod, &pc, e.container("good", &["true"]))
+        .await
+        .expect("create");
+    let cg = e.cgroup_path(&good).await;
+    let pod_cg = Path::new(&cg).parent().expect("pod cgroup").to_path_buf();
+    let hierarchy = if unified_cgroups() {
+        PathBuf::from("/sys/fs/cgroup")
+    } else {
+        PathBuf::from("/sys/fs/cgroup/memory")
+    };
+    let children = || {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(hierarchy.join(&pod_cg))
+            .expect("pod cgroup dir")
+            .flatten()
+            .map(|d| d.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        dirs
+    };
+    let before = children();
+    assert!(
+        before.contains(&hierarchy.join(&cg)),
+        "created container has no cgroup: {before:?}"
+    );
+    // A CPU the host does not have: the kernel refuses the cgroup's cpuset.
+    let mut bad = e.container("bad", &["true"]);
+    bad.linux.get_or_insert_with(Default::default).resources = Some(LinuxContainerResources {
+        cpuset_cpus: "4095".into(),
+        ..Default::default()
+    });
+    let err = e.create(&pod, &pc, bad).await.expect_err("cpuset refused");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(
+        err.message().contains("config.linux.resources"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(children(), before, "the refused container's cgroup is left");
+    let names: Vec<String> =
+        e.d.runtime()
+            .await
+            .expect("client")
+            .list_containers(ListContainersRequest::default())
+            .await
+            .expect("ListContainers")
+            .into_inner()
+            .containers
+            .into_iter()
+            .filter_map(|c| c.metadata.map(|m| m.name))
+            .collect();
+    assert_eq!(names, ["good"], "the refused container is kept");
 }
 
 #[tokio::test]

@@ -238,7 +238,8 @@ async fn updates_are_validated_and_follow_the_container_state() {
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
     assert!(err.message().contains("cgroup.procs"), "{}", err.message());
 
-    // A created container gets its updated limits when it starts.
+    // A created container has its cgroup already (CreateContainer makes it, as `runc create`
+    // does in containerd's): the update is written to it, and the container starts in it.
     let limit = LinuxContainerResources {
         memory_limit_in_bytes: 40 << 20,
         ..Default::default()
@@ -246,9 +247,37 @@ async fn updates_are_validated_and_follow_the_container_state() {
     update(&e.d, &created, Some(limit))
         .await
         .expect("update created");
-    e.start(&created).await.expect("start");
     let cgroup = e.cgroup_path(&created).await;
     assert_eq!(host_limits(&cgroup).0, (40u64 << 20).to_string());
+    e.start(&created).await.expect("start");
+    assert_eq!(e.cgroup_path(&created).await, cgroup);
+    assert_eq!(host_limits(&cgroup).0, (40u64 << 20).to_string());
+
+    // Removing a container that never started removes the cgroup CreateContainer made.
+    let unstarted = e
+        .create(&pod, &pc, e.container("never", &["true"]))
+        .await
+        .expect("create");
+    let cgroup = e.cgroup_path(&unstarted).await;
+    assert!(!host_limits(&cgroup).0.is_empty());
+    e.d.runtime()
+        .await
+        .expect("client")
+        .remove_container(cri::RemoveContainerRequest {
+            container_id: unstarted.clone(),
+        })
+        .await
+        .expect("RemoveContainer");
+    let memory_dir = if unified_cgroups() {
+        std::path::Path::new("/sys/fs/cgroup").join(&cgroup)
+    } else {
+        std::path::Path::new("/sys/fs/cgroup/memory").join(&cgroup)
+    };
+    assert!(
+        !memory_dir.exists(),
+        "cgroup of a removed container left: {}",
+        memory_dir.display()
+    );
 
     // An exited container only has them recorded (containerd does the same).
     let done = e.run(&pod, &pc, e.container("done", &["true"])).await;

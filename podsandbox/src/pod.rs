@@ -739,20 +739,35 @@ impl PodRuntime {
         }
     }
 
-    /// Creates a container's cgroup under its pod's with `resources`; returns its path and the
-    /// `cgroup.procs` files the container process joins. `None` without cgroups.
-    pub fn container_cgroup(
+    /// Where a container's cgroup goes under its pod's; `None` without cgroups.
+    pub fn container_cgroup_path(&self, pod_cgroup: &str, id: &str) -> Option<String> {
+        (self.cgroups.is_some() && !pod_cgroup.is_empty())
+            .then(|| format!("{pod_cgroup}/{}", &id[..id.len().min(12)]))
+    }
+
+    /// Starts creating container cgroup `path` with `resources` on a blocking thread, now
+    /// (not when the future is first polled), so the caller can do other work meanwhile; the
+    /// future gives the `cgroup.procs` files the container process joins. A cgroup the
+    /// kernel refuses a limit of is removed again.
+    pub fn make_container_cgroup(
         &self,
-        pod_cgroup: &str,
-        id: &str,
-        resources: &CgroupResources,
-    ) -> Result<Option<(String, Vec<PathBuf>)>, String> {
-        let (Some(cg), false) = (&self.cgroups, pod_cgroup.is_empty()) else {
-            return Ok(None);
-        };
-        let path = format!("{pod_cgroup}/{}", &id[..id.len().min(12)]);
-        let c = cg.create(&path, resources).map_err(|e| e.to_string())?;
-        Ok(Some((path, c.procs_files())))
+        path: &str,
+        resources: CgroupResources,
+    ) -> impl Future<Output = Result<Vec<PathBuf>, String>> + use<> {
+        let made = self.cgroups.clone().map(|cg| {
+            let path = path.to_string();
+            tokio::task::spawn_blocking(move || {
+                cg.create(&path, &resources)
+                    .map(|c| c.procs_files())
+                    .map_err(|e| e.to_string())
+            })
+        });
+        async move {
+            match made {
+                Some(task) => task.await.map_err(|e| e.to_string())?,
+                None => Err("no cgroups on this host".into()),
+            }
+        }
     }
 
     /// The `cgroup.procs` files of an existing container cgroup (what an exec joins); empty

@@ -1,10 +1,12 @@
 //! Creating a container: under its pod's lock, with the pod Ready, resolve the image and
 //! derive the process, build the record (log path, upper/work directories, image volumes),
-//! let NRI plugins adjust it, reserve its name and write the record, make its writable
-//! layer's directories (or move a checkpoint's in), and hold its image. A failure after the
-//! reservation undoes each finished step (the record, NRI's create) so nothing of the
-//! container remains. Nothing runs yet: the root is mounted and the process started by
-//! [`super::start`]. The CRI request is checked before this by `rpc/container_create.rs`.
+//! let NRI plugins adjust it, make its cgroup while reserving its name and writing the
+//! record, make its writable layer's directories (or move a checkpoint's in), and hold its
+//! image. A failure after the reservation undoes each finished step (the cgroup, the record,
+//! NRI's create) so nothing of the container remains. Nothing runs yet: the root is mounted
+//! and the process started by [`super::start`] (as `runc create` makes the cgroup in
+//! containerd's CreateContainer, which also takes it off StartContainer's path). The CRI
+//! request is checked before this by `rpc/container_create.rs`.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -12,6 +14,7 @@ use crate::error::Error;
 use proto::cri::{ContainerConfig, ContainerEventType};
 use tracing::info;
 
+use crate::container::cgroup;
 use crate::container::restore::Restoring;
 use crate::container::spec::process_spec;
 use crate::state::DaemonState;
@@ -115,7 +118,23 @@ pub async fn create(
     // NRI: plugins adjust the container before it is recorded (a refusal leaves nothing).
     let _nri = crate::nri_hooks::guard(state).await; // held until the container is recorded
     let nri_updates = crate::nri_hooks::create_container(state, &pod, &mut rec).await?;
+    // The cgroup, with the limits as NRI left them, is made on a blocking thread while the
+    // record (which names it) is written.
+    let cgroup = match cgroup::limits(&rec.config)
+        .and_then(|(limits, _)| Ok((cgroup::path(state, &pod, &id)?, limits)))
+    {
+        Ok((path, limits)) => {
+            rec.cgroup = path;
+            cgroup::make(state, &rec.cgroup, limits)
+        }
+        Err(e) => {
+            crate::nri_hooks::undo_create(state, &pod, &rec).await; // NRI
+            return Err(e);
+        }
+    };
     if let Err(e) = crate::store::containers::reserve(&state.containers, rec.clone()) {
+        let _ = cgroup.await;
+        state.pod_runtime.remove_container_cgroup(&rec.cgroup);
         crate::nri_hooks::undo_create(state, &pod, &rec).await; // NRI
         return Err(match e {
             ReserveError::Conflict(existing) => Error::already_exists(format!(
@@ -127,17 +146,16 @@ pub async fn create(
         });
     }
     failpoint::hit("create_container.after_record");
-    for d in [&rec.upper, &rec.work] {
-        if let Err(e) = std::fs::create_dir_all(d) {
-            let _ = state.containers.remove(&id);
-            crate::nri_hooks::undo_create(state, &pod, &rec).await; // NRI
-            return Err(Error::io(&format!("create {}", d.display()), &e));
+    let made = cgroup.await.and_then(|_| {
+        for d in [&rec.upper, &rec.work] {
+            std::fs::create_dir_all(d)
+                .map_err(|e| Error::io(&format!("create {}", d.display()), &e))?;
         }
-    }
-    if let Some(r) = restoring
-        && let Err(e) = r.apply(&rec)
-    {
+        restoring.map_or(Ok(()), |r| r.apply(&rec))
+    });
+    if let Err(e) = made {
         let _ = state.containers.remove(&id);
+        state.pod_runtime.remove_container_cgroup(&rec.cgroup);
         crate::nri_hooks::undo_create(state, &pod, &rec).await; // NRI
         return Err(e);
     }

@@ -3,6 +3,7 @@
 //! processes, and what each runtime handler supports. The RPC files in `rpc/` only check
 //! and convert the CRI request and call in here.
 
+pub mod cgroup;
 pub mod create;
 pub mod exec_process;
 pub mod handler;

@@ -8,12 +8,12 @@ use std::time::Duration;
 use crate::error::Error;
 use proto::cri::{self, ContainerEventType, NamespaceMode};
 use proto::shim::{MountSpec, ShimRequest, StartContainer, shim_request::Kind};
-use runtime_core::cgroups::CgroupResources;
 use runtime_core::executor;
 use runtime_core::shim::client;
 use runtime_core::steps::StepClock;
 use tracing::{info, warn};
 
+use crate::container::cgroup;
 use crate::lifecycle::events;
 use crate::lifecycle::record;
 use crate::state::DaemonState;
@@ -48,33 +48,18 @@ pub async fn start(state: &DaemonState, id: &str) -> Result<(), Error> {
     clock.mark("find");
     crate::nri_hooks::start_container(state, &pod, &rec).await?; // NRI
     clock.mark("nri");
-    let devices = devices(&rec.config)?;
-    let mut limits = resources(&rec.config);
-    limits.device_rules = Some(device_rules(&rec.config, &devices));
-    let cgroup = state
-        .pod_runtime
-        .container_cgroup(&pod.host.cgroup, &rec.id, &limits);
-    let (cgroup_path, procs) = match cgroup {
-        Ok(Some((path, procs))) => (path, procs),
-        // Fail closed: no cgroup means no device filter.
-        Ok(None) => {
-            return Err(Error::failed_precondition(format!(
-                "container {}: pod {} has no cgroup; berth does not start containers without a device cgroup",
-                rec.id, pod.id
-            )));
-        }
-        Err(e) => {
-            return Err(Error::invalid(format!("config.linux.resources: {e}")));
-        }
-    };
-    rec.cgroup = cgroup_path;
+    let (limits, devices) = cgroup::limits(&rec.config)?;
+    let ((cgroup_path, procs), made_now) = cgroup::ensure(state, &pod, &rec, &limits).await?;
     clock.mark("cgroup");
-    // Recorded before the shim starts anything, so that a crash from here on leaves a record
-    // naming the cgroup that start-up recovery reconciles with the shim.
-    // Live state: the cgroup does not outlive a machine crash (see `update_live`).
-    if let Err(e) = state.containers.update_live(rec.clone()) {
-        state.pod_runtime.remove_container_cgroup(&rec.cgroup);
-        return Err(Error::io(&format!("record container {id}"), &e));
+    if made_now && rec.cgroup != cgroup_path {
+        rec.cgroup = cgroup_path;
+        // Recorded before the shim starts anything, so that a crash from here on leaves a
+        // record naming the cgroup that start-up recovery reconciles with the shim.
+        // Live state: the cgroup does not outlive a machine crash (see `update_live`).
+        if let Err(e) = state.containers.update_live(rec.clone()) {
+            state.pod_runtime.remove_container_cgroup(&rec.cgroup);
+            return Err(Error::io(&format!("record container {id}"), &e));
+        }
     }
     clock.mark("record_created");
     failpoint::hit("start_container.before_shim");
@@ -281,118 +266,6 @@ pub fn apparmor_setting(sc: &cri::LinuxContainerSecurityContext) -> Result<(i32,
     apparmor::validate(&profile)
         .map_err(|e| Error::invalid(format!("linux.security_context.apparmor: {e}")))?;
     Ok((kind, p.localhost_ref.clone()))
-}
-
-/// A host device given to the container.
-struct DeviceGrant {
-    rule: String,
-    mount: MountSpec,
-}
-
-/// The CRI `devices`, checked on the host: each must be a character or block device node.
-fn devices(config: &cri::ContainerConfig) -> Result<Vec<DeviceGrant>, Error> {
-    use nix::sys::stat::{SFlag, major, minor, stat};
-    let mut out = Vec::new();
-    for (i, d) in config.devices.iter().enumerate() {
-        let field = format!("config.devices[{i}]");
-        if !d.container_path.starts_with('/') {
-            return Err(Error::invalid(format!(
-                "{field}.container_path `{}` must be absolute",
-                d.container_path
-            )));
-        }
-        let st = stat(d.host_path.as_str())
-            .map_err(|e| Error::invalid(format!("{field}.host_path `{}`: {e}", d.host_path)))?;
-        let kind = match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
-            SFlag::S_IFCHR => 'c',
-            SFlag::S_IFBLK => 'b',
-            _ => {
-                return Err(Error::invalid(format!(
-                    "{field}.host_path `{}` is not a device node",
-                    d.host_path
-                )));
-            }
-        };
-        let perms = if d.permissions.is_empty() {
-            "rwm".to_string()
-        } else {
-            d.permissions.clone()
-        };
-        if perms.chars().any(|c| !"rwm".contains(c)) {
-            return Err(Error::invalid(format!(
-                "{field}.permissions `{perms}` must be made of r, w and m"
-            )));
-        }
-        out.push(DeviceGrant {
-            rule: format!("{kind} {}:{} {perms}", major(st.st_rdev), minor(st.st_rdev)),
-            mount: MountSpec {
-                destination: d.container_path.clone(),
-                source: d.host_path.clone(),
-                readonly: !perms.contains('w'),
-                ..Default::default()
-            },
-        });
-    }
-    Ok(out)
-}
-
-/// The device cgroup rules: every device for privileged containers, else runc's default set
-/// (mknod of any node, use of null/zero/full/random/urandom/tty/ptmx/pts/tun) plus the grants.
-fn device_rules(config: &cri::ContainerConfig, grants: &[DeviceGrant]) -> Vec<String> {
-    let privileged = config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-        .is_some_and(|s| s.privileged);
-    if privileged {
-        return vec!["a".into()];
-    }
-    let defaults = [
-        "c *:* m",
-        "b *:* m",
-        "c 1:3 rwm",
-        "c 1:5 rwm",
-        "c 1:7 rwm",
-        "c 1:8 rwm",
-        "c 1:9 rwm",
-        "c 5:0 rwm",
-        "c 5:2 rwm",
-        "c 136:* rwm",
-        "c 10:200 rwm",
-    ];
-    let mut rules: Vec<String> = defaults.iter().map(|r| r.to_string()).collect();
-    rules.extend(grants.iter().map(|g| g.rule.clone()));
-    rules
-}
-
-/// The container cgroup's limits from its CRI resources.
-fn resources(config: &cri::ContainerConfig) -> CgroupResources {
-    match config.linux.as_ref().and_then(|l| l.resources.as_ref()) {
-        Some(r) => cgroup_resources(r),
-        None => CgroupResources::default(),
-    }
-}
-
-/// CRI container resources as cgroup limits (zero and empty fields leave a limit unset).
-pub fn cgroup_resources(r: &cri::LinuxContainerResources) -> CgroupResources {
-    let pos = |v: i64| (v > 0).then_some(v);
-    CgroupResources {
-        cpu_shares: pos(r.cpu_shares).map(|v| v as u64),
-        // -1: no quota (what lifts an earlier quota on update).
-        cpu_quota: (r.cpu_quota != 0).then_some(r.cpu_quota.max(-1)),
-        cpu_period: pos(r.cpu_period).map(|v| v as u64),
-        cpuset_cpus: (!r.cpuset_cpus.is_empty()).then(|| r.cpuset_cpus.clone()),
-        cpuset_mems: (!r.cpuset_mems.is_empty()).then(|| r.cpuset_mems.clone()),
-        memory_limit: pos(r.memory_limit_in_bytes),
-        memory_swap_limit: pos(r.memory_swap_limit_in_bytes),
-        hugepage_limits: r
-            .hugepage_limits
-            .iter()
-            .map(|h| (h.page_size.clone(), h.limit))
-            .collect(),
-        unified: r.unified.clone().into_iter().collect(),
-        ..Default::default()
-    }
 }
 
 /// For a container whose PID namespace mode is TARGET (`kubectl debug --target`): the PID

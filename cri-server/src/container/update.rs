@@ -2,9 +2,9 @@
 //!
 //! As in containerd, the request's fields that are set (non-zero, non-empty) replace the
 //! container's recorded resources and the others keep their values; the result is recorded
-//! (so `ContainerStatus.resources` shows it) and, for a running container, written to its
-//! cgroup. A created container gets the new limits when it starts; an exited one only has them
-//! recorded. `oom_score_adj` is not changed on a running container (runc does not either).
+//! (so `ContainerStatus.resources` shows it) and, for a running or created container, written
+//! to its cgroup (CreateContainer makes it; a created container without one gets the recorded
+//! limits when StartContainer makes it); an exited one only has them recorded. `oom_score_adj` is not changed on a running container (runc does not either).
 //!
 //! The memory limits are written first: when the kernel refuses a memory limit below what the
 //! container uses and cannot reclaim (EBUSY on cgroup v1), nothing has changed and the answer
@@ -21,7 +21,7 @@ use proto::cri::{
 use runtime_core::cgroups::{CgroupError, CgroupResources};
 use tracing::{info, warn};
 
-use crate::container::start::cgroup_resources;
+use crate::container::cgroup::cgroup_resources;
 use crate::lifecycle::record::find;
 use crate::lifecycle::refresh::refresh;
 use crate::state::DaemonState;
@@ -55,7 +55,12 @@ pub async fn update_resources(
     cgroup_resources(&merged)
         .check()
         .map_err(|e| Error::invalid(format!("linux: {e}")))?;
-    if rec.phase == ContainerPhase::Running {
+    let has_cgroup = match rec.phase {
+        ContainerPhase::Running => true,
+        ContainerPhase::Created => !rec.cgroup.is_empty(),
+        ContainerPhase::Exited => false,
+    };
+    if has_cgroup {
         apply(state, &rec, &old, &merged)?;
     }
     let saved = state
@@ -230,7 +235,7 @@ fn host_set(path: &str) -> BTreeSet<u32> {
         .unwrap_or_default()
 }
 
-/// Writes `merged` to the running container's cgroup: memory first (a refusal leaves
+/// Writes `merged` to the container's cgroup: memory first (a refusal leaves
 /// everything as it was), then the rest; if the rest fails, memory goes back to `old`.
 fn apply(
     state: &DaemonState,

@@ -4,9 +4,10 @@
 //! no guess:
 //! - a pod whose creation never finished is torn down (network, shim, namespaces, cgroup,
 //!   files) and left NotReady; a pod whose stop was interrupted is stopped again;
-//! - a container whose creation never finished (no writable layer yet) is removed; one whose
-//!   start was interrupted is adopted if its shim runs it, else its cgroup is removed and it
-//!   stays Created;
+//! - a container whose creation never finished (no writable layer yet) is removed with its
+//!   cgroup; a Created one is adopted if its shim runs it (its start was interrupted), else
+//!   its cgroup (made by CreateContainer, or by a start cut short) is removed, StartContainer
+//!   makes it again, and it stays Created;
 //! - layer snapshots an interrupted pull committed without recording its image are removed.
 //!
 //! Pods whose shim is alive are picked up as they are; containers' exits during the downtime
@@ -93,6 +94,7 @@ async fn reconcile_containers(state: &DaemonState) {
     {
         if !rec.upper.exists() {
             warn!(container_id = %rec.id, "container creation was interrupted; removing it");
+            state.pod_runtime.remove_container_cgroup(&rec.cgroup);
             if let Err(e) = state.containers.remove(&rec.id) {
                 warn!(container_id = %rec.id, error = %e, "remove interrupted container");
             }
@@ -103,8 +105,9 @@ async fn reconcile_containers(state: &DaemonState) {
     }
 }
 
-/// A container whose start was cut short: adopted if its shim runs (or ran) it, else its
-/// cgroup is removed and it stays Created.
+/// A Created container with a cgroup: adopted if its shim runs (or ran) it, its start cut
+/// short; else its cgroup, which a start cut short may have left a process in, is removed
+/// (StartContainer makes it again) and it stays Created.
 async fn settle_interrupted_start(state: &DaemonState, mut rec: ContainerRecord) {
     let info = match state.pods.get(&rec.pod_id) {
         Some(pod) => {
@@ -127,7 +130,7 @@ async fn settle_interrupted_start(state: &DaemonState, mut rec: ContainerRecord)
             rec.started_at = info.started_at;
         }
         None => {
-            warn!(container_id = %rec.id, "container start was interrupted before it ran; it stays Created");
+            info!(container_id = %rec.id, "container not started (or its start was interrupted before it ran); it stays Created");
             state.pod_runtime.remove_container_cgroup(&rec.cgroup);
             rec.cgroup.clear();
         }
