@@ -211,7 +211,8 @@ impl Containers {
     /// can go without blocking; drops attachers that hung up or fell behind.
     ///
     /// Not inlined (nor `drain`): the shim's waiting loop keeps a small frame, so that the
-    /// stack its handlers use lies below it and is released after each turn (`memory::release_idle_memory`).
+    /// stack its handlers use lies below it and is released when the shim is idle
+    /// (`memory::release_idle_memory`).
     #[inline(never)]
     pub fn pump(&mut self, id: &str) {
         let Some(c) = self.by_id.get_mut(id) else {

@@ -25,6 +25,12 @@ use super::containers::{Containers, Io};
 use super::{ERROR_PREFIX, NS_IPC, NS_NET, NS_PID, NS_USER, NS_UTS, READY_PREFIX};
 use crate::userns::{self, Helper, IdMap};
 
+/// How long (ms) the shim must have had nothing to do before it gives memory back
+/// (`memory::release_idle_memory`): requests that come together (a pod's start, its container's
+/// create and start) do not each map its code in again, and the release's own work (reading
+/// `/proc/self/smaps`) stays off their answers.
+const IDLE_RELEASE_MS: u16 = 1000;
+
 /// Entry point of the `berth-shim` binary: `berth-shim <spec-file>`.
 pub fn main() -> ExitCode {
     harden();
@@ -376,15 +382,14 @@ impl Pod {
             {
                 break;
             }
-            if sig_ready || conn_ready {
-                crate::memory::release_idle_memory();
-            }
         }
         drop(listener);
         self.teardown();
     }
 
-    /// Blocks until the socket, a signal or a container's output is ready.
+    /// Blocks until the socket, a signal or a container's output is ready. After
+    /// `IDLE_RELEASE_MS` with nothing to do, it gives memory back
+    /// (`memory::release_idle_memory`) and waits on.
     #[allow(clippy::type_complexity)]
     fn wait(
         &self,
@@ -401,8 +406,13 @@ impl Pod {
                 .iter()
                 .map(|(_, _, fd, events)| PollFd::new(*fd, *events)),
         );
+        let mut timeout = PollTimeout::from(IDLE_RELEASE_MS);
         loop {
-            match poll(&mut fds, PollTimeout::NONE) {
+            match poll(&mut fds, timeout) {
+                Ok(0) if timeout != PollTimeout::NONE => {
+                    crate::memory::release_idle_memory();
+                    timeout = PollTimeout::NONE;
+                }
                 Ok(_) => break,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(e),
@@ -418,7 +428,8 @@ impl Pod {
     }
 
     /// Handles pending signals; true means shut down. Not inlined, like `on_connection`: its
-    /// frame then lies below `serve`'s, where `memory::release_idle_memory` releases it after each turn.
+    /// frame then lies below `serve`'s, where `memory::release_idle_memory` (called by `wait`
+    /// when the shim is idle) releases it.
     #[inline(never)]
     fn on_signal(&mut self, sigfd: &SignalFd) -> bool {
         let mut stop = false;
