@@ -25,27 +25,29 @@ const KEEP_BELOW: usize = 2;
 /// read-only file mappings (the program's code and constants) to the kernel.
 #[inline(never)]
 pub fn release_idle_memory() {
+    // Found first, so that the heap the search used is trimmed with the rest; dropped last,
+    // so that little code runs (and maps its pages again) after.
+    let files = clean_file_ranges();
     release_stack_below_here();
     release_free_heap();
-    release_file_pages();
+    drop_file_pages(&files);
 }
 
-/// Drops the page-cache pages mapped by read-only private file mappings that have no private
-/// page (see the module doc); they are mapped again when next used. Called last before the
-/// shim blocks in `poll`: what runs after the drop maps its code again, so the drop frees
-/// nothing on the heap (the map is freed before) and returns straight to the poll.
-fn release_file_pages() {
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-        return;
-    };
+/// Up to 16 read-only private file mappings with no private page (see the module doc), as
+/// (start, length); unused slots are empty.
+fn clean_file_ranges() -> [(usize, usize); 16] {
     let mut ranges = [(0usize, 0usize); 16];
-    let mut n = 0;
-    for (slot, range) in ranges.iter_mut().zip(clean_file_mappings(&smaps)) {
-        *slot = range;
-        n += 1;
+    if let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") {
+        for (slot, range) in ranges.iter_mut().zip(clean_file_mappings(&smaps)) {
+            *slot = range;
+        }
     }
-    drop(smaps);
-    for &(start, len) in &ranges[..n] {
+    ranges
+}
+
+/// Drops the page-cache pages `ranges` map; they are mapped again when next used.
+fn drop_file_pages(ranges: &[(usize, usize)]) {
+    for &(start, len) in ranges.iter().filter(|r| r.1 > 0) {
         // SAFETY: the range is a read-only private file mapping holding no private page, so
         // every mapped page is a page-cache page equal to the file; MADV_DONTNEED unmaps them
         // and the next access (by any thread) maps the same contents again. No code of ours
@@ -238,7 +240,7 @@ Anonymous:             0 kB
     fn dropping_this_programs_mapped_pages_keeps_it_working() {
         let before = clean_resident_kb();
         let text = std::hint::black_box(format!("{:x}", 0xbe27u32));
-        release_file_pages();
+        drop_file_pages(&clean_file_ranges());
         assert_eq!(format!("{:x}", 0xbe27u32), text);
         let after = clean_resident_kb();
         assert!(
