@@ -1,7 +1,13 @@
 //! Host-local IPAM: one file per allocated address under `<state_dir>/ipam/`,
 //! named after the address and holding the pod id, created with `O_EXCL` so
 //! two allocations (even from two processes) can never share an address.
+//!
+//! Which pod holds which address is also kept in memory (read from the files at first use),
+//! so an allocation or a lookup does not read every file. A reservation is not fsynced: it
+//! describes a live veth, which a machine crash takes with it; after one, a file may come
+//! back empty or be gone, and the start-up sweep releases addresses no pod holds.
 
+use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
@@ -21,8 +27,9 @@ pub(crate) struct Ipam {
     dir: PathBuf,
     cidr: Ipv4Net,
     gateway: Ipv4Addr,
-    /// Keeps in-process allocations in order; `O_EXCL` is what makes them safe.
-    lock: Mutex<()>,
+    /// Each pod's address, once read from the files; the lock also keeps in-process
+    /// allocations in order (`O_EXCL` is what makes them safe).
+    owners: Mutex<Option<HashMap<String, Ipv4Addr>>>,
 }
 
 impl Ipam {
@@ -32,7 +39,7 @@ impl Ipam {
             dir,
             cidr,
             gateway,
-            lock: Mutex::new(()),
+            owners: Mutex::new(None),
         }
     }
 
@@ -43,12 +50,10 @@ impl Ipam {
 
     /// Allocates the next free address after the last allocated one (wrapping).
     pub(crate) fn allocate(&self, pod_id: &str) -> Result<Ipv4Addr, NetworkError> {
-        let _guard = self
-            .lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = self.owners();
         fs::create_dir_all(&self.dir).map_err(self.file_err(pod_id, &self.dir))?;
-        if let Some(ip) = self.lookup(pod_id)? {
+        let owners = self.loaded(&mut guard, pod_id)?;
+        if let Some(&ip) = owners.get(pod_id) {
             return Err(NetworkError::AlreadyAttached {
                 pod_id: pod_id.to_string(),
                 ip,
@@ -56,6 +61,7 @@ impl Ipam {
         }
         for ip in self.candidates(self.last_reserved()) {
             if self.try_reserve(pod_id, ip)? {
+                owners.insert(pod_id.to_string(), ip);
                 self.save_last_reserved(pod_id, ip)?;
                 return Ok(ip);
             }
@@ -68,6 +74,11 @@ impl Ipam {
 
     /// Releases every address held by `pod_id`; returns them (empty if none).
     pub(crate) fn release(&self, pod_id: &str) -> Result<Vec<Ipv4Addr>, NetworkError> {
+        // Loaded first, so that a later first read of the files cannot bring the pod back.
+        if let Ok(owners) = self.loaded(&mut self.owners(), pod_id) {
+            owners.remove(pod_id);
+        }
+        // From the files, which also finds an address the map lost track of.
         let mut released = Vec::new();
         for (ip, owner) in self.allocations(pod_id)? {
             if owner != pod_id {
@@ -85,11 +96,27 @@ impl Ipam {
 
     /// The address held by `pod_id`, if any.
     pub(crate) fn lookup(&self, pod_id: &str) -> Result<Option<Ipv4Addr>, NetworkError> {
-        let allocations = self.allocations(pod_id)?;
-        Ok(allocations
-            .into_iter()
-            .find(|(_, owner)| owner == pod_id)
-            .map(|(ip, _)| ip))
+        let mut guard = self.owners();
+        Ok(self.loaded(&mut guard, pod_id)?.get(pod_id).copied())
+    }
+
+    fn owners(&self) -> std::sync::MutexGuard<'_, Option<HashMap<String, Ipv4Addr>>> {
+        self.owners
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The pods' addresses, read from the files the first time.
+    fn loaded<'a>(
+        &self,
+        owners: &'a mut Option<HashMap<String, Ipv4Addr>>,
+        pod_id: &str,
+    ) -> Result<&'a mut HashMap<String, Ipv4Addr>, NetworkError> {
+        if owners.is_none() {
+            let read = self.allocations(pod_id)?;
+            *owners = Some(read.into_iter().map(|(ip, pod)| (pod, ip)).collect());
+        }
+        Ok(owners.get_or_insert_with(HashMap::new))
     }
 
     /// Every allocation as (address, pod id); `pod_id` only names the caller in errors.
@@ -139,9 +166,8 @@ impl Ipam {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
             Err(e) => return Err(self.file_err(pod_id, &path)(e)),
         };
-        let written = file
-            .write_all(pod_id.as_bytes())
-            .and_then(|()| file.sync_data());
+        // Not fsynced (see the module doc).
+        let written = file.write_all(pod_id.as_bytes());
         if let Err(e) = written {
             let _ = fs::remove_file(&path);
             return Err(self.file_err(pod_id, &path)(e));
@@ -230,6 +256,23 @@ mod tests {
             matches!(ipam.allocate("a"), Err(NetworkError::AlreadyAttached { ip: got, .. }) if got == ip)
         );
         assert_eq!(ipam.lookup("a").expect("lookup"), Some(ip));
+    }
+
+    #[test]
+    fn a_released_pod_is_forgotten_and_an_empty_file_is_released() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ipam = ipam(dir.path(), "10.1.2.0/24");
+        // What a machine crash may leave of an unsynced reservation.
+        fs::create_dir_all(dir.path().join("ipam")).expect("mkdir");
+        fs::write(dir.path().join("ipam/10.1.2.9"), "").expect("write");
+        let ip = ipam.allocate("a").expect("allocate a");
+        assert_eq!(ipam.release("a").expect("release"), vec![ip]);
+        assert_eq!(ipam.lookup("a").expect("lookup"), None);
+        assert!(ipam.allocate("a").is_ok(), "a released pod attaches again");
+        assert_eq!(
+            ipam.release("").expect("release the empty one"),
+            vec![Ipv4Addr::new(10, 1, 2, 9)]
+        );
     }
 
     #[test]
