@@ -363,6 +363,41 @@ async fn attach_two_pods_gives_addresses_routes_and_connectivity() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_host_veth_of_the_same_pod_is_replaced() {
+    if !can_run() {
+        return;
+    }
+    let mut t = TestNet::new();
+    let ns = t.add_netns();
+    let pod = t.pod_id("stale");
+    // What a crash between attach and detach could leave: a device with the host end's name.
+    let veth = host_veth(&pod);
+    let peer = format!("bsp{}", &veth[3..]);
+    let made = run(
+        "ip",
+        &["link", "add", &veth, "type", "veth", "peer", "name", &peer],
+    );
+    assert!(made.status.success(), "{made:?}");
+    let a = t
+        .net
+        .attach(&pod, &ns, &[])
+        .await
+        .expect("attach over a stale veth");
+    let kind = stdout_of("ip", &["-d", "link", "show", &veth]);
+    assert!(
+        !run("ip", &["link", "show", &peer]).status.success(),
+        "the stale pair is left"
+    );
+    assert!(
+        kind.contains(&format!("master {}", t.cfg.bridge)),
+        "host end not on the bridge: {kind}"
+    );
+    assert!(ip_in(&ns, &["-o", "-4", "addr", "show", "dev", "eth0"]).contains(&a.ip.to_string()));
+    t.net.detach(&pod, Some(&ns)).await.expect("detach");
+    t.assert_pod_gone(&pod);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_port_on_loopback_reaches_pod() {
     if !can_run() {
         return;

@@ -308,7 +308,7 @@ impl BridgeNetwork {
     ) -> Result<(), NetworkError> {
         let pod_id = target.pod_id;
         let (host, peer) = (host_veth_name(pod_id), temp_peer_name(pod_id));
-        veth::create_pair_in(handle, pod_id, &host, &peer, &target.netns).await?;
+        veth::create_pair_in(handle, pod_id, &host, &peer, &target.netns, bridge_index).await?;
         let side = PodSide {
             pod_id: pod_id.to_string(),
             temp_name: peer,
@@ -321,7 +321,7 @@ impl BridgeNetwork {
             veth::configure_pod_side(h, side)
         })
         .await?;
-        veth::plug_into_bridge(handle, pod_id, &host, bridge_index).await?;
+        veth::enable_hairpin(handle, pod_id, &host).await?;
         let rules = PodRules {
             pod_id,
             chain: pod_chain_name(pod_id),

@@ -8,7 +8,10 @@ use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkInfo,
 use rtnetlink::{Handle, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::error::{NetworkError, netlink_err};
-use super::netlink::{delete_link, link_index, set_up};
+use super::netlink::{delete_link, is_errno, link_index, set_up};
+
+/// The loopback device's index in every network namespace (the kernel's `LOOPBACK_IFINDEX`).
+const LOOPBACK_INDEX: u32 = 1;
 
 /// Address settings of the pod end of the pair.
 #[derive(Debug, Clone)]
@@ -23,22 +26,35 @@ pub(crate) struct PodSide {
 
 /// Creates the veth pair with its peer end born inside the pod namespace open as `netns`
 /// (moving a device between namespaces afterwards costs the kernel an RCU grace period,
-/// ~20 ms per pod).
+/// ~20 ms per pod), and its host end up and on the bridge `bridge_index` in the same request.
+/// A stale host end of the same name (a crash between attach and detach) is deleted and the
+/// pair created again.
 pub(crate) async fn create_pair_in(
     handle: &Handle,
     pod_id: &str,
     host: &str,
     peer: &str,
     netns: &File,
+    bridge_index: u32,
 ) -> Result<(), NetworkError> {
-    if delete_link(handle, pod_id, host).await? {
-        tracing::warn!(pod_id, device = host, "removed stale host veth");
+    let create = || {
+        let mut msg = LinkVeth::new(host, peer)
+            .controller(bridge_index)
+            .up()
+            .build();
+        put_peer_in_netns(&mut msg, netns.as_raw_fd());
+        handle.link().add(msg).execute()
+    };
+    match create().await {
+        Err(e) if is_errno(&e, libc::EEXIST) => {
+            if delete_link(handle, pod_id, host).await? {
+                tracing::warn!(pod_id, device = host, "removed stale host veth");
+            }
+            create().await
+        }
+        other => other,
     }
-    let mut msg = LinkVeth::new(host, peer).build();
-    put_peer_in_netns(&mut msg, netns.as_raw_fd());
-    let req = handle.link().add(msg).execute();
-    req.await
-        .map_err(netlink_err(pod_id, host, "create veth pair"))
+    .map_err(netlink_err(pod_id, host, "create veth pair"))
 }
 
 /// Adds `IFLA_NET_NS_FD` to the peer part of a veth creation request.
@@ -60,19 +76,22 @@ fn put_peer_in_netns(msg: &mut LinkMessage, netns_fd: RawFd) {
 pub(crate) async fn configure_pod_side(handle: Handle, side: PodSide) -> Result<(), NetworkError> {
     let (pod_id, iface) = (side.pod_id.as_str(), side.interface.as_str());
     let index = link_index(&handle, pod_id, &side.temp_name).await?;
-    let rename = LinkUnspec::new_with_index(index).name(iface).build();
+    // Renamed while down, then up, in one request (the kernel renames before it changes flags).
+    let rename = LinkUnspec::new_with_index(index).name(iface).up().build();
     let req = handle.link().set(rename).execute();
-    req.await
-        .map_err(netlink_err(pod_id, iface, "rename pod veth"))?;
+    req.await.map_err(netlink_err(
+        pod_id,
+        iface,
+        "rename pod veth and bring it up",
+    ))?;
     let add = handle
         .address()
         .add(index, IpAddr::V4(side.ip), side.prefix_len);
     add.execute()
         .await
         .map_err(netlink_err(pod_id, iface, "add address"))?;
-    set_up(&handle, pod_id, iface, index).await?;
-    let lo = link_index(&handle, pod_id, "lo").await?;
-    set_up(&handle, pod_id, "lo", lo).await?;
+    // The loopback device is the first of every network namespace: index 1.
+    set_up(&handle, pod_id, "lo", LOOPBACK_INDEX).await?;
     let route = RouteMessageBuilder::<Ipv4Addr>::new()
         .gateway(side.gateway)
         .output_interface(index)
@@ -82,22 +101,14 @@ pub(crate) async fn configure_pod_side(handle: Handle, side: PodSide) -> Result<
         .map_err(netlink_err(pod_id, iface, "add default route"))
 }
 
-/// Enslaves the host end to the bridge, brings it up and enables hairpin so a
-/// pod can reach itself through its own hostPort.
-pub(crate) async fn plug_into_bridge(
+/// Enables hairpin on the host end's bridge port, so a pod can reach itself through its own
+/// hostPort.
+pub(crate) async fn enable_hairpin(
     handle: &Handle,
     pod_id: &str,
     host: &str,
-    bridge_index: u32,
 ) -> Result<(), NetworkError> {
     let index = link_index(handle, pod_id, host).await?;
-    let msg = LinkUnspec::new_with_index(index)
-        .controller(bridge_index)
-        .up()
-        .build();
-    let req = handle.link().set(msg).execute();
-    req.await
-        .map_err(netlink_err(pod_id, host, "attach to bridge"))?;
     let port = LinkBridgePort::new(index).hairpin(true).build();
     let req = handle.link().set_port(port).execute();
     req.await
