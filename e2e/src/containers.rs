@@ -125,6 +125,22 @@ impl Env {
             .expect("StopContainer");
     }
 
+    /// The names of every container ListContainers shows.
+    pub async fn container_names(&self) -> Vec<String> {
+        self.d
+            .runtime()
+            .await
+            .expect("client")
+            .list_containers(cri::ListContainersRequest::default())
+            .await
+            .expect("ListContainers")
+            .into_inner()
+            .containers
+            .into_iter()
+            .filter_map(|c| c.metadata.map(|m| m.name))
+            .collect()
+    }
+
     /// RemoveContainer.
     pub async fn remove(&self, id: &str) {
         self.d

@@ -260,14 +260,7 @@ async fn updates_are_validated_and_follow_the_container_state() {
         .expect("create");
     let cgroup = e.cgroup_path(&unstarted).await;
     assert!(!host_limits(&cgroup).0.is_empty());
-    e.d.runtime()
-        .await
-        .expect("client")
-        .remove_container(cri::RemoveContainerRequest {
-            container_id: unstarted.clone(),
-        })
-        .await
-        .expect("RemoveContainer");
+    e.remove(&unstarted).await;
     let memory_dir = if unified_cgroups() {
         std::path::Path::new("/sys/fs/cgroup").join(&cgroup)
     } else {

@@ -28,8 +28,9 @@ use crate::userns::{self, Helper, IdMap};
 /// How long (ms) the shim must have had nothing to do before it gives memory back
 /// (`memory::release_idle_memory`): requests that come together (a pod's start, its container's
 /// create and start) do not each map its code in again, and the release's own work (reading
-/// `/proc/self/smaps`) stays off their answers.
-const IDLE_RELEASE_MS: u16 = 1000;
+/// `/proc/self/smaps`) stays off their answers. Short, because until then the shim keeps what
+/// the last request used (berthd pings every shim every 10 s).
+const IDLE_RELEASE_MS: u16 = 250;
 
 /// Entry point of the `berth-shim` binary: `berth-shim <spec-file>`.
 pub fn main() -> ExitCode {
