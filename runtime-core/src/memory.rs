@@ -1,6 +1,6 @@
 //! Gives memory a process no longer uses back to the kernel: free heap pages (berthd after a
-//! pull, berth-shim when idle) and, for berth-shim, the stack below its waiting loop and the
-//! pages of its program it maps.
+//! pull, berth-shim when idle) and, for berth-shim, the stack below its waiting loop and, when
+//! it stays idle longer, the pages of its program it maps.
 //!
 //! A shim spends its life waiting in `poll`. Handling a request (starting a container builds
 //! its plan, mounts and spec on the stack and heap) leaves the stack pages those calls touched
@@ -21,14 +21,21 @@ use std::ffi::c_void;
 /// Pages kept below the caller's frame: the red zone and room for the calls that follow.
 const KEEP_BELOW: usize = 2;
 
-/// Returns the unused stack below the caller's frame, free heap pages and the mapped pages of
-/// read-only file mappings (the program's code and constants) to the kernel.
+/// Returns the unused stack below the caller's frame and free heap pages to the kernel.
 #[inline(never)]
 pub fn release_idle_memory() {
-    // Found first, so that the heap the search used is trimmed with the rest; dropped last,
-    // so that little code runs (and maps its pages again) after.
-    let files = clean_file_ranges();
     release_stack_below_here();
+    release_free_heap();
+}
+
+/// Returns the mapped pages of read-only file mappings (the program's code and constants) to
+/// the kernel. Costlier than [`release_idle_memory`] (it reads `/proc/self/smaps`, and the
+/// code that runs next maps its pages again), so for a process that stays idle longer.
+#[inline(never)]
+pub fn release_mapped_code() {
+    // Found first, so that the heap the search used is trimmed; dropped last, so that little
+    // code runs (and maps its pages again) after.
+    let files = clean_file_ranges();
     release_free_heap();
     drop_file_pages(&files);
 }
