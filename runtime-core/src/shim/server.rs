@@ -37,6 +37,14 @@ const IDLE_RELEASE_MS: u16 = 250;
 /// shim's CPU time per request, 0.19 → 0.42 ms).
 const CODE_RELEASE_MS: u16 = 1750;
 
+/// What the shim gives back when it is next idle long enough (see `Pod::wait`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Owed {
+    Nothing,
+    StackAndHeap,
+    Code,
+}
+
 /// Entry point of the `berth-shim` binary: `berth-shim <spec-file>`.
 pub fn main() -> ExitCode {
     harden();
@@ -365,8 +373,11 @@ impl Pod {
         let Some(listener) = self.listener.take() else {
             return;
         };
+        // Owed after a request or a signal, not after container output: a container that
+        // writes a line every half second must not make its shim release memory after each.
+        let mut owed = Owed::Nothing;
         loop {
-            let (conn_ready, sig_ready, readable) = match self.wait(&listener, &sigfd) {
+            let (conn_ready, sig_ready, readable) = match self.wait(&listener, &sigfd, &mut owed) {
                 Ok(r) => r,
                 Err(e) => {
                     log(&format!("poll: {e}"));
@@ -388,19 +399,23 @@ impl Pod {
             {
                 break;
             }
+            if conn_ready || sig_ready {
+                owed = Owed::StackAndHeap;
+            }
         }
         drop(listener);
         self.teardown();
     }
 
-    /// Blocks until the socket, a signal or a container's output is ready. After
-    /// `IDLE_RELEASE_MS` and then `CODE_RELEASE_MS` with nothing to do, it gives memory back
-    /// and waits on.
+    /// Blocks until the socket, a signal or a container's output is ready. What is `owed`, it
+    /// gives back once nothing happened for `IDLE_RELEASE_MS` (stack and heap) and then
+    /// `CODE_RELEASE_MS` more (the mapped code), and waits on.
     #[allow(clippy::type_complexity)]
     fn wait(
         &self,
         listener: &UnixListener,
         sigfd: &SignalFd,
+        owed: &mut Owed,
     ) -> nix::Result<(bool, bool, Vec<(String, Io)>)> {
         let pipes = self.containers.poll_set();
         let mut fds = vec![
@@ -412,20 +427,20 @@ impl Pod {
                 .iter()
                 .map(|(_, _, fd, events)| PollFd::new(*fd, *events)),
         );
-        // Idle for IDLE_RELEASE_MS: stack and heap; CODE_RELEASE_MS more: the mapped code.
-        let mut released = 0;
-        let mut timeout = PollTimeout::from(IDLE_RELEASE_MS);
         loop {
+            let timeout = match *owed {
+                Owed::StackAndHeap => PollTimeout::from(IDLE_RELEASE_MS),
+                Owed::Code => PollTimeout::from(CODE_RELEASE_MS),
+                Owed::Nothing => PollTimeout::NONE,
+            };
             match poll(&mut fds, timeout) {
-                Ok(0) if released == 0 => {
+                Ok(0) if *owed == Owed::StackAndHeap => {
                     crate::memory::release_idle_memory();
-                    released = 1;
-                    timeout = PollTimeout::from(CODE_RELEASE_MS);
+                    *owed = Owed::Code;
                 }
-                Ok(0) if released == 1 => {
+                Ok(0) if *owed == Owed::Code => {
                     crate::memory::release_mapped_code();
-                    released = 2;
-                    timeout = PollTimeout::NONE;
+                    *owed = Owed::Nothing;
                 }
                 Ok(_) => break,
                 Err(nix::errno::Errno::EINTR) => continue,
