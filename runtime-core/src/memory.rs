@@ -74,10 +74,24 @@ fn clean_file_mappings(smaps: &str) -> impl Iterator<Item = (usize, usize)> + '_
             candidate = head;
             return None;
         }
-        let kb = line.strip_prefix("Anonymous:")?;
+        let anonymous = kib(line.strip_prefix("Anonymous:")?);
         let range = candidate.take()?;
-        (kb.trim().strip_suffix("kB").map(str::trim) == Some("0")).then_some(range)
+        (anonymous == Some(0)).then_some(range)
     })
+}
+
+/// The value of an smaps field such as `      52 kB`, in KiB.
+fn kib(value: &str) -> Option<u64> {
+    value.trim().strip_suffix("kB")?.trim().parse().ok()
+}
+
+/// A maps/smaps address range, `low-high` in hex.
+fn address_range(range: &str) -> Option<(usize, usize)> {
+    let (low, high) = range.split_once('-')?;
+    Some((
+        usize::from_str_radix(low, 16).ok()?,
+        usize::from_str_radix(high, 16).ok()?,
+    ))
 }
 
 /// For a mapping's first line in smaps: `Some(Some((start, len)))` if it is read-only,
@@ -85,13 +99,7 @@ fn clean_file_mappings(smaps: &str) -> impl Iterator<Item = (usize, usize)> + '_
 fn mapping_head(line: &str) -> Option<Option<(usize, usize)>> {
     let mut fields = line.split_whitespace();
     let (range, perms) = (fields.next()?, fields.next()?);
-    let (low, high) = range.split_once('-')?;
-    let (Ok(low), Ok(high)) = (
-        usize::from_str_radix(low, 16),
-        usize::from_str_radix(high, 16),
-    ) else {
-        return None;
-    };
+    let (low, high) = address_range(range)?;
     let path = fields.nth(3).unwrap_or("");
     let clean = perms.len() == 4
         && perms.starts_with('r')
@@ -152,12 +160,7 @@ fn stack_mapping() -> Option<(usize, usize)> {
 
 fn stack_mapping_in(maps: &str) -> Option<(usize, usize)> {
     let line = maps.lines().find(|l| l.ends_with("[stack]"))?;
-    let range = line.split_whitespace().next()?;
-    let (low, high) = range.split_once('-')?;
-    Some((
-        usize::from_str_radix(low, 16).ok()?,
-        usize::from_str_radix(high, 16).ok()?,
-    ))
+    address_range(line.split_whitespace().next()?)
 }
 
 #[cfg(test)]
@@ -231,13 +234,8 @@ Anonymous:             0 kB
         for line in smaps.lines() {
             if let Some(head) = mapping_head(line) {
                 counting = head.is_some_and(|(start, _)| clean.contains(&start));
-            } else if let (true, Some(kb)) = (counting, line.strip_prefix("Rss:")) {
-                total += kb
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .unwrap_or(0);
+            } else if let (true, Some(rss)) = (counting, line.strip_prefix("Rss:")) {
+                total += kib(rss).unwrap_or(0);
             }
         }
         total

@@ -58,22 +58,22 @@ pub(crate) fn make(
 }
 
 /// The cgroup StartContainer puts `rec`'s process in: the one CreateContainer made, or one
-/// made now (with `limits`) when it is missing; true when made now.
+/// made now (with `limits`) when it is missing.
 pub(crate) async fn ensure(
     state: &DaemonState,
     pod: &PodRecord,
     rec: &ContainerRecord,
     limits: &CgroupResources,
-) -> Result<(Made, bool), Error> {
+) -> Result<Made, Error> {
     if !rec.cgroup.is_empty() {
         let procs = state.pod_runtime.container_cgroup_procs(&rec.cgroup);
         if !procs.is_empty() {
-            return Ok(((rec.cgroup.clone(), procs), false));
+            return Ok((rec.cgroup.clone(), procs));
         }
     }
     let path = path(state, pod, &rec.id)?;
     let procs = make(state, &path, limits.clone()).await?;
-    Ok(((path, procs), true))
+    Ok((path, procs))
 }
 
 /// A host device given to the container.
@@ -83,7 +83,7 @@ pub(crate) struct DeviceGrant {
 }
 
 /// The CRI `devices`, checked on the host: each must be a character or block device node.
-pub(crate) fn devices(config: &cri::ContainerConfig) -> Result<Vec<DeviceGrant>, Error> {
+fn devices(config: &cri::ContainerConfig) -> Result<Vec<DeviceGrant>, Error> {
     use nix::sys::stat::{SFlag, major, minor, stat};
     let mut out = Vec::new();
     for (i, d) in config.devices.iter().enumerate() {
@@ -131,7 +131,7 @@ pub(crate) fn devices(config: &cri::ContainerConfig) -> Result<Vec<DeviceGrant>,
 
 /// The device cgroup rules: every device for privileged containers, else runc's default set
 /// (mknod of any node, use of null/zero/full/random/urandom/tty/ptmx/pts/tun) plus the grants.
-pub(crate) fn device_rules(config: &cri::ContainerConfig, grants: &[DeviceGrant]) -> Vec<String> {
+fn device_rules(config: &cri::ContainerConfig, grants: &[DeviceGrant]) -> Vec<String> {
     let privileged = config
         .linux
         .as_ref()

@@ -49,9 +49,10 @@ pub async fn start(state: &DaemonState, id: &str) -> Result<(), Error> {
     crate::nri_hooks::start_container(state, &pod, &rec).await?; // NRI
     clock.mark("nri");
     let (limits, devices) = cgroup::limits(&rec.config)?;
-    let ((cgroup_path, procs), made_now) = cgroup::ensure(state, &pod, &rec, &limits).await?;
+    let (cgroup_path, procs) = cgroup::ensure(state, &pod, &rec, &limits).await?;
     clock.mark("cgroup");
-    if made_now && rec.cgroup != cgroup_path {
+    // A path the record does not name yet (recovery cleared it): made now, so recorded.
+    if rec.cgroup != cgroup_path {
         rec.cgroup = cgroup_path;
         // Recorded before the shim starts anything, so that a crash from here on leaves a
         // record naming the cgroup that start-up recovery reconciles with the shim.

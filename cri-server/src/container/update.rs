@@ -4,7 +4,8 @@
 //! container's recorded resources and the others keep their values; the result is recorded
 //! (so `ContainerStatus.resources` shows it) and, for a running or created container, written
 //! to its cgroup (CreateContainer makes it; a created container without one gets the recorded
-//! limits when StartContainer makes it); an exited one only has them recorded. `oom_score_adj` is not changed on a running container (runc does not either).
+//! limits when StartContainer makes it); an exited one only has them recorded.
+//! `oom_score_adj` is not changed on a running container (runc does not either).
 //!
 //! The memory limits are written first: when the kernel refuses a memory limit below what the
 //! container uses and cannot reclaim (EBUSY on cgroup v1), nothing has changed and the answer
