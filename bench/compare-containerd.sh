@@ -271,7 +271,7 @@ setsid "$BIN/berthd" --config "$WORK/berth/berth.toml" --socket "$RUN/berth.sock
 STARTED+=($!)
 wait_cri "$RUN/berth.sock" "$WORK/berth/log"
 BERTH_ARGS=(--endpoint "$RUN/berth.sock" --name berth
-    --helper-pattern "berth-shim ${RUN//./\\.}/berth/")
+    --helper-pattern "berth-shim pod ${RUN//./\\.}/berth$")
 
 # --- containerd ----------------------------------------------------------------------------
 COMPARE_ARGS=()
@@ -398,9 +398,9 @@ for s in "${SCENARIOS[@]}"; do
         if ((RUNC)) && command -v runc >/dev/null; then
             log "scenario pod-start: berth's runc handler against its native executor"
             "$BENCH" pod-start --endpoint "$RUN/berth.sock" --name berth+runc --runtime-handler runc \
-                --helper-pattern "berth-shim ${RUN//./\\.}/berth/" \
+                --helper-pattern "berth-shim pod ${RUN//./\\.}/berth$" \
                 --compare "$RUN/berth.sock" --compare-name berth \
-                --compare-helper-pattern "berth-shim ${RUN//./\\.}/berth/" --image "$IMAGE" \
+                --compare-helper-pattern "berth-shim pod ${RUN//./\\.}/berth$" --image "$IMAGE" \
                 --cgroup-parent "$CG_PARENT" --pods "$PODS" --save "$OUT_DIR/pod-start-runc.json" |
                 tee "$OUT_DIR/pod-start-runc.txt"
         fi

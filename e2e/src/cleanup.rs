@@ -47,12 +47,12 @@ async fn remove_all(socket: &Path) {
     }
 }
 
-/// The fallback when the daemon is gone or failed: kills the shims it started (found by their
-/// spec file under `dir`) and every process left in the pods' cgroups, unmounts what is
+/// The fallback when the daemon is gone or failed: kills the shims it started (spare or not:
+/// found by `dir` on their command line) and every process left in the pods' cgroups, unmounts what is
 /// mounted under `dir`, and removes the pods' cgroups.
 pub fn force_cleanup(dir: &Path, root_dir: &Path) {
     let cgroups = pod_cgroups(root_dir);
-    for pid in shims_under(dir) {
+    for pid in named_under(dir, "") {
         kill(pid);
     }
     for cg in &cgroups {
@@ -74,9 +74,20 @@ fn kill(pid: i32) {
     );
 }
 
-/// PIDs of live (not zombie) `berth-shim` processes whose command line names a path under
-/// `dir`.
+/// PIDs of live (not zombie) pod shims whose command line names a path under `dir` (their
+/// berthd's state dir): processes named `berth-shim`, not the spare one waiting for a pod.
 pub fn shims_under(dir: &Path) -> Vec<i32> {
+    named_under(dir, "berth-shim")
+}
+
+/// PIDs of live shims under `dir` still waiting for a pod (named `berth-spare`, as
+/// `runtime_core::shim::SPARE_NAME`).
+pub fn spares_under(dir: &Path) -> Vec<i32> {
+    named_under(dir, "berth-spare")
+}
+
+/// Live shim processes under `dir` named `name` (`""`: any name, also one just exec'd).
+fn named_under(dir: &Path, name: &str) -> Vec<i32> {
     let needle = dir.display().to_string();
     std::fs::read_dir("/proc")
         .into_iter()
@@ -89,6 +100,10 @@ pub fn shims_under(dir: &Path) -> Vec<i32> {
             cmd.contains("berth-shim")
                 && cmd.contains(&needle)
                 && crate::pods::process_alive(*pid as u32)
+        })
+        .filter(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            name.is_empty() || comm.trim_end() == name
         })
         .collect()
 }

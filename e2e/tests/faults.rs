@@ -360,3 +360,69 @@ async fn host_state_no_record_owns_is_swept_at_start() {
     // The pod's cgroup too, although only the lost record had its (kubelet-chosen) parent.
     e2e::inventory::assert_clean(&e.d, &e.net.bridge);
 }
+
+/// The one spare shim of `e`'s berthd (started ahead of the next pod), waited for.
+async fn the_spare(e: &Env) -> i32 {
+    for _ in 0..100 {
+        if let [pid] = e2e::cleanup::spares_under(e.d.dir())[..] {
+            return pid;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "no single spare shim: {:?}",
+        e2e::cleanup::spares_under(e.d.dir())
+    );
+}
+
+/// Whether no spare shim of `e`'s berthd is left within a few seconds.
+async fn no_spares_soon(e: &Env) -> bool {
+    for _ in 0..100 {
+        if e2e::cleanup::spares_under(e.d.dir()).is_empty() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// berthd starts the next pod's shim ahead of it: the next pod's shim is that process, another
+/// spare follows, and a spare no pod took ends with its berthd — killed or stopped — so no
+/// shim waits on the host for a berthd that is gone.
+#[tokio::test]
+async fn the_spare_shim_serves_the_next_pod_and_goes_with_berthd() {
+    let Some(mut e) = env().await else { return };
+    let spare = the_spare(&e).await;
+    let pod = e.run_pod(&e.pod("spare")).await;
+    assert_eq!(
+        e2e::cleanup::shims_under(e.d.dir()),
+        vec![spare],
+        "the pod's shim is the spare that waited"
+    );
+    let next = the_spare(&e).await;
+    assert_ne!(next, spare);
+    e.d.stop_with(nix::sys::signal::Signal::SIGKILL, CRASH_TIMEOUT)
+        .await
+        .expect("kill -9");
+    assert!(
+        no_spares_soon(&e).await,
+        "a killed berthd's spare shim stays"
+    );
+    assert_eq!(
+        e2e::cleanup::shims_under(e.d.dir()),
+        vec![spare],
+        "the pod's shim stays"
+    );
+    let config = e.config.clone();
+    e.d.respawn(&opts(&config, None)).await.expect("restart");
+    assert_ne!(the_spare(&e).await, next);
+    e.d.remove_pod(&pod).await;
+    e2e::inventory::assert_clean(&e.d, &e.net.bridge);
+    e.d.stop_with(nix::sys::signal::Signal::SIGTERM, CRASH_TIMEOUT)
+        .await
+        .expect("stop");
+    assert!(
+        no_spares_soon(&e).await,
+        "a stopped berthd's spare shim stays"
+    );
+}

@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use proto::shim::ShimSpec;
@@ -158,6 +160,31 @@ pub struct PodRuntime {
     cfg: PodRuntimeConfig,
     networking: Networking,
     cgroups: Option<Cgroups>,
+    spare: Arc<SpareSlot>,
+}
+
+/// The shim started ahead of the next pod ([`client::SpareShim`]): a pod's start hands its
+/// spec to the waiting shim instead of exec'ing one while its network and cgroup are made, and
+/// the next is started once that start is over. One at a time: pods that start together while
+/// the slot is empty exec their own shims, as without it.
+#[derive(Default)]
+struct SpareSlot {
+    shim: std::sync::Mutex<Option<client::SpareShim>>,
+    /// A spare is being started.
+    filling: AtomicBool,
+}
+
+impl SpareSlot {
+    fn take(&self) -> Option<client::SpareShim> {
+        self.shim.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.shim
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+    }
 }
 
 struct Started {
@@ -184,7 +211,46 @@ impl PodRuntime {
             cfg,
             networking,
             cgroups,
+            spare: Arc::default(),
         }
+    }
+
+    /// Starts a shim for the next pod in the background, unless one waits or is being started
+    /// (needs a tokio runtime). Called at start-up and after each pod's start.
+    pub fn prepare_spare(&self) {
+        if !self.spare.is_empty() || self.spare.filling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (slot, bin, dir) = (
+            self.spare.clone(),
+            self.cfg.shim_bin.clone(),
+            self.cfg.state_dir.clone(),
+        );
+        tokio::spawn(async move {
+            match client::spawn_spare(&bin, &dir, SHIM_TIMEOUT).await {
+                // A spare already there (none can be, while this one is filling) is kept.
+                Ok(spare) => {
+                    let mut held = slot.shim.lock().unwrap_or_else(|p| p.into_inner());
+                    held.get_or_insert(spare);
+                }
+                Err(e) => warn!(error = %e, "start a shim for the next pod"),
+            }
+            slot.filling.store(false, Ordering::Release);
+        });
+    }
+
+    /// Starts the pod's shim: hands `spec` to the waiting spare if there is one (and it is
+    /// alive), else execs one. Its PID.
+    async fn start_shim(&self, spec: &ShimSpec) -> Result<u32, client::ShimError> {
+        if let Some(spare) = self.spare.take() {
+            match spare.start(spec, SHIM_TIMEOUT).await {
+                Err(client::ShimError::SpareGone { pid, source }) => {
+                    warn!(pod = %spec.pod_id, spare = pid, error = %source, "spare shim gone; starting another");
+                }
+                started => return started,
+            }
+        }
+        client::spawn(&self.cfg.shim_bin, spec, &self.cfg.state_dir, SHIM_TIMEOUT).await
     }
 
     /// Checks a spec before anything is created.
@@ -246,14 +312,16 @@ impl PodRuntime {
             shim_pid: 0,
             network: false,
         };
-        match self.try_start(spec, sysctls, &mut done, clock).await {
+        let started = match self.try_start(spec, sysctls, &mut done, clock).await {
             Ok(state) => Ok(state),
             Err(e) => {
                 warn!(pod = %spec.id, error = %e, "pod start failed; rolling back");
                 self.rollback(spec, done).await;
                 Err(e)
             }
-        }
+        };
+        self.prepare_spare();
+        started
     }
 
     async fn try_start(
@@ -321,9 +389,8 @@ impl PodRuntime {
             join_net: premade_net.is_some(),
         };
         done.shim_socket = Some(socket.clone());
-        let (bin, spec_path) = (self.cfg.shim_bin.clone(), files_dir.join("shim.spec"));
         let spawn = async {
-            client::spawn(&bin, &shim_spec, &spec_path, SHIM_TIMEOUT)
+            self.start_shim(&shim_spec)
                 .await
                 .map_err(|e| step_err(id, "start shim")(e.to_string()))
         };
@@ -367,7 +434,9 @@ impl PodRuntime {
             clock.mark("systemd_scope");
         }
         failpoint::hit("run_pod.after_shim");
-        self.join_reaper_to_cgroup(id, &socket, &cgroup).await;
+        if shim_spec.new_pid {
+            self.join_reaper_to_cgroup(id, &socket, &cgroup).await;
+        }
         clock.mark("shim_cgroup");
 
         let ips = match (ips, &netns) {
@@ -447,6 +516,8 @@ impl PodRuntime {
         Ok(true)
     }
 
+    /// Moves the reaper of the pod's own PID namespace (the shim tells its PID) into the pod's
+    /// cgroup.
     async fn join_reaper_to_cgroup(&self, id: &str, socket: &Path, cgroup: &str) {
         let (Some(cg), false) = (&self.cgroups, cgroup.is_empty()) else {
             return;

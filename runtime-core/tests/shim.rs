@@ -63,7 +63,7 @@ fn start(new_pid: bool, sysctls: &[(&str, &str)]) -> Result<ShimUnderTest, clien
     let pid = runtime.block_on(client::spawn(
         &ShimBinary::sealed(env!("CARGO_BIN_EXE_berth-shim")).expect("sealed shim"),
         &spec,
-        &dir.path().join("shim.spec"),
+        dir.path(),
         TIMEOUT,
     ))?;
     Ok(ShimUnderTest {
@@ -212,4 +212,24 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .expect("tokio runtime")
         .block_on(f)
+}
+
+/// A shim started ahead of its pod waits, named `berth-spare`, detached from its starter, and
+/// exits once its starter's end of the spec pipe closes without a spec (its berthd is gone).
+#[test]
+fn a_spare_shim_waits_detached_and_exits_when_no_spec_comes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = ShimBinary::sealed(env!("CARGO_BIN_EXE_berth-shim")).expect("sealed shim");
+    let spare = block_on(client::spawn_spare(&bin, dir.path(), TIMEOUT)).expect("spare shim");
+    let pid = spare.pid();
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).expect("comm");
+    assert_eq!(comm.trim_end(), runtime_core::shim::SPARE_NAME);
+    assert_ne!(parent_pid(pid), std::process::id(), "a spare is detached");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains(&dir.path().display().to_string()),
+        "a spare names its berthd's state dir"
+    );
+    drop(spare);
+    wait_gone(pid);
 }

@@ -37,6 +37,8 @@ pub async fn reconcile(state: &DaemonState) {
         Ok(n) => info!(snapshots = n, "removed layers an interrupted pull left"),
         Err(e) => warn!(error = %e, "remove orphan snapshots"),
     }
+    // The first pod's shim, started ahead of it.
+    state.pod_runtime.prepare_spare();
 }
 
 /// Re-registers every container's use of its image's layers (so image removal keeps them).

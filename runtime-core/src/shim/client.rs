@@ -22,6 +22,10 @@ use super::{ERROR_PREFIX, READY_PREFIX};
 pub enum ShimError {
     #[error("start shim for pod {pod}: {message}")]
     Start { pod: String, message: String },
+    #[error("start a shim: {message}")]
+    Spare { message: String },
+    #[error("spare shim {pid} is gone: {source}")]
+    SpareGone { pid: u32, source: io::Error },
     #[error("shim at {socket}: {source}")]
     Connect { socket: PathBuf, source: io::Error },
     #[error("shim at {socket}: {source}")]
@@ -59,59 +63,123 @@ impl ShimError {
     }
 }
 
-/// Starts `berth-shim` for `spec` (written to `spec_path`) and waits up to `timeout` for it to
-/// report ready. Returns the shim's PID. The shim is detached: it outlives berthd.
-pub async fn spawn(
+/// A shim started ahead of its pod ([`super::POD_ARG`]): detached, named
+/// [`super::SPARE_NAME`], waiting for its spec. Dropping it closes its stdin, and it exits.
+#[derive(Debug)]
+pub struct SpareShim {
+    pid: u32,
+    spec_in: tokio::process::ChildStdin,
+    lines: BufReader<tokio::process::ChildStdout>,
+}
+
+/// Starts a shim of the berthd whose state dir is `state_dir` and waits up to `timeout` until it
+/// waits for its pod's spec. The shim is detached: it outlives berthd (a spare one only until
+/// berthd's end of its stdin closes).
+pub async fn spawn_spare(
     shim_bin: &super::ShimBinary,
-    spec: &ShimSpec,
-    spec_path: &Path,
+    state_dir: &Path,
     timeout: Duration,
-) -> Result<u32, ShimError> {
-    let fail = |message: String| ShimError::Start {
-        pod: spec.pod_id.clone(),
-        message,
-    };
-    tokio::fs::write(spec_path, prost::Message::encode_to_vec(spec))
-        .await
-        .map_err(|e| fail(format!("write {}: {e}", spec_path.display())))?;
+) -> Result<SpareShim, ShimError> {
+    let fail = |message: String| ShimError::Spare { message };
     let mut command = tokio::process::Command::from(shim_bin.command());
     let mut child = command
-        .arg(spec_path)
-        .stdin(Stdio::null())
+        .arg(super::POD_ARG)
+        .arg(state_dir)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| fail(format!("exec {}: {e}", shim_bin.host_path().display())))?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| fail("no stdout pipe".into()))?;
+    let (Some(spec_in), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(fail("no stdio pipes".into()));
+    };
     // The first process only forks the real shim and exits.
     let status = child.wait().await.map_err(|e| fail(format!("wait: {e}")))?;
-    let line = read_line_within(stdout, timeout)
+    let mut lines = BufReader::new(stdout);
+    let line = read_line_within(&mut lines, timeout)
         .await
-        .map_err(|e| fail(format!("read readiness: {e}")))?;
-    if let Some(pid) = line.strip_prefix(READY_PREFIX) {
-        return pid
-            .trim()
-            .parse()
-            .map_err(|_| fail(format!("bad readiness line `{line}`")));
+        .map_err(|e| fail(format!("read its pid: {e}")))?;
+    match line.strip_prefix(super::SPARE_PREFIX) {
+        Some(pid) => Ok(SpareShim {
+            pid: pid
+                .trim()
+                .parse()
+                .map_err(|_| fail(format!("bad first line `{line}`")))?,
+            spec_in,
+            lines,
+        }),
+        None => Err(fail(match line.strip_prefix(ERROR_PREFIX) {
+            Some(msg) => msg.trim().to_string(),
+            None => format!("shim exited ({status}) without saying it waits"),
+        })),
     }
-    if let Some(msg) = line.strip_prefix(ERROR_PREFIX) {
-        return Err(fail(msg.trim().to_string()));
-    }
-    Err(fail(format!(
-        "shim exited ({status}) without reporting readiness"
-    )))
 }
 
-/// The first line the shim writes (its readiness), waiting at most `timeout`.
+impl SpareShim {
+    /// The waiting shim's PID (it keeps it as the pod's shim).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Hands the shim `spec` and waits up to `timeout` for it to report ready; its PID.
+    /// [`ShimError::SpareGone`] when it had exited before it was handed the spec (nothing of
+    /// the pod was made: start another).
+    pub async fn start(mut self, spec: &ShimSpec, timeout: Duration) -> Result<u32, ShimError> {
+        let bytes = prost::Message::encode_to_vec(spec);
+        if let Err(e) = self.spec_in.write_all(&bytes).await {
+            return Err(ShimError::SpareGone {
+                pid: self.pid,
+                source: e,
+            });
+        }
+        drop(self.spec_in);
+        let fail = |message: String| ShimError::Start {
+            pod: spec.pod_id.clone(),
+            message,
+        };
+        let line = read_line_within(&mut self.lines, timeout)
+            .await
+            .map_err(|e| fail(format!("read readiness: {e}")))?;
+        if let Some(pid) = line.strip_prefix(READY_PREFIX) {
+            return pid
+                .trim()
+                .parse()
+                .map_err(|_| fail(format!("bad readiness line `{line}`")));
+        }
+        if let Some(msg) = line.strip_prefix(ERROR_PREFIX) {
+            return Err(fail(msg.trim().to_string()));
+        }
+        Err(fail(format!(
+            "shim {} exited without reporting readiness",
+            self.pid
+        )))
+    }
+}
+
+/// Starts a shim for `spec` ([`spawn_spare`], then [`SpareShim::start`]) and waits up to
+/// `timeout` for each step. Returns the shim's PID.
+pub async fn spawn(
+    shim_bin: &super::ShimBinary,
+    spec: &ShimSpec,
+    state_dir: &Path,
+    timeout: Duration,
+) -> Result<u32, ShimError> {
+    let spare = spawn_spare(shim_bin, state_dir, timeout)
+        .await
+        .map_err(|e| ShimError::Start {
+            pod: spec.pod_id.clone(),
+            message: e.to_string(),
+        })?;
+    spare.start(spec, timeout).await
+}
+
+/// The next line the shim writes (without its end), waiting at most `timeout`.
 async fn read_line_within(
-    stdout: tokio::process::ChildStdout,
+    lines: &mut BufReader<tokio::process::ChildStdout>,
     timeout: Duration,
 ) -> io::Result<String> {
     let mut line = String::new();
-    match tokio::time::timeout(timeout, BufReader::new(stdout).read_line(&mut line)).await {
+    match tokio::time::timeout(timeout, lines.read_line(&mut line)).await {
         Ok(read) => read?,
         Err(_) => {
             return Err(io::Error::new(

@@ -25,7 +25,18 @@ pub const NS_PID: &str = "pid";
 /// The pod's own user namespace, when it has one.
 pub const NS_USER: &str = "user";
 
-/// First line the shim writes on its stdout once ready: `ready <pid>`; on failure
+/// How berthd runs a shim: `berth-shim pod <state-dir>`. The shim detaches, writes
+/// `spare <pid>` on its stdout and waits for its pod's `ShimSpec` on stdin (read to EOF); no
+/// spec (EOF first: berthd is gone) and it exits. The state dir names which berthd's shim it is
+/// (`ps`, tests, benchmarks); a shim's pod is the record's `shim_pid` and its socket.
+pub const POD_ARG: &str = "pod";
+/// The process name (`/proc/<pid>/comm`) of a shim waiting for its spec; it is `berth-shim`
+/// from the moment it has one.
+pub const SPARE_NAME: &str = "berth-spare";
+
+/// First line a started shim writes on its stdout, before it reads its spec: `spare <pid>`.
+pub const SPARE_PREFIX: &str = "spare ";
+/// The line the shim writes on its stdout once ready: `ready <pid>`; on failure
 /// `error <message>`.
 pub const READY_PREFIX: &str = "ready ";
 pub const ERROR_PREFIX: &str = "error ";

@@ -22,7 +22,10 @@ use proto::shim::{
 };
 
 use super::containers::{Containers, Io};
-use super::{ERROR_PREFIX, NS_IPC, NS_NET, NS_PID, NS_USER, NS_UTS, READY_PREFIX};
+use super::{
+    ERROR_PREFIX, NS_IPC, NS_NET, NS_PID, NS_USER, NS_UTS, POD_ARG, READY_PREFIX, SPARE_NAME,
+    SPARE_PREFIX,
+};
 use crate::userns::{self, Helper, IdMap};
 
 /// How long (ms) the shim must have had nothing to do before it gives back the stack and heap
@@ -45,23 +48,22 @@ enum Owed {
     Code,
 }
 
-/// Entry point of the `berth-shim` binary: `berth-shim <spec-file>`.
+/// Entry point of the `berth-shim` binary: `berth-shim pod <state-dir>` (see [`POD_ARG`]).
 pub fn main() -> ExitCode {
     harden();
-    let Some(spec_path) = std::env::args_os().nth(1) else {
-        eprintln!("usage: berth-shim <spec-file> | berth-shim exec");
-        return ExitCode::from(2);
-    };
-    if spec_path == super::exec::EXEC_ARG {
-        return super::exec::main();
-    }
-    let spec = match read_spec(Path::new(&spec_path)) {
-        Ok(s) => s,
-        Err(e) => {
-            report(&format!("{ERROR_PREFIX}{e}"));
-            return ExitCode::FAILURE;
+    // Named whatever path it was exec'd through (berthd runs it as `/proc/self/fd/N`):
+    // `berth-shim`, or `berth-spare` until a pod shim has its pod.
+    match std::env::args_os().nth(1) {
+        Some(arg) if arg == super::exec::EXEC_ARG => {
+            set_name("berth-shim");
+            return super::exec::main();
         }
-    };
+        Some(arg) if arg == POD_ARG => set_name(SPARE_NAME),
+        _ => {
+            eprintln!("usage: berth-shim pod <state-dir> | berth-shim exec");
+            return ExitCode::from(2);
+        }
+    }
     // Detach from berthd: new session, then fork so the shim is reparented (to init or the
     // nearest subreaper) and berthd's death or restart never touches it.
     if let Err(e) = setsid() {
@@ -77,6 +79,17 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    report(&format!("{SPARE_PREFIX}{}", std::process::id()));
+    let spec = match read_spec() {
+        Ok(Some(s)) => s,
+        // berthd is gone (or closed its end) before handing over a pod.
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            report(&format!("{ERROR_PREFIX}{e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    set_name("berth-shim");
     redirect_stderr(&spec.log_path);
     match Pod::setup(spec) {
         Ok(mut pod) => {
@@ -93,20 +106,37 @@ pub fn main() -> ExitCode {
 }
 
 /// Before anything else: not dumpable (no process of another user namespace may ptrace this
-/// one or its setup children, which inherit the flag), and named `berth-shim` whatever path
-/// it was exec'd through (berthd runs it as `/proc/self/fd/N`).
+/// one or its setup children, which inherit the flag).
 fn harden() {
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    // SAFETY: prctl with a static NUL-terminated name.
-    unsafe { libc::prctl(libc::PR_SET_NAME, c"berth-shim".as_ptr(), 0, 0, 0) };
 }
 
-fn read_spec(path: &Path) -> io::Result<ShimSpec> {
-    let bytes =
-        fs::read(path).map_err(|e| io::Error::other(format!("read {}: {e}", path.display())))?;
+/// Sets the process name (`/proc/self/comm`, at most 15 bytes).
+fn set_name(name: &str) {
+    let mut buf = [0u8; 16];
+    let n = name.len().min(15);
+    buf[..n].copy_from_slice(&name.as_bytes()[..n]);
+    // SAFETY: prctl with a NUL-terminated buffer that outlives the call.
+    unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr(), 0, 0, 0) };
+}
+
+/// The pod's spec, read from stdin to its end; `None` when stdin ends before any byte.
+fn read_spec() -> io::Result<Option<ShimSpec>> {
+    let read_err = |e: io::Error| io::Error::other(format!("read the spec from stdin: {e}"));
+    // Through a duplicate of fd 0, not `io::stdin()`, whose buffer would stay in every shim.
+    // SAFETY: fd 0 is open for the whole process (berthd's spec pipe, later /dev/null).
+    let stdin = unsafe { std::os::fd::BorrowedFd::borrow_raw(libc::STDIN_FILENO) };
+    let mut bytes = Vec::new();
+    File::from(stdin.try_clone_to_owned().map_err(read_err)?)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.is_empty() {
+        return Ok(None);
+    }
     prost::Message::decode(bytes.as_slice())
-        .map_err(|e| io::Error::other(format!("decode {}: {e}", path.display())))
+        .map(Some)
+        .map_err(|e| io::Error::other(format!("decode the spec: {e}")))
 }
 
 /// Writes one line to stdout (berthd's readiness pipe).
@@ -123,15 +153,16 @@ fn release_stdout() {
     }
 }
 
+/// Points stderr at the pod's shim log and stdin (the spent spec pipe) at /dev/null.
 fn redirect_stderr(log_path: &str) {
+    if let Ok(null) = File::open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(null.as_fd());
+    }
     if log_path.is_empty() {
         return;
     }
     if let Ok(f) = OpenOptions::new().create(true).append(true).open(log_path) {
         let _ = nix::unistd::dup2_stderr(f.as_fd());
-    }
-    if let Ok(null) = File::open("/dev/null") {
-        let _ = nix::unistd::dup2_stdin(null.as_fd());
     }
 }
 
