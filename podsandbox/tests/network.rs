@@ -398,6 +398,40 @@ async fn a_stale_host_veth_of_the_same_pod_is_replaced() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_deleted_after_the_first_pod_is_made_again() {
+    if !can_run() {
+        return;
+    }
+    let mut t = TestNet::new();
+    let (ns1, ns2) = (t.add_netns(), t.add_netns());
+    let (first, second) = (t.pod_id("before"), t.pod_id("after"));
+    t.net.attach(&first, &ns1, &[]).await.expect("first attach");
+    // Someone deletes the bridge berthd found (and remembers) for the first pod.
+    let deleted = run("ip", &["link", "del", &t.cfg.bridge]);
+    assert!(deleted.status.success(), "{deleted:?}");
+    let a = t
+        .net
+        .attach(&second, &ns2, &[])
+        .await
+        .expect("attach after the bridge was deleted");
+    let kind = stdout_of("ip", &["-d", "link", "show", &host_veth(&second)]);
+    assert!(
+        kind.contains(&format!("master {}", t.cfg.bridge)),
+        "host end not on a new bridge: {kind}"
+    );
+    let gateway = stdout_of("ip", &["-o", "-4", "addr", "show", "dev", &t.cfg.bridge]);
+    assert!(
+        gateway.contains(&format!("{}/", t.gateway())),
+        "bridge without its gateway address: {gateway}"
+    );
+    assert!(ip_in(&ns2, &["-o", "-4", "addr", "show", "dev", "eth0"]).contains(&a.ip.to_string()));
+    for (pod, ns) in [(&first, &ns1), (&second, &ns2)] {
+        t.net.detach(pod, Some(ns)).await.expect("detach");
+        t.assert_pod_gone(pod);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_port_on_loopback_reaches_pod() {
     if !can_run() {
         return;

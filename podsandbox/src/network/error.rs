@@ -85,6 +85,13 @@ pub enum NetworkError {
     },
 }
 
+impl NetworkError {
+    /// True when it is a netlink request the kernel refused with `errno`.
+    pub(crate) fn is_netlink_errno(&self, errno: i32) -> bool {
+        matches!(self, NetworkError::Netlink { source, .. } if super::netlink::is_errno(source, errno))
+    }
+}
+
 /// Builds a mapper from an rtnetlink error to [`NetworkError::Netlink`].
 pub(crate) fn netlink_err(
     pod_id: &str,

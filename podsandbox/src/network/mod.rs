@@ -123,9 +123,20 @@ pub struct BridgeNetwork {
     nft: NftTable,
     /// Pods whose veth deletion runs in the background ([`BridgeNetwork::detach_deferred`]).
     deferred: Arc<Deferred>,
-    /// Serializes host-level setup (bridge, sysctls, base nft rules) and remembers that the
-    /// sysctls and base rules are in place, so later pods skip the `nft` process.
-    host_lock: tokio::sync::Mutex<bool>,
+    /// Serializes host-level setup (bridge, sysctls, base nft rules) and remembers what is in
+    /// place, so later pods skip it.
+    host: tokio::sync::Mutex<HostSetup>,
+}
+
+/// The host side as the last [`BridgeNetwork::ensure_host`] left it.
+#[derive(Debug, Default)]
+struct HostSetup {
+    /// The sysctls and base nft rules are in place (later pods skip the `nft` process).
+    base_ready: bool,
+    /// The bridge's index once it was found (or made) up with the gateway address: later
+    /// pods use it without asking the kernel (three round trips under this lock); a veth
+    /// creation that finds it gone makes the bridge again (see `wire_pod`).
+    bridge: Option<u32>,
 }
 
 /// What [`BridgeNetwork::wire_pod`] connects.
@@ -153,7 +164,7 @@ impl BridgeNetwork {
             ipam: Arc::new(ipam),
             nft,
             deferred: Arc::default(),
-            host_lock: tokio::sync::Mutex::new(false),
+            host: tokio::sync::Mutex::default(),
         })
     }
 
@@ -169,7 +180,7 @@ impl BridgeNetwork {
         validate_ports(pod_id, ports)?;
         let netns_file = netlink::open_netns(pod_id, netns)?;
         let nl = Netlink::connect(pod_id)?;
-        let bridge_index = self.ensure_host(&nl.handle, pod_id).await?;
+        let bridge_index = self.ensure_host(&nl.handle, pod_id, false).await?;
         let ip = match self.ipam.allocate(pod_id) {
             // Stopped pods whose veth is still being deleted hold their addresses until it is
             // gone: in a full range, wait for them rather than fail.
@@ -277,24 +288,35 @@ impl BridgeNetwork {
     /// pods still attached lose connectivity but keep their addresses.
     pub async fn teardown_host(&self) -> Result<(), NetworkError> {
         let nl = Netlink::connect(HOST)?;
-        let mut base_ready = self.host_lock.lock().await;
-        *base_ready = false;
+        *self.host.lock().await = HostSetup::default();
         netlink::delete_link(&nl.handle, HOST, &self.cfg.bridge).await?;
         self.nft.delete(HOST).await?;
         tracing::info!(bridge = %self.cfg.bridge, table = %self.nft.name, "pod network host setup removed");
         Ok(())
     }
 
-    /// Bridge, sysctls and base nft rules; returns the bridge index.
-    async fn ensure_host(&self, handle: &Handle, pod_id: &str) -> Result<u32, NetworkError> {
-        let mut base_ready = self.host_lock.lock().await;
+    /// Bridge, sysctls and base nft rules; returns the bridge index. The first call (and
+    /// one with `recheck`, after the bridge was found gone) finds or makes the bridge; later
+    /// ones answer the index it found.
+    async fn ensure_host(
+        &self,
+        handle: &Handle,
+        pod_id: &str,
+        recheck: bool,
+    ) -> Result<u32, NetworkError> {
+        let mut host = self.host.lock().await;
+        if let (Some(index), false) = (host.bridge, recheck) {
+            return Ok(index);
+        }
+        host.bridge = None;
         let (bridge, prefix) = (&self.cfg.bridge, self.cfg.pod_cidr.prefix_len());
         let index = bridge::ensure_bridge(handle, pod_id, bridge, self.gateway, prefix).await?;
-        if !*base_ready {
+        if !host.base_ready || recheck {
             bridge::enable_sysctls(pod_id, bridge)?;
             self.nft.ensure_base(pod_id, self.cfg.pod_cidr).await?;
-            *base_ready = true;
+            host.base_ready = true;
         }
+        host.bridge = Some(index);
         Ok(index)
     }
 
@@ -308,7 +330,17 @@ impl BridgeNetwork {
     ) -> Result<(), NetworkError> {
         let pod_id = target.pod_id;
         let (host, peer) = (host_veth_name(pod_id), temp_peer_name(pod_id));
-        veth::create_pair_in(handle, pod_id, &host, &peer, &target.netns, bridge_index).await?;
+        let create =
+            |bridge| veth::create_pair_in(handle, pod_id, &host, &peer, &target.netns, bridge);
+        match create(bridge_index).await {
+            // The bridge is gone (EINVAL: no device has its index) or its index is now
+            // another kind of device's (EOPNOTSUPP): make it again and retry once.
+            Err(e) if e.is_netlink_errno(libc::EINVAL) || e.is_netlink_errno(libc::EOPNOTSUPP) => {
+                tracing::warn!(pod_id, bridge = %self.cfg.bridge, error = %e, "pod bridge gone; making it again");
+                create(self.ensure_host(handle, pod_id, true).await?).await?;
+            }
+            other => other?,
+        }
         let side = PodSide {
             pod_id: pod_id.to_string(),
             temp_name: peer,
