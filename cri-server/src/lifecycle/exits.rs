@@ -18,7 +18,6 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 
-use crate::lifecycle::record;
 use crate::state::DaemonState;
 use crate::state::exit_watcher::SWEEP_INTERVAL;
 use crate::store::containers::ContainerPhase;
@@ -29,15 +28,7 @@ pub fn check(state: &DaemonState, id: &str) {
         state.exits.unwatch(id);
         return;
     };
-    if rec.phase != ContainerPhase::Running {
-        state.exits.unwatch(id);
-        return;
-    }
-    let Ok(info) = runtime_core::shim::containers::read_status(&rec.status_path) else {
-        return;
-    };
-    if info.exited {
-        record::finish(state, rec, &info);
+    if crate::lifecycle::refresh::recorded(state, rec).phase != ContainerPhase::Running {
         state.exits.unwatch(id);
     }
 }

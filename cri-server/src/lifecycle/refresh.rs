@@ -1,5 +1,6 @@
 //! Asking about a Running container: its pod's shim answers, or the exit record the shim left
-//! does; a shim that is gone means the pod's shim died.
+//! does; a shim that is gone means the pod's shim died. [`recorded`] reads only the exit
+//! record, for answers that must not wake every shim (ListContainers).
 
 use std::time::Duration;
 
@@ -11,6 +12,21 @@ use crate::state::DaemonState;
 use crate::store::containers::{ContainerPhase, ContainerRecord};
 
 const SHIM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Updates a Running record from the exit record its shim writes when the container exits,
+/// without asking the shim; returns it. The shim writes the record as it reaps the container,
+/// before it would answer that it exited, so this is what the shim would say, except when the
+/// shim itself died: the exit watcher's sweep (`exits::sweep`, every 10 s) and every
+/// [`refresh`] notice that.
+pub fn recorded(state: &DaemonState, rec: ContainerRecord) -> ContainerRecord {
+    if rec.phase != ContainerPhase::Running {
+        return rec;
+    }
+    match runtime_core::shim::containers::read_status(&rec.status_path) {
+        Ok(info) if info.exited => finish(state, rec, &info),
+        _ => rec,
+    }
+}
 
 /// Updates a Running record from the shim (or the shim's exit record); returns it.
 pub async fn refresh(state: &DaemonState, rec: ContainerRecord) -> ContainerRecord {

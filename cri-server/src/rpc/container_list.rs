@@ -12,11 +12,12 @@ use runtime_core::shim::client;
 use tonic::Status;
 
 use crate::lifecycle::record::find;
-use crate::lifecycle::refresh::refresh;
+use crate::lifecycle::refresh::{recorded, refresh};
 use crate::state::DaemonState;
 use crate::store::containers::{ContainerPhase, ContainerRecord};
 use crate::view::container::cri_state;
 
+/// The containers the filter selects, as recorded.
 pub async fn list_containers(
     state: &DaemonState,
     req: &ListContainersRequest,
@@ -26,9 +27,12 @@ pub async fn list_containers(
         Some(id) if !id.is_empty() => state.containers.find(id).into_iter().collect(),
         _ => state.containers.list(),
     };
+    // From the records and the exit records shims write, not from the shims: kubelet lists
+    // every second, and asking each Running container's shim would wake every shim each
+    // second (keeping its code mapped) and cost a round trip per container.
     let mut containers = Vec::new();
     for rec in candidates {
-        let rec = refresh(state, rec).await;
+        let rec = recorded(state, rec);
         if matches(&rec, filter) {
             containers.push(to_item(&rec));
         }
