@@ -296,8 +296,8 @@ impl BridgeNetwork {
     }
 
     /// Bridge, sysctls and base nft rules; returns the bridge index. The first call (and
-    /// one with `recheck`, after the bridge was found gone) finds or makes the bridge; later
-    /// ones answer the index it found.
+    /// one with `recheck`, after a veth creation failed) finds or makes the bridge; later ones
+    /// answer the index it found.
     async fn ensure_host(
         &self,
         handle: &Handle,
@@ -308,10 +308,11 @@ impl BridgeNetwork {
         if let (Some(index), false) = (host.bridge, recheck) {
             return Ok(index);
         }
-        host.bridge = None;
+        let known = host.bridge.take();
         let (bridge, prefix) = (&self.cfg.bridge, self.cfg.pod_cidr.prefix_len());
         let index = bridge::ensure_bridge(handle, pod_id, bridge, self.gateway, prefix).await?;
-        if !host.base_ready || recheck {
+        // A bridge made again needs its sysctls again.
+        if !host.base_ready || known.is_some_and(|k| k != index) {
             bridge::enable_sysctls(pod_id, bridge)?;
             self.nft.ensure_base(pod_id, self.cfg.pod_cidr).await?;
             host.base_ready = true;
@@ -333,11 +334,16 @@ impl BridgeNetwork {
         let create =
             |bridge| veth::create_pair_in(handle, pod_id, &host, &peer, &target.netns, bridge);
         match create(bridge_index).await {
-            // The bridge is gone (EINVAL: no device has its index) or its index is now
-            // another kind of device's (EOPNOTSUPP): make it again and retry once.
+            // The bridge may be gone (EINVAL: no device has its index) or its index now
+            // another kind of device's (EOPNOTSUPP): find it by name (or make it) again, and
+            // retry once if it is another. The same bridge: the refusal was not about it.
             Err(e) if e.is_netlink_errno(libc::EINVAL) || e.is_netlink_errno(libc::EOPNOTSUPP) => {
-                tracing::warn!(pod_id, bridge = %self.cfg.bridge, error = %e, "pod bridge gone; making it again");
-                create(self.ensure_host(handle, pod_id, true).await?).await?;
+                let index = self.ensure_host(handle, pod_id, true).await?;
+                if index == bridge_index {
+                    return Err(e);
+                }
+                tracing::warn!(pod_id, bridge = %self.cfg.bridge, "pod bridge was gone; made it again");
+                create(index).await?;
             }
             other => other?,
         }
