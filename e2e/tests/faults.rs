@@ -79,8 +79,13 @@ async fn containers(e: &Env) -> Vec<cri::Container> {
 /// Whether every shim of `e`'s daemon is gone within a few seconds (a shim asked to shut
 /// down answers first, then exits).
 async fn no_shims_soon(e: &Env) -> bool {
+    none_soon(e, e2e::cleanup::shims_under).await
+}
+
+/// Whether `list` finds no process of `e`'s daemon within a few seconds.
+async fn none_soon(e: &Env, list: fn(&std::path::Path) -> Vec<i32>) -> bool {
     for _ in 0..100 {
-        if e2e::cleanup::shims_under(e.d.dir()).is_empty() {
+        if list(e.d.dir()).is_empty() {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -377,13 +382,7 @@ async fn the_spare(e: &Env) -> i32 {
 
 /// Whether no spare shim of `e`'s berthd is left within a few seconds.
 async fn no_spares_soon(e: &Env) -> bool {
-    for _ in 0..100 {
-        if e2e::cleanup::spares_under(e.d.dir()).is_empty() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
+    none_soon(e, e2e::cleanup::spares_under).await
 }
 
 /// berthd starts the next pod's shim ahead of it: the next pod's shim is that process, another
