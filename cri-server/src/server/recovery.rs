@@ -37,7 +37,7 @@ pub async fn reconcile(state: &DaemonState) {
         Ok(n) => info!(snapshots = n, "removed layers an interrupted pull left"),
         Err(e) => warn!(error = %e, "remove orphan snapshots"),
     }
-    // The first pod's shim, started ahead of it.
+    // The first pod's shim and network namespace, made ahead of it.
     state.pod_runtime.prepare_spare();
 }
 
