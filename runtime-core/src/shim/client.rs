@@ -96,23 +96,14 @@ pub async fn spawn_spare(
     // The first process only forks the real shim and exits.
     let status = child.wait().await.map_err(|e| fail(format!("wait: {e}")))?;
     let mut lines = BufReader::new(stdout);
-    let line = read_line_within(&mut lines, timeout)
+    let pid = pid_line(&mut lines, super::SPARE_PREFIX, "spare", timeout)
         .await
-        .map_err(|e| fail(format!("read its pid: {e}")))?;
-    match line.strip_prefix(super::SPARE_PREFIX) {
-        Some(pid) => Ok(SpareShim {
-            pid: pid
-                .trim()
-                .parse()
-                .map_err(|_| fail(format!("bad first line `{line}`")))?,
-            spec_in,
-            lines,
-        }),
-        None => Err(fail(match line.strip_prefix(ERROR_PREFIX) {
-            Some(msg) => msg.trim().to_string(),
-            None => format!("shim exited ({status}) without saying it waits"),
-        })),
-    }
+        .map_err(|e| fail(format!("{e} (its first process: {status})")))?;
+    Ok(SpareShim {
+        pid,
+        spec_in,
+        lines,
+    })
 }
 
 impl SpareShim {
@@ -133,26 +124,35 @@ impl SpareShim {
             });
         }
         drop(self.spec_in);
-        let fail = |message: String| ShimError::Start {
-            pod: spec.pod_id.clone(),
-            message,
-        };
-        let line = read_line_within(&mut self.lines, timeout)
+        pid_line(&mut self.lines, READY_PREFIX, "readiness", timeout)
             .await
-            .map_err(|e| fail(format!("read readiness: {e}")))?;
-        if let Some(pid) = line.strip_prefix(READY_PREFIX) {
-            return pid
-                .trim()
-                .parse()
-                .map_err(|_| fail(format!("bad readiness line `{line}`")));
-        }
-        if let Some(msg) = line.strip_prefix(ERROR_PREFIX) {
-            return Err(fail(msg.trim().to_string()));
-        }
-        Err(fail(format!(
-            "shim {} exited without reporting readiness",
-            self.pid
-        )))
+            .map_err(|message| ShimError::Start {
+                pod: spec.pod_id.clone(),
+                message,
+            })
+    }
+}
+
+/// The PID the shim's next line gives after `prefix` (`spare `, `ready `), read within
+/// `timeout`; else the message of its `error ` line, or what else came. `what` names the line.
+async fn pid_line(
+    lines: &mut BufReader<tokio::process::ChildStdout>,
+    prefix: &str,
+    what: &str,
+    timeout: Duration,
+) -> Result<u32, String> {
+    let line = read_line_within(lines, timeout)
+        .await
+        .map_err(|e| format!("read its {what} line: {e}"))?;
+    if let Some(pid) = line.strip_prefix(prefix) {
+        return pid
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad {what} line `{line}`"));
+    }
+    match line.strip_prefix(ERROR_PREFIX) {
+        Some(msg) => Err(msg.trim().to_string()),
+        None => Err(format!("exited without its {what} line")),
     }
 }
 
