@@ -591,15 +591,9 @@ impl PodRuntime {
         }
     }
 
+    /// Writes the pod's hostname, hosts (naming `ip`) and resolv.conf into `dir`, which
+    /// `files_and_cgroup` made.
     fn write_files(&self, spec: &PodSpec, dir: &Path, ip: Option<IpAddr>) -> Result<(), PodError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            step_io(
-                &spec.id,
-                "write pod files",
-                &format!("create {}", dir.display()),
-                &e,
-            )
-        })?;
         let host_resolv = std::fs::read_to_string(&self.cfg.host_resolv_conf).unwrap_or_default();
         let resolv = dns::resolv_conf(&spec.dns, &host_resolv)
             .map_err(|e| PodError::Invalid(e.to_string()))?;
