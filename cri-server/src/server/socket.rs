@@ -1,7 +1,7 @@
 //! The CRI socket: claimed exclusively, bound with mode 0660, removed on shutdown.
 //!
 //! Claiming goes: take an exclusive `flock` on `<socket>.lock` (so two berthds starting at once
-//! cannot both win), refuse if something answers on the socket, refuse if the path is not a
+//! cannot both win; waiting up to [`LOCK_WAIT`] for a dying berthd's to go), refuse if something answers on the socket, refuse if the path is not a
 //! socket, then bind a temporary socket, set its mode and rename it over the path, which
 //! replaces a stale socket atomically.
 
@@ -122,6 +122,30 @@ fn lock_path(socket: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// How long a start waits for the lock before refusing. A berthd that just died can leave it
+/// held for a moment: a child it was starting holds berthd's open files (the lock's too) from
+/// its fork until its exec closes them, and berthd starts a process (the next pod's spare shim,
+/// 30 ms after each pod's start) often. Seen in the crash tests: a berthd restarted right after
+/// `kill -9` refused to start.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Takes the exclusive lock on `file`, trying again every 10 ms for up to `wait`; the file back
+/// if it is still held.
+fn lock_within(file: File, wait: std::time::Duration) -> Result<Flock<File>, File> {
+    let deadline = std::time::Instant::now() + wait;
+    let mut file = file;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((f, _)) if std::time::Instant::now() >= deadline => return Err(f),
+            Err((f, _)) => {
+                file = f;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+}
+
 fn take_lock(socket: &Path) -> Result<Flock<File>, SocketError> {
     let lock_path = lock_path(socket);
     let file = OpenOptions::new()
@@ -131,9 +155,9 @@ fn take_lock(socket: &Path) -> Result<Flock<File>, SocketError> {
         .truncate(false)
         .open(&lock_path)
         .map_err(io_err("open lock file", &lock_path))?;
-    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+    let mut lock = match lock_within(file, LOCK_WAIT) {
         Ok(lock) => lock,
-        Err((file, _)) => {
+        Err(file) => {
             let pid = fs::read_to_string(&lock_path)
                 .ok()
                 .map(|s| s.trim().to_string())
